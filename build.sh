@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# tfoy build entry point.
+#   ./build.sh setup                 venv + locked deps + Hadoop jars + data package (cached, idempotent)
+#   ./build.sh env                   shell exports: eval "$(./build.sh env)"
+#   ./build.sh hadoop start|stop|status [--json]
+#   ./build.sh test [pytest args]    setup, start Hadoop, run the whole suite, stop what it started
+#   ./build.sh demo                  the main job on the embedded Hadoop
+#   ./build.sh bench [name]          benchmarks/ (all, or one by name)
+#   ./build.sh lint                  ruff
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TFOY_CACHE=${TFOY_CACHE:-$HOME/.cache/tfoy}
+export TFOY_HADOOP_STATE=${TFOY_HADOOP_STATE:-$HOME/.tfoy/hadoop}
+DATA_DIR=/usr/share/datasets/fashion-mnist
+
+log() { printf '[build.sh] %s\n' "$*" >&2; }
+die() { printf '[build.sh] error: %s\n' "$*" >&2; exit 1; }
+hash_of() { sha256sum "$@" | sha256sum | cut -c1-12; }
+
+VENV="$TFOY_CACHE/venv-py311-$(hash_of "$ROOT/requirements.lock")"
+HADOOP_LIB="$TFOY_CACHE/hadoop-$(hash_of "$ROOT/conf/hadoop/pom.xml")/lib"
+
+find_java17() {
+  local candidate
+  for candidate in "${JAVA_HOME:-}" /usr/lib/jvm/java-17-openjdk-* /usr/lib/jvm/temurin-17-*; do
+    [ -n "$candidate" ] && [ -x "$candidate/bin/java" ] || continue
+    if "$candidate/bin/java" -version 2>&1 | grep -q 'version "17'; then echo "$candidate"; return 0; fi
+  done
+  return 1
+}
+
+find_python311() {
+  local py
+  for py in python3.11 python3; do
+    if command -v "$py" >/dev/null && "$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+      command -v "$py"; return 0
+    fi
+  done
+  return 1
+}
+
+JAVA_HOME=$(find_java17) || JAVA_HOME=""
+export JAVA_HOME
+
+require_tools() {
+  [ -n "$JAVA_HOME" ] || die "Java 17 not found (JAVA_HOME or /usr/lib/jvm/java-17-*): install it with 'apt-get install openjdk-17-jdk-headless'"
+  command -v mvn >/dev/null || die "Maven (mvn) not found: install it with 'apt-get install maven'"
+  find_python311 >/dev/null || die "Python 3.11 not found (python3.11 or python3): install Python 3.11"
+}
+
+setup_venv() {
+  if [ -f "$VENV/.complete" ]; then
+    log "venv cached: $VENV"
+  else
+    local py; py=$(find_python311)
+    log "creating venv $VENV (first run downloads TensorFlow, pyspark, ...: several minutes)"
+    # Built in place (venv scripts carry their path); .complete marks it whole, so a broken run is redone.
+    rm -rf "$VENV"
+    "$py" -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/requirements.lock"
+    touch "$VENV/.complete"
+  fi
+  # The project itself: editable, no deps, so a fresh clone re-points the cached venv in a second.
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT" >/dev/null
+}
+
+setup_jars() {
+  if [ -f "$HADOOP_LIB/.complete" ]; then
+    log "Hadoop jars cached: $HADOOP_LIB"
+    return
+  fi
+  log "resolving Hadoop 3.5.0 jars with Maven into $HADOOP_LIB"
+  rm -rf "$HADOOP_LIB"
+  (cd "$ROOT/conf/hadoop" && mvn -q -B dependency:copy-dependencies -DincludeScope=runtime \
+     -DoutputDirectory="$HADOOP_LIB") || die "Maven could not resolve conf/hadoop/pom.xml (see above)"
+  touch "$HADOOP_LIB/.complete"
+}
+
+setup_data() {
+  [ -f "$DATA_DIR/train-images-idx3-ubyte.gz" ] && return
+  log "installing Debian package dataset-fashion-mnist (real data for examples and tests)"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; }
+  else
+    sudo apt-get install -y -q dataset-fashion-mnist >/dev/null
+  fi
+  [ -f "$DATA_DIR/train-images-idx3-ubyte.gz" ] || die "dataset-fashion-mnist did not install $DATA_DIR"
+}
+
+cmd_setup() {
+  require_tools
+  local t0=$SECONDS
+  setup_jars
+  setup_venv
+  setup_data
+  log "setup done in $((SECONDS - t0))s"
+}
+
+print_env() {
+  cat <<EOF
+export JAVA_HOME='$JAVA_HOME'
+export TFOY_HADOOP_LIB='$HADOOP_LIB'
+export TFOY_HADOOP_STATE='$TFOY_HADOOP_STATE'
+export HADOOP_CONF_DIR='${TFOY_HADOOP_CONF_DIR:-$TFOY_HADOOP_STATE/conf}'
+export VIRTUAL_ENV='$VENV'
+export PATH='$VENV/bin:$ROOT/embedded_hadoop/bin':"\$PATH"
+EOF
+}
+
+load_env() { eval "$(print_env)"; }
+
+hadoop_ctl() {
+  load_env
+  [ -f "$HADOOP_LIB/.complete" ] || die "Hadoop jars missing; run ./build.sh setup"
+  python3 "$ROOT/embedded_hadoop/cluster.py" "$@"
+}
+
+cmd_test() {
+  cmd_setup
+  load_env
+  local started_here=0
+  if ! hadoop_ctl status >/dev/null 2>&1; then
+    hadoop_ctl start
+    started_here=1
+  fi
+  [ $started_here = 1 ] && trap 'hadoop_ctl stop' EXIT
+  cd "$ROOT"
+  log "ruff"
+  ruff check .
+  log "pytest"
+  python -m pytest "$@"
+}
+
+cmd_demo() {
+  cmd_setup
+  load_env
+  hadoop_ctl start
+  cd "$ROOT"
+  python -m examples.demo "$@"
+}
+
+cmd_bench() {
+  cmd_setup
+  load_env
+  hadoop_ctl start
+  cd "$ROOT"
+  local b
+  for b in benchmarks/${1:-*}.py; do
+    [ -f "$b" ] || die "no benchmark $b"
+    log "benchmark $b"
+    python "$b"
+  done
+}
+
+case "${1:-}" in
+  setup) cmd_setup ;;
+  env) print_env ;;
+  hadoop) shift; [ $# -ge 1 ] || die "usage: ./build.sh hadoop start|stop|status [--json]"; hadoop_ctl "$@" ;;
+  test) shift; cmd_test "$@" ;;
+  demo) shift; cmd_demo "$@" ;;
+  bench) shift; cmd_bench "$@" ;;
+  lint) load_env; cd "$ROOT" && ruff check . ;;
+  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

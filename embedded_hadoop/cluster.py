@@ -1,0 +1,404 @@
+"""Lifecycle of the embedded pseudo-distributed Hadoop cluster (NameNode, DataNode, ResourceManager,
+NodeManager), each its own JVM, built from Maven-resolved jars.
+
+This is a development and test stand-in for a real cluster: nothing in tfoy's library code knows about it.
+It only writes site files into a state folder and exports HADOOP_CONF_DIR, exactly as a real edge node would
+have. Standard library only, so that it runs before the project's venv exists.
+
+Usage: python3 cluster.py {start|stop|status} [--json]
+Environment: TFOY_HADOOP_LIB (jar folder, required), TFOY_HADOOP_STATE (default ~/.tfoy/hadoop),
+JAVA_HOME, TFOY_START_TIMEOUT (seconds, default 180), TFOY_HADOOP_PORT_OFFSET (added to every port).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE.parent / "conf" / "hadoop"
+
+PORTS = {
+    "NN_RPC_PORT": 8020,
+    "NN_HTTP_PORT": 9870,
+    "DN_PORT": 9866,
+    "DN_HTTP_PORT": 9864,
+    "DN_IPC_PORT": 9867,
+    "RM_PORT": 8032,
+    "RM_SCHEDULER_PORT": 8030,
+    "RM_TRACKER_PORT": 8031,
+    "RM_ADMIN_PORT": 8033,
+    "RM_HTTP_PORT": 8088,
+    "NM_PORT": 8041,
+    "NM_LOCALIZER_PORT": 8040,
+    "NM_HTTP_PORT": 8042,
+}
+# A real Hadoop (or a second embedded cluster) on the same host can be avoided by shifting every port.
+_OFFSET = int(os.environ.get("TFOY_HADOOP_PORT_OFFSET", "0"))
+PORTS = {key: port + _OFFSET for key, port in PORTS.items()}
+SIZING = {"NM_MEMORY_MB": 14336, "NM_VCORES": 8}
+
+
+@dataclass(frozen=True)
+class Daemon:
+    name: str
+    main: str
+    heap_mb: int
+    ports: tuple[str, ...]
+
+
+DAEMONS = (
+    Daemon("namenode", "org.apache.hadoop.hdfs.server.namenode.NameNode", 512, ("NN_RPC_PORT", "NN_HTTP_PORT")),
+    Daemon(
+        "datanode",
+        "org.apache.hadoop.hdfs.server.datanode.DataNode",
+        384,
+        ("DN_PORT", "DN_HTTP_PORT", "DN_IPC_PORT"),
+    ),
+    Daemon(
+        "resourcemanager",
+        "org.apache.hadoop.yarn.server.resourcemanager.ResourceManager",
+        768,
+        ("RM_PORT", "RM_SCHEDULER_PORT", "RM_TRACKER_PORT", "RM_ADMIN_PORT", "RM_HTTP_PORT"),
+    ),
+    Daemon(
+        "nodemanager",
+        "org.apache.hadoop.yarn.server.nodemanager.NodeManager",
+        512,
+        ("NM_PORT", "NM_LOCALIZER_PORT", "NM_HTTP_PORT"),
+    ),
+)
+
+# Java 17 closes JDK internals that Hadoop 3.5 still reaches into (as Hadoop's own scripts add them).
+JAVA17_OPENS = [
+    f"--add-opens=java.base/{pkg}=ALL-UNNAMED"
+    for pkg in (
+        "java.lang",
+        "java.lang.reflect",
+        "java.io",
+        "java.net",
+        "java.nio",
+        "java.util",
+        "java.util.concurrent",
+        "java.util.concurrent.atomic",
+        "sun.nio.ch",
+        "sun.nio.cs",
+        "sun.security.action",
+        "sun.util.calendar",
+    )
+] + ["--add-exports=java.base/sun.net.dns=ALL-UNNAMED", "--add-exports=java.base/sun.net.util=ALL-UNNAMED"]
+
+
+EMPTY_WEB_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<web-app xmlns="http://xmlns.jcp.org/xml/ns/javaee" version="3.1"/>
+"""
+
+
+class ClusterError(RuntimeError):
+    """A start/stop failure with a message meant for a person."""
+
+
+class Cluster:
+    def __init__(self, state: Path, lib: Path, java_home: str | None, timeout: float) -> None:
+        self.state = state
+        self.lib = lib
+        self.java = str(Path(java_home) / "bin" / "java") if java_home else "java"
+        self.timeout = timeout
+        self.conf = state / "conf"
+        self.logs = state / "logs"
+        self.pids = state / "pids"
+        self.started: dict[str, subprocess.Popen] = {}
+
+    # ---- configuration -------------------------------------------------------------------------------
+    def write_conf(self) -> None:
+        for d in (self.conf, self.logs, self.pids, self.state / "tmp", self.state / "nm-local", self.state / "nm-logs"):
+            d.mkdir(parents=True, exist_ok=True)
+        values = {**{k: str(v) for k, v in PORTS.items()}, **{k: str(v) for k, v in SIZING.items()}}
+        values.update(STATE=str(self.state), HADOOP_CONF_DIR=str(self.conf), HADOOP_LIB=str(self.lib))
+        for template in sorted(TEMPLATES.glob("*.in")):
+            text = template.read_text()
+            for key, value in values.items():
+                text = text.replace(f"@{key}@", value)
+            leftover = re.search(r"@[A-Z_]+@", text)
+            if leftover:
+                raise ClusterError(f"{template}: no value for placeholder {leftover.group()}")
+            (self.conf / template.name[: -len(".in")]).write_text(text)
+        # HDFS's HTTP servers look up webapps/<name> on the classpath; Maven's hadoop-hdfs jar leaves them out
+        # (the tarball ships them as folders). JMX and WebHDFS need only an empty web.xml.
+        for app in ("hdfs", "datanode", "secondary", "journal"):
+            web_inf = self.conf / "webapps" / app / "WEB-INF"
+            web_inf.mkdir(parents=True, exist_ok=True)
+            (web_inf / "web.xml").write_text(EMPTY_WEB_XML)
+
+    # ---- processes -----------------------------------------------------------------------------------
+    def pid_of(self, daemon: Daemon) -> int | None:
+        """The pid in the daemon's pid file, if that process is alive and really is this daemon."""
+        pid_file = self.pids / f"{daemon.name}.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        if daemon.main.encode() not in cmdline:
+            return None  # the pid was recycled by another process
+        return pid
+
+    def java_cmd(self, daemon: Daemon) -> list[str]:
+        return [
+            self.java,
+            f"-Xmx{daemon.heap_mb}m",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            f"-Djava.io.tmpdir={self.state / 'tmp'}",
+            f"-Dhadoop.log.dir={self.logs}",
+            f"-Dhadoop.log.file={daemon.name}.log",
+            f"-Dyarn.log.dir={self.logs}",
+            f"-Dyarn.log.file={daemon.name}.log",
+            "-Dhadoop.root.logger=INFO,RFA",
+            f"-Dlog4j.configuration=file:{self.conf / 'log4j.properties'}",
+            *JAVA17_OPENS,
+            "-cp",
+            f"{self.conf}:{self.lib}/*",
+            daemon.main,
+        ]
+
+    def launch(self, daemon: Daemon, extra: list[str] | None = None) -> subprocess.Popen:
+        out = open(self.logs / f"{daemon.name}.out", "ab")
+        env = dict(os.environ, HADOOP_CONF_DIR=str(self.conf))
+        proc = subprocess.Popen(
+            self.java_cmd(daemon) + (extra or []),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            cwd=self.state,
+        )
+        out.close()
+        return proc
+
+    def log_tail(self, daemon: Daemon, lines: int = 25) -> str:
+        parts = []
+        for suffix in (".log", ".out"):
+            path = self.logs / f"{daemon.name}{suffix}"
+            if path.exists():
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+                parts.append(f"--- last lines of {path} ---\n" + "\n".join(tail))
+        return "\n".join(parts) or f"(no log written under {self.logs})"
+
+    # ---- start ---------------------------------------------------------------------------------------
+    def format_namenode_if_new(self) -> None:
+        if (self.state / "data" / "namenode" / "current" / "VERSION").exists():
+            return
+        namenode = DAEMONS[0]
+        print("formatting a new NameNode in", self.state / "data" / "namenode", flush=True)
+        proc = self.launch(namenode, ["-format", "-nonInteractive", "-clusterid", "tfoy-embedded"])
+        try:
+            code = proc.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise ClusterError(f"NameNode format did not finish within {self.timeout:.0f}s\n{self.log_tail(namenode)}")
+        if code != 0:
+            raise ClusterError(f"NameNode format failed (exit {code})\n{self.log_tail(namenode)}")
+
+    def check_ports_free(self, daemon: Daemon) -> None:
+        for key in daemon.ports:
+            port = PORTS[key]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    raise ClusterError(
+                        f"port {port} ({daemon.name} {key}) is already in use; stop whatever listens on it "
+                        f"(ss -ltnp 'sport = :{port}') or change PORTS in {__file__}"
+                    ) from None
+
+    def start(self) -> None:
+        t0 = time.monotonic()
+        self.write_conf()
+        running = {d.name: self.pid_of(d) for d in DAEMONS}
+        if all(running.values()):
+            print("embedded Hadoop is already running:", ", ".join(f"{n} pid {p}" for n, p in running.items()))
+            self.wait_ready(t0)
+            return
+        for daemon in DAEMONS:
+            if not running[daemon.name]:
+                self.check_ports_free(daemon)
+        self.format_namenode_if_new()
+        try:
+            for daemon in DAEMONS:
+                if running[daemon.name]:
+                    continue
+                for suffix in (".log", ".out"):  # keep one previous run's logs, so the tail shown is this run's
+                    log = self.logs / f"{daemon.name}{suffix}"
+                    if log.exists():
+                        log.replace(log.with_name(log.name + ".previous"))
+                proc = self.launch(daemon)
+                self.started[daemon.name] = proc
+                (self.pids / f"{daemon.name}.pid").write_text(str(proc.pid))
+                print(f"started {daemon.name} (pid {proc.pid}, log {self.logs / daemon.name}.log)", flush=True)
+            self.wait_ready(t0)
+            self.prepare_hdfs()
+        except BaseException:
+            self.stop()  # a half-started cluster would only confuse the next start
+            raise
+        print(f"embedded Hadoop is up in {time.monotonic() - t0:.1f}s; HADOOP_CONF_DIR={self.conf}", flush=True)
+
+    def assert_alive(self) -> None:
+        for daemon in DAEMONS:
+            proc = self.started.get(daemon.name)
+            # The JVM launcher may re-exec itself, so /proc/<pid>/cmdline is briefly not Java's: poll our child.
+            if (proc.poll() is not None) if proc else not self.pid_of(daemon):
+                raise ClusterError(f"{daemon.name} died during start-up\n{self.log_tail(daemon)}")
+
+    def wait_ready(self, t0: float) -> None:
+        """Returns when HDFS has left safe mode with a live DataNode and a NodeManager has registered."""
+        checks = [
+            ("HDFS out of safe mode with 1 live DataNode", self.hdfs_ready, DAEMONS[0]),
+            ("NodeManager registered with the ResourceManager", self.yarn_ready, DAEMONS[3]),
+        ]
+        for what, check, daemon in checks:
+            while True:
+                self.assert_alive()
+                try:
+                    if check():
+                        break
+                except (OSError, urllib.error.URLError, ValueError, LookupError):
+                    pass  # web UI not up yet
+                if time.monotonic() - t0 > self.timeout:
+                    raise ClusterError(
+                        f"timed out after {self.timeout:.0f}s waiting for: {what}\n{self.log_tail(daemon)}"
+                    )
+                time.sleep(0.5)
+
+    @staticmethod
+    def jmx(port: int, query: str) -> dict:
+        url = f"http://127.0.0.1:{port}/jmx?qry={query}"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return json.load(resp)["beans"][0]
+
+    def hdfs_ready(self) -> bool:
+        info = self.jmx(PORTS["NN_HTTP_PORT"], "Hadoop:service=NameNode,name=FSNamesystemState")
+        return info["FSState"] == "Operational" and info["NumLiveDataNodes"] >= 1 and self.safemode_off()
+
+    def safemode_off(self) -> bool:
+        info = self.jmx(PORTS["NN_HTTP_PORT"], "Hadoop:service=NameNode,name=NameNodeInfo")
+        return info["Safemode"] == ""
+
+    def yarn_ready(self) -> bool:
+        url = f"http://127.0.0.1:{PORTS['RM_HTTP_PORT']}/ws/v1/cluster/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return json.load(resp)["clusterMetrics"]["activeNodes"] >= 1
+
+    def webhdfs(self, method: str, path: str, op: str, **params: str) -> None:
+        query = "&".join([f"op={op}", "user.name=" + os.environ.get("USER", "root")] + [f"{k}={v}" for k, v in params.items()])
+        url = f"http://127.0.0.1:{PORTS['NN_HTTP_PORT']}/webhdfs/v1{path}?{query}"
+        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=10):
+            pass
+
+    def prepare_hdfs(self) -> None:
+        """Folders every Hadoop cluster has: /tmp (sticky), the log-aggregation root and the user's home."""
+        user = os.environ.get("USER", "root")
+        for path, mode in (("/tmp", "1777"), ("/tmp/logs", "1777"), ("/user", "755"), (f"/user/{user}", "755")):
+            self.webhdfs("PUT", path, "MKDIRS")
+            self.webhdfs("PUT", path, "SETPERMISSION", permission=mode)
+
+    # ---- stop / status -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        stopped = []
+        for daemon in reversed(DAEMONS):
+            pid = self.pid_of(daemon)
+            (self.pids / f"{daemon.name}.pid").unlink(missing_ok=True)
+            if not pid:
+                continue
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+                if _is_zombie(pid):
+                    break
+                time.sleep(0.2)
+            else:
+                if Path(f"/proc/{pid}").exists():
+                    os.kill(pid, signal.SIGKILL)
+            stopped.append(f"{daemon.name} (pid {pid})")
+        print("stopped " + ", ".join(stopped) if stopped else "embedded Hadoop is not running; nothing to stop")
+
+    def status(self) -> dict:
+        daemons = {}
+        for daemon in DAEMONS:
+            pid = self.pid_of(daemon)
+            daemons[daemon.name] = {"pid": pid, "rss_mb": _rss_mb(pid) if pid else None}
+        info = {"state": str(self.state), "conf": str(self.conf), "daemons": daemons}
+        try:
+            info["hdfs_ready"] = self.hdfs_ready()
+            info["yarn_ready"] = self.yarn_ready()
+        except (OSError, urllib.error.URLError, ValueError, LookupError):
+            info["hdfs_ready"] = info["yarn_ready"] = False
+        return info
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["start", "stop", "status", "conf"])
+    parser.add_argument("--json", action="store_true", help="status as JSON")
+    args = parser.parse_args(argv)
+    lib = os.environ.get("TFOY_HADOOP_LIB")
+    if not lib or not any(Path(lib).glob("hadoop-common-*.jar")):
+        print(f"error: TFOY_HADOOP_LIB={lib!r} holds no Hadoop jars; run ./build.sh setup", file=sys.stderr)
+        return 2
+    state = Path(os.environ.get("TFOY_HADOOP_STATE", Path.home() / ".tfoy" / "hadoop"))
+    cluster = Cluster(state, Path(lib), os.environ.get("JAVA_HOME"), float(os.environ.get("TFOY_START_TIMEOUT", 180)))
+    try:
+        if args.command == "start":
+            cluster.start()
+        elif args.command == "stop":
+            cluster.stop()
+        elif args.command == "conf":
+            cluster.write_conf()
+            print(cluster.conf)
+        else:
+            info = cluster.status()
+            if args.json:
+                print(json.dumps(info, indent=2))
+            else:
+                for name, d in info["daemons"].items():
+                    print(f"{name:16} " + (f"running pid {d['pid']} rss {d['rss_mb']} MB" if d["pid"] else "stopped"))
+                print(f"hdfs ready: {info['hdfs_ready']}  yarn ready: {info['yarn_ready']}  conf: {info['conf']}")
+            return 0 if all(d["pid"] for d in info["daemons"].values()) else 3
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

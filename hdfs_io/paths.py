@@ -1,0 +1,73 @@
+"""URI rules shared by every tfoy component, as Hadoop users expect them.
+
+`hdfs://nn:port/p` and `viewfs://ns/p` are kept; `hdfs:///p` and absolute `/p` go to the defaultFS;
+a relative path goes to the user's home `/user/<user>/p` on the defaultFS (as `hdfs dfs` and TFoS's `hdfs_path`
+do); `file://` stays local. The defaultFS comes from HADOOP_CONF_DIR's core-site.xml unless given.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from urllib.parse import urlsplit
+
+LOCAL_SCHEMES = ("file",)
+HADOOP_SCHEMES = ("hdfs", "viewfs")
+
+
+def hadoop_conf_value(key: str, site: str = "core-site.xml", conf_dir: str | None = None) -> str | None:
+    """A property from a Hadoop site file in HADOOP_CONF_DIR (None when unset or absent)."""
+    conf_dir = conf_dir or os.environ.get("HADOOP_CONF_DIR")
+    if not conf_dir:
+        return None
+    path = Path(conf_dir) / site
+    if not path.exists():
+        return None
+    for prop in ET.parse(path).getroot().iter("property"):
+        if prop.findtext("name") == key:
+            return (prop.findtext("value") or "").strip()
+    return None
+
+
+def default_fs(conf_dir: str | None = None) -> str:
+    """fs.defaultFS without a trailing slash, or 'file://' when no Hadoop configuration is found."""
+    value = hadoop_conf_value("fs.defaultFS", conf_dir=conf_dir) or "file://"
+    return value if value.endswith("://") else value.rstrip("/")
+
+
+def hadoop_user() -> str:
+    """The user HDFS sees with simple auth: HADOOP_USER_NAME, else the login name."""
+    return os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
+
+
+def absolute_uri(path: str, default_fs_uri: str | None = None, user: str | None = None) -> str:
+    """A fully qualified URI for `path` (see the module doc for the rules)."""
+    if not path:
+        raise ValueError("empty path")
+    fs = (default_fs_uri if default_fs_uri is not None else default_fs()).rstrip("/")
+    parts = urlsplit(path)
+    if parts.scheme in LOCAL_SCHEMES:
+        return path
+    if parts.scheme in HADOOP_SCHEMES:
+        if parts.netloc:
+            return path
+        # hdfs:///p: the defaultFS's authority (only meaningful when the defaultFS has the same scheme)
+        fs_parts = urlsplit(fs)
+        if fs_parts.scheme != parts.scheme:
+            raise ValueError(f"{path}: no authority, and the defaultFS {fs!r} is not {parts.scheme}://")
+        return f"{fs}{parts.path or '/'}"
+    if parts.scheme:
+        return path  # another filesystem (gs://, s3a://): left to whoever reads it
+    if fs.startswith("file:"):
+        return "file://" + os.path.abspath(path)
+    if path.startswith("/"):
+        return fs + path
+    return f"{fs}/user/{user or hadoop_user()}/{path}"
+
+
+def split_uri(uri: str) -> tuple[str, str, str]:
+    """(scheme, authority, path) of a qualified URI; a bare path counts as file://."""
+    parts = urlsplit(uri)
+    return parts.scheme or "file", parts.netloc, parts.path or "/"

@@ -1,0 +1,1 @@
+"""tfoy on YARN: job specs, env shipping, skein applications and the `tfoy` command line."""
