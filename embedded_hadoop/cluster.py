@@ -208,7 +208,9 @@ class Cluster:
             code = proc.wait(timeout=self.timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            raise ClusterError(f"NameNode format did not finish within {self.timeout:.0f}s\n{self.log_tail(namenode)}")
+            raise ClusterError(
+                f"NameNode format did not finish within {self.timeout:.0f}s\n{self.log_tail(namenode)}"
+            ) from None
         if code != 0:
             raise ClusterError(f"NameNode format failed (exit {code})\n{self.log_tail(namenode)}")
 
@@ -303,7 +305,9 @@ class Cluster:
             return json.load(resp)["clusterMetrics"]["activeNodes"] >= 1
 
     def webhdfs(self, method: str, path: str, op: str, **params: str) -> None:
-        query = "&".join([f"op={op}", "user.name=" + os.environ.get("USER", "root")] + [f"{k}={v}" for k, v in params.items()])
+        query = "&".join(
+            [f"op={op}", "user.name=" + os.environ.get("USER", "root")] + [f"{k}={v}" for k, v in params.items()]
+        )
         url = f"http://127.0.0.1:{PORTS['NN_HTTP_PORT']}/webhdfs/v1{path}?{query}"
         with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=10):
             pass

@@ -49,7 +49,9 @@ def hadoop_conf() -> Path:
     rm = _site_value(conf_dir, "yarn-site.xml", "yarn.resourcemanager.address") or ""
     for what, addr in (("NameNode", nn), ("ResourceManager", rm)):
         if not addr or not _reachable(addr):
-            pytest.fail(f"{what} at {addr or '(not configured)'} is not reachable: start it with ./build.sh hadoop start")
+            pytest.fail(
+                f"{what} at {addr or '(not configured)'} is not reachable: start it with ./build.sh hadoop start"
+            )
     return conf_dir
 
 
@@ -83,5 +85,7 @@ def run_cli(*args: str, timeout: float = 120, check: bool = True, **kw) -> subpr
     """Runs a command (hdfs, yarn, tfoy ...) and returns its output; failures show stderr."""
     proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, **kw)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        raise AssertionError(
+            f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
     return proc

@@ -69,8 +69,9 @@ class NodeContext:
             self.tmp_socket.close()
             self.tmp_socket = None
 
-    def get_data_feed(self, train_mode: bool = True, qname_in: str = "input", qname_out: str = "output",
-                      input_mapping: Any = None):
+    def get_data_feed(
+        self, train_mode: bool = True, qname_in: str = "input", qname_out: str = "output", input_mapping: Any = None
+    ):
         """The Spark-mode DataFeed for this node; only InputMode.SPARK has one."""
         if self.mgr is None:
             raise RuntimeError("get_data_feed(): this node has no feed (only TFCluster InputMode.SPARK feeds data)")

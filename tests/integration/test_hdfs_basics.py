@@ -24,7 +24,7 @@ def test_put_get_list_rename_with_hdfs_native(hdfs, hdfs_tmp):
     # rename onto an existing file only with overwrite (HDFS rename2), and then atomically
     with hdfs.create(f"{hdfs_tmp}/c.bin") as writer:
         writer.write(b"old")
-    with pytest.raises(Exception):
+    with pytest.raises(FileExistsError):
         hdfs.rename(f"{hdfs_tmp}/b.bin", f"{hdfs_tmp}/c.bin")
     hdfs.rename(f"{hdfs_tmp}/b.bin", f"{hdfs_tmp}/c.bin", overwrite=True)
     with hdfs.read(f"{hdfs_tmp}/c.bin") as reader:

@@ -43,25 +43,32 @@ def test_two_containers_write_kv_and_hdfs(skein_client, hdfs, hdfs_tmp, tmp_path
     service = python_service(
         tmp_path,
         """
-        import os, socket, skein
+        import os, socket, time, skein
         from hdfs_native import Client
         cid = os.environ["SKEIN_CONTAINER_ID"]
         app = skein.ApplicationClient.from_current()
         with Client().create(os.environ["OUT"] + "/" + cid) as w:
             w.write(("written by " + cid).encode())
         app.kv["done/" + cid] = socket.gethostname().encode()
-        app.kv.wait("release", timeout=120)   # keep the AM (and its KV) alive until the test has read it
+        deadline = time.monotonic() + 120  # keep the AM (and its KV) alive until the test has read it
+        while app.kv.get("release") is None and time.monotonic() < deadline:
+            time.sleep(0.2)
         print("task", cid, "finished")
         """,
         instances=2,
         env={"OUT": hdfs_tmp},
     )
-    spec = skein.ApplicationSpec(name="tfoy-test-kv-hdfs", queue="default", services={"task": service},
-                                 master=skein.Master(resources=skein.Resources(memory=512, vcores=1)))
+    spec = skein.ApplicationSpec(
+        name="tfoy-test-kv-hdfs",
+        queue="default",
+        services={"task": service},
+        master=skein.Master(resources=skein.Resources(memory=512, vcores=1)),
+    )
     app = skein_client.submit_and_connect(spec)
     try:
-        for i in range(2):
-            app.kv.wait(f"done/task_{i}", timeout=120)
+        deadline = time.monotonic() + 120
+        while len(app.kv.get_prefix("done/")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
         assert sorted(app.kv.get_prefix("done/")) == ["done/task_0", "done/task_1"]
         app.kv["release"] = b"1"
         report = wait_final(skein_client, app.id)
@@ -83,8 +90,11 @@ def test_failing_service_fails_the_application_and_logs_are_aggregated(skein_cli
         sys.exit(1)
         """,
     )
-    spec = skein.ApplicationSpec(name="tfoy-test-fail", services={"task": service},
-                                 master=skein.Master(resources=skein.Resources(memory=512, vcores=1)))
+    spec = skein.ApplicationSpec(
+        name="tfoy-test-fail",
+        services={"task": service},
+        master=skein.Master(resources=skein.Resources(memory=512, vcores=1)),
+    )
     app_id = skein_client.submit(spec)
     report = wait_final(skein_client, app_id)
     assert str(report.final_status) == "FAILED"
@@ -103,9 +113,13 @@ def test_failing_service_fails_the_application_and_logs_are_aggregated(skein_cli
 
 def test_yarn_application_cli_lists_and_reports(skein_client, tmp_path):
     service = python_service(tmp_path, "print('ok')")
-    app_id = skein_client.submit(skein.ApplicationSpec(
-        name="tfoy-test-cli", services={"task": service},
-        master=skein.Master(resources=skein.Resources(memory=512, vcores=1))))
+    app_id = skein_client.submit(
+        skein.ApplicationSpec(
+            name="tfoy-test-cli",
+            services={"task": service},
+            master=skein.Master(resources=skein.Resources(memory=512, vcores=1)),
+        )
+    )
     wait_final(skein_client, app_id)
     status = run_cli("yarn", "application", "-status", app_id).stdout
     assert "tfoy-test-cli" in status and "SUCCEEDED" in status

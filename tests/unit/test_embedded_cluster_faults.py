@@ -17,8 +17,13 @@ def run_cluster(tmp_path, *args, java_script: str | None = None):
     lib = tmp_path / "lib"
     lib.mkdir(exist_ok=True)
     (lib / "hadoop-common-3.5.0.jar").write_bytes(b"")
-    env = dict(os.environ, TFOY_HADOOP_LIB=str(lib), TFOY_HADOOP_STATE=str(tmp_path / "state"),
-               TFOY_HADOOP_PORT_OFFSET=str(OFFSET), TFOY_START_TIMEOUT="20")
+    env = dict(
+        os.environ,
+        TFOY_HADOOP_LIB=str(lib),
+        TFOY_HADOOP_STATE=str(tmp_path / "state"),
+        TFOY_HADOOP_PORT_OFFSET=str(OFFSET),
+        TFOY_START_TIMEOUT="20",
+    )
     if java_script is not None:
         java_home = tmp_path / "jdk"
         (java_home / "bin").mkdir(parents=True)
