@@ -1,0 +1,247 @@
+"""TFoS-compatible `TFCluster`: run / train / inference / shutdown / tensorboard_url, and InputMode.
+
+`from tfnode import TFCluster` gives this module, so `TFCluster.run(...)` and `TFCluster.InputMode.SPARK` read as
+they do with tensorflowonspark. The heavy lifting lives elsewhere: reservation (`tfnode.reservation`), the TF
+process per executor (`tfnode.node`), feeding (`tfnode.feed`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Any
+
+from tfnode.feed import FeedTarget, feed_partition, infer_partition, state_dir
+from tfnode.node import FEEDLESS_ROLES, NodeLaunch
+from tfnode.reservation import NodeState, ReservationServer, Slot
+
+log = logging.getLogger(__name__)
+
+
+class InputMode:
+    """TENSORFLOW: each node reads its own input (e.g. TFRecords on HDFS). SPARK: cluster.train/inference feed RDDs."""
+
+    TENSORFLOW = 0
+    SPARK = 1
+
+
+def assign_roles(num_executors: int, num_ps: int, master_node: str | None, eval_node: bool) -> list[Slot]:
+    """Executor id → role, in TFoS's order: ps first, then the chief/master, the evaluator, workers."""
+    roles = ["ps"] * num_ps + ([master_node] if master_node else []) + (["evaluator"] if eval_node else [])
+    if len(roles) > num_executors or (len(roles) == num_executors and not master_node):
+        raise ValueError(f"{num_executors} executors cannot hold {num_ps} ps, master_node={master_node!r}, "
+                         f"eval_node={eval_node} and at least one worker")
+    roles += ["worker"] * (num_executors - len(roles))
+    counts: dict[str, int] = {}
+    slots = []
+    for eid, role in enumerate(roles):
+        slots.append(Slot(eid, role, counts.get(role, 0)))
+        counts[role] = counts.get(role, 0) + 1
+    return slots
+
+
+# ---- executor side ---------------------------------------------------------------------------------------------
+def _start_node(template: NodeLaunch, cluster_id: str, slots: list[Slot], _iterator: Any) -> None:
+    """The start task: launches this executor's TF process and returns once the whole cluster has registered."""
+    import pickle
+
+    from pyspark import TaskContext
+    from pyspark.cloudpickle import dumps
+
+    slot = slots[TaskContext.get().partitionId()]
+    folder = state_dir(cluster_id)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        (folder / "started").open("x").close()
+    except FileExistsError:
+        raise RuntimeError(f"a TF node of cluster {cluster_id} already runs on this executor ({folder}); "
+                           f"{slot.describe()} needs an executor of its own") from None
+    launch = replace(template, executor_id=slot.executor_id, job_name=slot.job_name, task_index=slot.task_index)
+    launch_file = folder / "launch.pkl"
+    launch_file.write_bytes(dumps(launch, protocol=pickle.HIGHEST_PROTOCOL))
+    launch_file.chmod(0o600)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    with open(folder / "node.log", "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tfnode.node", str(launch_file)], stdout=out, stderr=out,
+                                env=env, start_new_session=True)
+    deadline = time.monotonic() + template.reservation_timeout + 60
+    while time.monotonic() < deadline:
+        if (folder / "node.json").exists():
+            return
+        if (folder / "error.txt").exists():
+            raise RuntimeError(f"TF node {slot.describe()} failed to start:\n{(folder / 'error.txt').read_text()}")
+        code = proc.poll()
+        if code is not None:
+            tail = (folder / "node.log").read_text(errors="replace")[-4000:]
+            raise RuntimeError(f"TF node {slot.describe()} exited with code {code} while starting:\n{tail}")
+        time.sleep(0.2)
+    proc.kill()
+    raise TimeoutError(f"TF node {slot.describe()}: cluster not complete after {template.reservation_timeout:g}s")
+
+
+def _train_task(target: FeedTarget, index: int, iterator: Any) -> list[int]:
+    return [feed_partition(target, index, iterator)]
+
+
+def _infer_task(target: FeedTarget, index: int, iterator: Any) -> Any:
+    return infer_partition(target, index, iterator)
+
+
+# ---- driver side -----------------------------------------------------------------------------------------------
+def _describe_failures(nodes: list[NodeState]) -> str:
+    return "\n".join(f"--- {n.slot.describe()} failed:\n{n.traceback}" for n in nodes)
+
+
+@dataclass
+class TFCluster:
+    """A running TF cluster on Spark executors (what TFCluster.run returns)."""
+
+    sc: Any
+    server: ReservationServer
+    input_mode: int
+    cluster_id: str
+    cluster_spec: dict[str, list[str]]
+    secret: bytes = field(repr=False)
+    _jobs: int = 0
+
+    @property
+    def cluster_info(self) -> list[dict[str, Any]]:
+        return [dict(n.info, job_name=n.slot.job_name, task_index=n.slot.task_index)
+                for n in self.server.nodes.values()]
+
+    def _target(self, feed_timeout: float) -> FeedTarget:
+        return FeedTarget(self.cluster_id, self.secret, feed_timeout)
+
+    def _require_spark_mode(self, what: str) -> None:
+        if self.input_mode != InputMode.SPARK:
+            raise RuntimeError(f"cluster.{what}() feeds RDDs and needs TFCluster.run(..., input_mode=InputMode.SPARK)")
+
+    def train(self, dataRDD: Any, num_epochs: int = 0, feed_timeout: float = 600, qname: str = "input") -> None:
+        """Feeds dataRDD (num_epochs times) to the TF nodes; returns when every record is in a node's buffer.
+
+        Then the feed ends: each node's DataFeed drains its buffer and `should_stop()` turns True, whatever the
+        partition sizes were. A node that fails cancels the feeding job; this raises with its traceback.
+        """
+        self._require_spark_mode("train")
+        rdd = dataRDD if num_epochs <= 1 else self.sc.union([dataRDD] * num_epochs)
+        self._run_job(lambda: rdd.mapPartitionsWithIndex(partial(_train_task, self._target(feed_timeout))).sum(),
+                      "train")
+        self.server.broadcast({"op": "end_feed"})
+
+    def inference(self, dataRDD: Any, feed_timeout: float = 600, qname: str = "input") -> Any:
+        """An RDD of the results map_fun returns through DataFeed.batch_results, partition by partition (lazy)."""
+        self._require_spark_mode("inference")
+        return dataRDD.mapPartitionsWithIndex(partial(_infer_task, self._target(feed_timeout)))
+
+    def _run_job(self, action: Any, what: str) -> Any:
+        """Runs a Spark action; a node reporting failure cancels it and the node's traceback is raised."""
+        from pyspark import InheritableThread
+
+        self._jobs += 1
+        group = f"tfoy-{self.cluster_id}-{what}-{self._jobs}"
+        result: dict[str, Any] = {}
+
+        def body() -> None:
+            self.sc.setJobGroup(group, f"tfoy {what}", interruptOnCancel=True)
+            try:
+                result["value"] = action()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                result["error"] = e
+
+        thread = InheritableThread(target=body, daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.5)
+            if self.server.failures() and thread.is_alive():
+                self.sc.cancelJobGroup(group)
+                thread.join(60)
+                break
+        failed = self.server.failures()
+        if failed:
+            raise RuntimeError(f"TFCluster.{what}: a TF node failed\n{_describe_failures(failed)}") \
+                from result.get("error")
+        if "error" in result:
+            raise result["error"]
+        return result.get("value")
+
+    def shutdown(self, ssc: Any = None, grace_secs: float = 0, timeout: float = 259200) -> None:
+        """Waits for chief/workers to return from map_fun (at most `timeout`), stops ps/evaluator nodes after
+        `grace_secs`, and makes sure no node process is left. Raises with the traceback of any failed node."""
+        if ssc is not None:
+            log.warning("shutdown(ssc=...): Spark streaming is not supported; ignoring ssc")
+        if self.input_mode == InputMode.SPARK:
+            self.server.broadcast({"op": "end_feed"})
+        running = self.server.wait_finished(lambda n: n.slot.job_name not in FEEDLESS_ROLES, timeout)
+        self.server.broadcast({"op": "stop", "grace_secs": grace_secs})
+        leftover = self.server.wait_finished(lambda n: True, grace_secs + 30)
+        failed = self.server.failures()
+        self.server.close()  # nodes still connected lose their lifeline and exit
+        if failed:
+            raise RuntimeError(f"TFCluster.shutdown: a TF node failed\n{_describe_failures(failed)}")
+        if running:
+            raise TimeoutError(f"TFCluster.shutdown: {', '.join(n.slot.describe() for n in running)} still "
+                               f"running after {timeout:g}s; stopped")
+        if leftover:
+            log.warning("shutdown: %s did not stop in time; their connection was closed",
+                        ", ".join(n.slot.describe() for n in leftover))
+
+    def tensorboard_url(self) -> str | None:
+        return self.server.tensorboard_url
+
+
+def run(sc: Any, map_fun: Any, tf_args: Any, num_executors: int, num_ps: int, tensorboard: bool = False,
+        input_mode: int = InputMode.TENSORFLOW, log_dir: str | None = None, driver_ps_nodes: bool = False,
+        master_node: str | None = None, reservation_timeout: float = 600, queues: Any = None,
+        eval_node: bool = False, release_port: bool = True) -> TFCluster:
+    """Starts one TF process per executor running `map_fun(tf_args, ctx)` and returns once all registered.
+
+    Raises TimeoutError after reservation_timeout naming the registered and missing executors, or RuntimeError
+    with the node's traceback if a start task fails first. `queues` is accepted for compatibility and unused.
+    """
+    from pyspark import InheritableThread
+
+    if driver_ps_nodes:
+        raise NotImplementedError("driver_ps_nodes=True is not supported: run ps on executors")
+    slots = assign_roles(num_executors, num_ps, master_node, eval_node)
+    cluster_id = uuid.uuid4().hex[:12]
+    secret = secrets.token_bytes(32)
+    server = ReservationServer(slots, secret, host=sc.getConf().get("spark.driver.host", None))
+    template = NodeLaunch(map_fun=map_fun, tf_args=tf_args, executor_id=-1, job_name="", task_index=-1,
+                          server_address=server.address, secret=secret, spark_feed=input_mode == InputMode.SPARK,
+                          reservation_timeout=reservation_timeout, log_dir=log_dir, tensorboard=tensorboard,
+                          release_port=release_port)
+    group = f"tfoy-{cluster_id}-start"
+    outcome: dict[str, BaseException] = {}
+
+    def start() -> None:
+        sc.setJobGroup(group, "tfoy: start TF nodes", interruptOnCancel=True)
+        try:
+            sc.parallelize(range(num_executors), num_executors).foreachPartition(
+                partial(_start_node, template, cluster_id, slots))
+        except BaseException as e:  # noqa: BLE001 - reported by await_reservations' abort hook
+            outcome["error"] = e
+
+    thread = InheritableThread(target=start, daemon=True)
+    thread.start()
+    log.info("TFCluster %s: waiting for %d nodes at %s:%d", cluster_id, num_executors, *server.address)
+    try:
+        spec = server.await_reservations(reservation_timeout,
+                                         abort=lambda: str(outcome["error"]) if "error" in outcome else None)
+    except BaseException:
+        sc.cancelJobGroup(group)
+        thread.join(30)
+        server.close()
+        raise
+    thread.join(120)
+    if "error" in outcome:
+        server.close()
+        raise RuntimeError(f"TFCluster.run: start job failed: {outcome['error']}")
+    log.info("TFCluster %s: cluster spec %s", cluster_id, spec)
+    return TFCluster(sc, server, input_mode, cluster_id, spec, secret)
