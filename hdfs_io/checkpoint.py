@@ -1,0 +1,103 @@
+"""A Keras callback with BackupAndRestore semantics whose backups live on HDFS (or any tfoy path).
+
+After each epoch the chief writes weights + metadata locally, uploads them to `<dir>/ckpt-<epoch>.tmp` and renames
+that to `<dir>/ckpt-<epoch>` (one NameNode operation), keeping the last `keep`. On (re)start it restores the
+highest complete `ckpt-<n>` (a `.tmp` or a folder without both files is never read) and training resumes at epoch n.
+Other workers save to a throwaway local folder so collective ops under MultiWorkerMirroredStrategy still match.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import tempfile
+from typing import Any
+
+import keras
+
+from hdfs_io import fs
+from hdfs_io.paths import absolute_uri
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "model.weights.h5"
+METADATA = "training_metadata.json"
+_CKPT = re.compile(r"^ckpt-(\d+)$")
+
+
+def complete_checkpoints(backup_dir: str) -> list[int]:
+    """Epoch numbers of complete checkpoints under backup_dir, oldest first."""
+    base = absolute_uri(backup_dir)
+    try:
+        entries = fs.ls(base)
+    except FileNotFoundError:
+        return []
+    out = []
+    for entry in entries:
+        m = _CKPT.match(entry.name)
+        if entry.is_dir and m:
+            names = {f.name for f in fs.ls(entry.uri)}
+            if {WEIGHTS, METADATA} <= names:
+                out.append(int(m.group(1)))
+    return sorted(out)
+
+
+class HdfsBackupAndRestore(keras.callbacks.Callback):
+    """Resume-after-failure backups on HDFS; see the module doc. Pass the same backup_dir on every attempt."""
+
+    def __init__(self, backup_dir: str, keep: int = 2, *, ctx: Any = None, is_chief: bool | None = None,
+                 delete_on_train_end: bool = False):
+        super().__init__()
+        if keep < 1:
+            raise ValueError("keep must be >= 1")
+        self.backup_dir = absolute_uri(backup_dir)
+        self.keep = keep
+        self.is_chief = is_chief if is_chief is not None else (ctx.is_chief if ctx is not None else True)
+        self.delete_on_train_end = delete_on_train_end
+        self.restored_epoch: int | None = None
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        done = complete_checkpoints(self.backup_dir)
+        if not done:
+            return
+        epoch = done[-1]
+        local = tempfile.mkdtemp(prefix="tfoy-restore-")
+        try:
+            fs.get(f"{self.backup_dir}/ckpt-{epoch}", f"{local}/ckpt")
+            if self.model.optimizer is not None and not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)
+            self.model.load_weights(f"{local}/ckpt/{WEIGHTS}")
+            with open(f"{local}/ckpt/{METADATA}") as f:
+                meta = json.load(f)
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
+        self.model._initial_epoch = int(meta["epoch"])  # what Keras's own BackupAndRestore sets
+        self.restored_epoch = int(meta["epoch"])
+        log.info("restored %s/ckpt-%d: resuming at epoch %d", self.backup_dir, epoch, meta["epoch"])
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        done_epochs = epoch + 1
+        local = tempfile.mkdtemp(prefix="tfoy-ckpt-")
+        try:
+            self.model.save_weights(f"{local}/{WEIGHTS}")
+            with open(f"{local}/{METADATA}", "w") as f:
+                json.dump({"epoch": done_epochs}, f)
+            if not self.is_chief:
+                return
+            final = f"{self.backup_dir}/ckpt-{done_epochs}"
+            tmp = f"{final}.tmp"
+            fs.delete(tmp, recursive=True)
+            fs.put(local, tmp)
+            fs.delete(final, recursive=True)  # a leftover from an earlier attempt of the same epoch
+            fs.rename(tmp, final)
+            log.info("checkpoint %s", final)
+            for old in complete_checkpoints(self.backup_dir)[:-self.keep]:
+                fs.delete(f"{self.backup_dir}/ckpt-{old}", recursive=True)
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
+
+    def on_train_end(self, logs: Any = None) -> None:
+        if self.delete_on_train_end and self.is_chief:
+            fs.delete(self.backup_dir, recursive=True)

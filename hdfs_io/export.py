@@ -1,0 +1,116 @@
+"""Atomic, versioned SavedModel export in TF Serving's layout: `<base>/<integer version>/`.
+
+A version is written to a local temp folder, uploaded to `<base>/.tmp-<version>-<uuid>/` and renamed to
+`<base>/<version>` in one NameNode operation, then `_SUCCESS` is written inside. So a poller (TF Serving, a sync
+job, `latest_version`) never sees a half-written version; `latest_version` also ignores versions without
+`_SUCCESS` (e.g. the publisher died between rename and marker). Only the chief publishes: under
+MultiWorkerMirroredStrategy every worker must still run the save (it has collective ops), so the others write to a
+throwaway local folder and never touch `<base>`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+import uuid
+from typing import Any
+
+from hdfs_io import fs
+from hdfs_io.paths import absolute_uri
+
+log = logging.getLogger(__name__)
+
+SUCCESS = "_SUCCESS"
+_VERSION = re.compile(r"^\d+$")
+
+
+def _versions(base: str, complete_only: bool) -> list[int]:
+    try:
+        entries = fs.ls(base)
+    except FileNotFoundError:
+        return []
+    out = []
+    for entry in entries:
+        if entry.is_dir and _VERSION.match(entry.name):
+            if not complete_only or fs.exists(f"{entry.uri}/{SUCCESS}"):
+                out.append(int(entry.name))
+    return sorted(out)
+
+
+def list_versions(base_path: str) -> list[int]:
+    """Complete versions under base_path, oldest first."""
+    return _versions(absolute_uri(base_path), complete_only=True)
+
+
+def latest_version(base_path: str) -> int | None:
+    """The highest complete version (with `_SUCCESS`), or None."""
+    versions = list_versions(base_path)
+    return versions[-1] if versions else None
+
+
+def _save(model: Any, local_dir: str, signatures: Any) -> None:
+    import tensorflow as tf
+
+    if hasattr(model, "export") and signatures is None:
+        model.export(local_dir, verbose=False)  # Keras 3: inference SavedModel with a serving_default signature
+    else:
+        tf.saved_model.save(model, local_dir, signatures=signatures)
+
+
+def export_saved_model(
+    model: Any,
+    base_path: str,
+    version: int | None = None,
+    keep: int | None = None,
+    *,
+    ctx: Any = None,
+    is_chief: bool | None = None,
+    signatures: Any = None,
+) -> str | None:
+    """Exports `model` as `<base_path>/<version>` and returns its URI (None on non-chief workers).
+
+    version: default one more than the highest existing version (1 for the first). keep: complete versions to
+    retain (older ones deleted). Chief from `is_chief`, else `ctx.is_chief`, else True.
+    """
+    chief = is_chief if is_chief is not None else (ctx.is_chief if ctx is not None else True)
+    local = tempfile.mkdtemp(prefix="tfoy-export-")
+    try:
+        _save(model, f"{local}/model", signatures)
+        if not chief:
+            log.info("not the chief: SavedModel written to a throwaway folder only")
+            return None
+        base = absolute_uri(base_path)
+        fs.makedirs(base)
+        if version is None:
+            existing = _versions(base, complete_only=False)
+            version = existing[-1] + 1 if existing else 1
+        target = f"{base}/{version}"
+        if fs.exists(target):
+            raise FileExistsError(f"{target}: version {version} already exists")
+        tmp = f"{base}/.tmp-{version}-{uuid.uuid4().hex[:12]}"
+        try:
+            fs.put(f"{local}/model", tmp)
+            fs.rename(tmp, target)  # one NameNode operation: the version appears whole or not at all
+        except BaseException:
+            fs.delete(tmp, recursive=True)
+            raise
+        fs.write_bytes(f"{target}/{SUCCESS}", b"")
+        log.info("exported SavedModel version %s", target)
+        if keep:
+            prune_versions(base, keep)
+        return target
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def prune_versions(base_path: str, keep: int) -> list[int]:
+    """Deletes all but the newest `keep` complete versions; returns the deleted ones."""
+    if keep < 1:
+        raise ValueError("keep must be >= 1")
+    base = absolute_uri(base_path)
+    old = list_versions(base)[:-keep]
+    for v in old:
+        fs.delete(f"{base}/{v}", recursive=True)
+    return old
