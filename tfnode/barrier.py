@@ -1,0 +1,158 @@
+"""Start-up rendezvous of a YARN job in the skein key-value store, always with a deadline.
+
+skein's `kv.wait` blocks forever (tf-yarn #34: a task dying before it registers hangs the job), so every wait here
+polls with a deadline and says which tasks never arrived.
+
+Keys (all under `tfoy/`):
+  slot/<role>/<i>        owned by the container holding task i of role (vanishes when it exits): how a restarted
+                         container finds which task it replaces (YARN gives it a new container id)
+  started/<role>/<i>     set once the task first started; present at claim time = this is a restart
+  gen                    generation: bumped by a restarted task, telling every peer to re-rendezvous
+  addr/<gen>/<role>/<i>  host:port of each TensorFlow task in that generation
+  state/<role>/<i>       what the task is doing (for `tfoy submit` / `tfoy status`)
+  outcome/<role>/<i>     "ok" or "failed\\n<traceback>"
+  ack/<role>/<i>         the watching client has read the outcome
+  client                 a client is watching (tasks then wait briefly for its ack before exiting)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+PREFIX = "tfoy/"
+POLL_S = 0.2
+
+
+class BarrierTimeout(TimeoutError):
+    def __init__(self, missing: list[str], timeout: float):
+        self.missing = missing
+        names = ", ".join(missing)
+        super().__init__(f"start-up barrier timed out after {timeout:.0f}s: task(s) never arrived: {names}")
+
+
+class GenerationChanged(RuntimeError):
+    """A peer restarted: every task re-registers in the new generation."""
+
+
+def task_name(role: str, index: int) -> str:
+    return f"{role}:{index}"
+
+
+def slot_key(role: str, i: int) -> str:
+    return f"{PREFIX}slot/{role}/{i}"
+
+
+def started_key(role: str, i: int) -> str:
+    return f"{PREFIX}started/{role}/{i}"
+
+
+def addr_prefix(gen: int) -> str:
+    return f"{PREFIX}addr/{gen}/"
+
+
+def addr_key(gen: int, role: str, i: int) -> str:
+    return f"{addr_prefix(gen)}{role}/{i}"
+
+
+def state_key(role: str, i: int) -> str:
+    return f"{PREFIX}state/{role}/{i}"
+
+
+def outcome_key(role: str, i: int) -> str:
+    return f"{PREFIX}outcome/{role}/{i}"
+
+
+def ack_key(role: str, i: int) -> str:
+    return f"{PREFIX}ack/{role}/{i}"
+
+
+GEN_KEY = f"{PREFIX}gen"
+CLIENT_KEY = f"{PREFIX}client"
+
+
+def expected_tasks(roles: Mapping[str, int]) -> list[tuple[str, int]]:
+    return [(r, i) for r, n in roles.items() for i in range(n)]
+
+
+def parse_task_keys(keys: Mapping[str, bytes], prefix: str) -> dict[tuple[str, int], bytes]:
+    """{'<prefix><role>/<i>': v} → {(role, i): v}."""
+    out: dict[tuple[str, int], bytes] = {}
+    for k, v in keys.items():
+        if not k.startswith(prefix):
+            continue
+        role, _, idx = k[len(prefix):].partition("/")
+        if idx.isdigit():
+            out[(role, int(idx))] = v
+    return out
+
+
+@dataclass
+class Slot:
+    role: str
+    index: int
+    restarted: bool
+
+
+def claim_slot(kv, role: str, instances: int, container_id: str, timeout: float = 60) -> Slot:
+    """Takes the lowest free task index of `role` (owned by this container, so it frees itself on exit)."""
+    import skein
+
+    deadline = time.monotonic() + timeout
+    while True:
+        for i in range(instances):
+            res = kv.transaction(
+                conditions=[skein.kv.missing(slot_key(role, i))],
+                on_success=[skein.kv.put(slot_key(role, i), container_id.encode(), owner=container_id)],
+            )
+            if res.succeeded:
+                restarted = kv.get(started_key(role, i)) is not None
+                kv.put(started_key(role, i), container_id.encode())
+                return Slot(role, i, restarted)
+        if time.monotonic() > deadline:  # the replaced container's key has not been released yet
+            raise TimeoutError(f"no free {role} slot of {instances} within {timeout:.0f}s")
+        time.sleep(POLL_S)
+
+
+def current_generation(kv) -> int:
+    raw = kv.get(GEN_KEY)
+    return int(raw) if raw else 0
+
+
+def bump_generation(kv) -> int:
+    """Compare-and-swap +1 on the generation; returns the new generation."""
+    import skein
+
+    while True:
+        raw = kv.get(GEN_KEY)
+        new = (int(raw) if raw else 0) + 1
+        cond = skein.kv.value(GEN_KEY) == raw if raw is not None else skein.kv.missing(GEN_KEY)
+        if kv.transaction(conditions=[cond], on_success=[skein.kv.put(GEN_KEY, str(new).encode())]).succeeded:
+            return new
+
+
+def wait_for_peers(kv, gen: int, roles: Mapping[str, int], timeout: float,
+                   on_poll: Callable[[], None] | None = None) -> dict[tuple[str, int], str]:
+    """Blocks until every expected task registered in generation `gen`; returns {(role, i): "host:port"}.
+
+    Raises BarrierTimeout naming the missing tasks, GenerationChanged if a peer restarted meanwhile.
+    """
+    want = expected_tasks(roles)
+    deadline = time.monotonic() + timeout
+    while True:
+        have = parse_task_keys(kv.get_prefix(addr_prefix(gen)), addr_prefix(gen))
+        if all(t in have for t in want):
+            return {t: have[t].decode() for t in want}
+        if current_generation(kv) != gen:
+            raise GenerationChanged(f"generation {gen} superseded")
+        if time.monotonic() > deadline:
+            raise BarrierTimeout([task_name(*t) for t in want if t not in have], timeout)
+        if on_poll:
+            on_poll()
+        time.sleep(POLL_S)
+
+
+def put_state(kv, role: str, index: int, state: str, **extra) -> None:
+    kv.put(state_key(role, index), json.dumps({"state": state, "time": time.time(), **extra}).encode())

@@ -1,0 +1,297 @@
+"""What every YARN container of a tfoy job runs: `python -m tfnode.bootstrap`.
+
+A small supervisor process (no TensorFlow import) claims the task's slot, binds a port, registers in the skein KV,
+waits for every peer (with a deadline), builds the cluster spec / TF_CONFIG and runs the task in a child process:
+the user's `function(args, ctx)` for chief, MultiWorkerMirrored workers and the evaluator; a `tf.distribute.Server`
+for ps tasks and ParameterServerStrategy workers, which serve until the chief has ended.
+
+Running TensorFlow in a child is what makes restarts work: when a killed container comes back (YARN restarts it
+under `max_restarts`), it bumps the generation in the KV; every supervisor then stops its child, re-registers and
+starts it again, and the user code resumes from its last HDFS checkpoint. The child dies with its supervisor
+(PR_SET_PDEATHSIG), so a `kill -9` never leaves an orphaned TensorFlow process (TFoS #120).
+
+The outcome ("ok" or the traceback) goes to the KV, where `tfoy submit` reads and acknowledges it, and to stderr
+(container logs, `tfoy logs`).
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import importlib
+import json
+import logging
+import os
+import runpy
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tfnode import barrier as kvb
+from tfnode.cluster_spec import build_cluster_spec, tf_config
+
+log = logging.getLogger("tfnode.bootstrap")
+
+JOB_ENV = "TFOY_JOB"  # JSON of JobRuntime, set by yarn_app.application
+ROLE_ENV = "TFOY_ROLE"
+CTX_ENV = "TFOY_CTX"  # JSON handed from supervisor to child
+RESULT_ENV = "TFOY_RESULT"  # file the child writes its traceback to
+RESTART_WAIT_S = 90  # how long a failed task waits for a restarted peer before reporting its failure
+ACK_WAIT_S = 10
+CHILD_STOP_GRACE_S = 5
+SERVER_ROLES_PS = ("ps", "worker")  # with ParameterServerStrategy these only serve
+
+
+@dataclass
+class JobRuntime:
+    """The part of the job spec every container needs (serialised into TFOY_JOB)."""
+
+    entry_point: str
+    args: list[str]
+    roles: dict[str, int]  # TensorFlow roles → instances
+    strategy: str  # multi_worker_mirrored | parameter_server
+    barrier_timeout: float = 300
+    restartable: bool = False  # some TF role has max_restarts > 0
+    gpus: dict[str, int] = field(default_factory=dict)
+    model_dir: str | None = None
+    export_dir: str | None = None
+    log_dir: str | None = None
+
+    @classmethod
+    def from_env(cls) -> JobRuntime:
+        return cls.decode(os.environ[JOB_ENV])
+
+    def encode(self) -> str:
+        """base64 JSON: YARN's launch script does not preserve quotes inside environment values."""
+        return base64.b64encode(json.dumps(self.__dict__).encode()).decode()
+
+    @classmethod
+    def decode(cls, text: str) -> JobRuntime:
+        return cls(**json.loads(base64.b64decode(text)))
+
+    @property
+    def chief_task(self) -> tuple[str, int]:
+        return ("chief", 0) if self.roles.get("chief") else ("worker", 0)
+
+    def serves_only(self, role: str) -> bool:
+        """True for tasks that run a tf.distribute.Server instead of user code."""
+        return self.strategy == "parameter_server" and role in SERVER_ROLES_PS
+
+    def waits_for_chief(self, role: str) -> bool:
+        return self.serves_only(role) or role == "evaluator"
+
+
+def cuda_visible_devices(gpus: int, environ: dict[str, str]) -> str:
+    """CUDA_VISIBLE_DEVICES for a task granted `gpus` yarn.io/gpu: none for CPU tasks (so two tasks on one host
+    never collide on GPU 0, TFoS #146), the devices YARN's GPU plugin / container runtime exposed otherwise."""
+    if gpus <= 0:
+        return ""
+    for key in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
+        granted = environ.get(key, "").strip()
+        if granted and granted not in ("all", "none", "void"):
+            ids = [d for d in granted.split(",") if d.strip()]
+            return ",".join(ids[:gpus])
+    return ",".join(str(i) for i in range(gpus))
+
+
+# ---- supervisor ------------------------------------------------------------------------------------------------
+def _bind_port() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("", 0))
+    return s
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(CHILD_STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class Supervisor:
+    def __init__(self, kv, job: JobRuntime, role: str, container_id: str, host: str):
+        self.kv, self.job, self.role, self.container_id, self.host = kv, job, role, container_id, host
+        self.index = -1
+
+    def put_state(self, state: str, **extra) -> None:
+        kvb.put_state(self.kv, self.role, self.index, state, container=self.container_id, host=self.host,
+                      pid=os.getpid(), **extra)
+
+    def report(self, ok: bool, detail: str = "") -> int:
+        text = "ok" if ok else "failed\n" + detail
+        if not ok:
+            print(f"tfoy: task {self.role}:{self.index} failed:\n{detail}", file=sys.stderr, flush=True)
+        self.kv.put(kvb.outcome_key(self.role, self.index), text.encode())
+        self.put_state("succeeded" if ok else "failed")
+        if self.kv.get(kvb.CLIENT_KEY) is not None:  # let the watching client read it before the app ends
+            deadline = time.monotonic() + ACK_WAIT_S
+            while self.kv.get(kvb.ack_key(self.role, self.index)) is None and time.monotonic() < deadline:
+                time.sleep(kvb.POLL_S)
+        return 0 if ok else 1
+
+    def chief_outcome(self) -> bytes | None:
+        return self.kv.get(kvb.outcome_key(*self.job.chief_task))
+
+    def run(self) -> int:
+        slot = kvb.claim_slot(self.kv, self.role, self.job.roles[self.role], self.container_id)
+        self.index = slot.index
+        print(f"tfoy task {self.role}:{self.index} container {self.container_id} on {self.host}", flush=True)
+        self.put_state("starting", restarted=slot.restarted)
+        if slot.restarted:
+            gen = kvb.bump_generation(self.kv)
+            log.info("%s:%d restarted: generation %d", self.role, self.index, gen)
+        while True:
+            gen = kvb.current_generation(self.kv)
+            sock = _bind_port()
+            port = sock.getsockname()[1]
+            self.kv.put(kvb.addr_key(gen, self.role, self.index), f"{self.host}:{port}".encode())
+            self.put_state("waiting", generation=gen)
+            try:
+                addrs = kvb.wait_for_peers(self.kv, gen, self.job.roles, self.job.barrier_timeout)
+            except kvb.GenerationChanged:
+                sock.close()
+                continue
+            except kvb.BarrierTimeout as e:
+                sock.close()
+                return self.report(False, str(e))
+            cluster = build_cluster_spec(addrs)
+            sock.close()  # released just before TensorFlow binds it in the child
+            outcome = self._run_child(cluster, gen)
+            if outcome == "restart":
+                continue
+            if outcome == "ok":
+                return self.report(True)
+            if self.job.restartable and self._wait_generation_change(gen, RESTART_WAIT_S):
+                log.warning("task failed while a peer restarted; re-joining: %s", outcome.splitlines()[-1:])
+                continue
+            return self.report(False, outcome)
+
+    def _wait_generation_change(self, gen: int, timeout: float) -> bool:
+        self.put_state("waiting-for-restart", generation=gen)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if kvb.current_generation(self.kv) != gen:
+                return True
+            time.sleep(0.5)
+        return False
+
+    def _run_child(self, cluster: dict[str, list[str]], gen: int) -> str:
+        """Runs the task; returns "ok", "restart" or the failure text."""
+        result = Path(f"tfoy-result-{self.role}-{self.index}-{gen}.txt")
+        result.unlink(missing_ok=True)
+        env = dict(os.environ)
+        env["TF_CONFIG"] = tf_config(cluster, self.role, self.index)
+        env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices(self.job.gpus.get(self.role, 0), os.environ)
+        env[CTX_ENV] = json.dumps({"job_name": self.role, "task_index": self.index, "cluster_spec": cluster,
+                                   "serve": self.job.serves_only(self.role), "generation": gen})
+        env[RESULT_ENV] = str(result)
+        proc = subprocess.Popen([sys.executable, "-m", "tfnode.bootstrap", "--child"], env=env,
+                                preexec_fn=_die_with_parent)
+        self.put_state("running", generation=gen, child_pid=proc.pid)
+        waits_for_chief = self.job.waits_for_chief(self.role)
+        while True:
+            code = proc.poll()
+            if code is not None:
+                if code == 0:
+                    return "ok"
+                return result.read_text() if result.exists() else f"task process exited with code {code}"
+            if kvb.current_generation(self.kv) != gen:
+                _stop(proc)
+                return "restart"
+            if waits_for_chief and self.chief_outcome() is not None:
+                _stop(proc)  # ps / PS-mode workers serve until the chief ends; the evaluator follows it
+                return "ok"
+            time.sleep(0.5)
+
+
+def run_supervisor() -> int:
+    import skein
+
+    role = os.environ[ROLE_ENV]
+    job = JobRuntime.from_env()
+    container_id = os.environ.get("SKEIN_CONTAINER_ID", f"{role}_0")
+    host = os.environ.get("NM_HOST") or socket.getfqdn()
+    app = skein.ApplicationClient.from_current()
+    if role == "tensorboard":
+        from tfnode.tensorboard import run_tensorboard
+
+        return run_tensorboard(app, job, host)
+    sup = Supervisor(app.kv, job, role, container_id, host)
+    try:
+        return sup.run()
+    except Exception:
+        return sup.report(False, traceback.format_exc())
+
+
+# ---- child --------------------------------------------------------------------------------------------------
+def context_from_env():
+    """The NodeContext of this task (also for script entry points, which get no ctx argument)."""
+    from tfnode.context import NodeContext
+
+    data = json.loads(os.environ[CTX_ENV])
+    job = JobRuntime.from_env()
+    order = [(r, i) for r in data["cluster_spec"] for i in range(len(data["cluster_spec"][r]))]
+    return NodeContext(job_name=data["job_name"], task_index=data["task_index"], cluster_spec=data["cluster_spec"],
+                       executor_id=order.index((data["job_name"], data["task_index"])),
+                       model_dir=job.model_dir, export_dir=job.export_dir, log_dir=job.log_dir)
+
+
+def load_entry_point(entry_point: str):
+    sys.path.insert(0, os.getcwd())  # shipped user files sit in the container's working folder
+    module, _, func = entry_point.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def run_child() -> int:
+    data = json.loads(os.environ[CTX_ENV])
+    try:
+        if data["serve"]:
+            import tensorflow as tf
+
+            server = tf.distribute.Server(tf.train.ClusterSpec(data["cluster_spec"]), job_name=data["job_name"],
+                                          task_index=data["task_index"], protocol="grpc", start=True)
+            server.join()
+            return 0
+        job = JobRuntime.from_env()
+        ctx = context_from_env()
+        if job.entry_point.endswith(".py"):
+            sys.argv = [job.entry_point, *job.args]
+            runpy.run_path(job.entry_point, run_name="__main__")
+        else:
+            load_entry_point(job.entry_point)(job.args, ctx)
+        return 0
+    except SystemExit as e:
+        if e.code in (0, None):
+            return 0
+        Path(os.environ[RESULT_ENV]).write_text(traceback.format_exc())
+        return 1
+    except BaseException:
+        Path(os.environ[RESULT_ENV]).write_text(traceback.format_exc())
+        traceback.print_exc()
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_child() if argv[:1] == ["--child"] else run_supervisor()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

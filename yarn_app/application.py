@@ -1,0 +1,90 @@
+"""JobSpec → skein.ApplicationSpec: one skein Service per role, each running `python -m tfnode.bootstrap`.
+
+Pure translation (no cluster access), so it is unit-tested: resources (gpus → `yarn.io/gpu`), files (the env
+archive PUBLIC, the project code, the user's files), env (TFOY_JOB for the bootstrap, PYTHONPATH), restarts.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+import skein
+
+from tfnode.bootstrap import JOB_ENV, ROLE_ENV, JobRuntime
+from yarn_app.spec import JobSpec
+
+ENV_LINK = "tfoy_env"  # the unpacked env archive in each container
+CODE_LINK = "tfoy_code"  # the unpacked project code
+MASTER_MEMORY_MIB = 512
+
+
+@dataclass(frozen=True)
+class Shipping:
+    """What the containers get besides the spec: the Python to run and the project code archive."""
+
+    code_zip: str  # local path (skein uploads it) or hdfs:// URI
+    env_archive: str | None = None  # hdfs:// URI of the env archive (None: python is installed on the nodes)
+    env_public: bool = True
+    python: str | None = None  # interpreter on the nodes, when no archive is shipped
+    python_in_archive: str = "bin/python3.11"
+
+
+def job_runtime(spec: JobSpec) -> JobRuntime:
+    tf_roles = spec.tf_roles
+    return JobRuntime(
+        entry_point=spec.entry_point,
+        args=list(spec.args),
+        roles=tf_roles,
+        strategy=spec.effective_strategy,
+        barrier_timeout=spec.timeouts.barrier,
+        restartable=any(spec.roles[r].max_restarts > 0 for r in tf_roles),
+        gpus={r: s.gpus for r, s in spec.roles.items() if s.gpus},
+        model_dir=spec.model_dir,
+        export_dir=spec.export_dir,
+        log_dir=spec.log_dir,
+    )
+
+
+def build_application_spec(spec: JobSpec, ship: Shipping) -> skein.ApplicationSpec:
+    runtime = job_runtime(spec).encode()
+    files: dict[str, skein.File] = {CODE_LINK: skein.File(source=ship.code_zip, type="archive")}
+    env = {"PYTHONPATH": f"{CODE_LINK}:.", "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "1", JOB_ENV: runtime}
+    if ship.env_archive:
+        files[ENV_LINK] = skein.File(source=ship.env_archive, type="archive",
+                                     visibility="public" if ship.env_public else "application")
+        python = f"./{ENV_LINK}/{ship.python_in_archive}"
+        env["LD_LIBRARY_PATH"] = f"./{ENV_LINK}/lib"
+    elif ship.python:
+        python = ship.python
+    else:
+        raise ValueError("python_env: neither an env archive nor a python on the nodes")
+    for name, source in spec.files.items():
+        kind = "archive" if source.endswith((".zip", ".tar.gz", ".tgz")) else "file"
+        files[name] = skein.File(source=source, type=kind)
+    env.update(spec.env)
+
+    services = {}
+    for role, rs in spec.roles.items():
+        if rs.instances <= 0:
+            continue
+        role_env = {**env, ROLE_ENV: role}
+        if rs.gpus == 0:
+            role_env["CUDA_VISIBLE_DEVICES"] = ""  # CPU task: never touch a GPU another task was granted
+        services[role] = skein.Service(
+            resources=skein.Resources(memory=rs.memory, vcores=rs.vcores, gpus=rs.gpus),
+            instances=rs.instances,
+            files=files,
+            env=role_env,
+            script=f"exec {shlex.quote(python)} -m tfnode.bootstrap",
+            max_restarts=rs.max_restarts,
+            node_label=rs.node_label or "",
+        )
+    return skein.ApplicationSpec(
+        name=spec.name,
+        queue=spec.queue,
+        tags=set(spec.tags) | {"tfoy"},
+        services=services,
+        master=skein.Master(resources=skein.Resources(memory=MASTER_MEMORY_MIB, vcores=1)),
+        max_attempts=1,
+    )

@@ -1,0 +1,83 @@
+"""`tfoy`: submit / status / logs / kill, with Hadoop CLI habits (application ids, `--json`, exit codes)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from yarn_app import client
+from yarn_app.cluster import ClusterError
+from yarn_app.spec import SpecError, load_spec
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tfoy", description="TensorFlow jobs on YARN and HDFS")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("submit", help="submit a job spec (YAML) and wait for it")
+    s.add_argument("spec", help="job spec YAML (see conf/jobs/)")
+    s.add_argument("--detach", action="store_true", help="print the application id and return at once")
+    s.add_argument("--name", help="application name (overrides name:)")
+    s.add_argument("--queue", help="YARN queue (overrides queue:)")
+    s.add_argument("--tags", help="comma-separated application tags (override tags:)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any spec key, e.g. --set roles.worker.instances=3 (repeatable)")
+    st = sub.add_parser("status", help="state of an application and its tasks")
+    st.add_argument("app_id")
+    st.add_argument("--json", action="store_true")
+    lg = sub.add_parser("logs", help="aggregated container logs of a finished application")
+    lg.add_argument("app_id")
+    lg.add_argument("--task", help="only this task, e.g. worker:1")
+    k = sub.add_parser("kill", help="kill an application")
+    k.add_argument("app_id")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        if args.command == "submit":
+            tags = [t for t in (args.tags or "").split(",") if t] or None
+            spec = load_spec(args.spec, name=args.name, queue=args.queue, tags=tags, sets=args.set)
+            return client.submit(spec, detach=args.detach)
+        if args.command == "status":
+            prog = client.status(args.app_id)
+            if args.json:
+                print(json.dumps(prog.to_dict(), indent=2))
+            else:
+                print(f"{prog.app_id} {prog.state} {prog.final_status} {prog.tracking_url}")
+                for t in prog.tasks.values():
+                    print(f"  {t.name:14s} {t.state}")
+                if prog.diagnostics:
+                    print(f"diagnostics: {prog.diagnostics.strip()}")
+            return client.EXIT_OK
+        if args.command == "logs":
+            found = client.logs(args.app_id, args.task)
+            if not found:
+                print(f"tfoy: no logs{' for task ' + args.task if args.task else ''} in {args.app_id} "
+                      "(logs are aggregated when the application ends)", file=sys.stderr)
+                return client.EXIT_FAILED
+            for cid, text in sorted(found.items()):
+                print(f"===== {cid} =====\n{text}")
+            return client.EXIT_OK
+        if args.command == "kill":
+            client.kill(args.app_id)
+            print(f"killed {args.app_id}")
+            return client.EXIT_OK
+    except SpecError as e:
+        print(f"tfoy: bad job spec: {e}", file=sys.stderr)
+        return client.EXIT_BAD_INPUT
+    except ClusterError as e:
+        print(f"tfoy: {e}", file=sys.stderr)
+        return client.EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return client.EXIT_INTERRUPTED
+    return client.EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""Submit, watch, status, logs, kill: what `tfoy` does, with exit codes a scheduler (Airflow, Oozie) can trust.
+
+Exit codes: 0 every task succeeded; 1 the job failed (a task raised, barrier or allocation timeout, killed);
+2 bad input (spec, entry point, paths, cluster limits) before anything was submitted; 130 interrupted (the
+application is killed: Ctrl-C never leaves an orphan).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tfnode import barrier as kvb
+from yarn_app import cluster, env
+from yarn_app.application import Shipping, build_application_spec
+from yarn_app.spec import JobSpec
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+FINAL_STATES = ("FINISHED", "FAILED", "KILLED")
+DRIVER_START_TIMEOUT_S = 60
+POLL_S = 1.0
+
+
+def start_skein(timeout: float = DRIVER_START_TIMEOUT_S):
+    """A skein client (its Java driver), bounded in time; the RM is probed first so a dead RM is named."""
+    import skein
+
+    cluster.check_reachable(cluster.rm_address(), "ResourceManager", "yarn.resourcemanager.address")
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        return pool.submit(skein.Client).result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        raise cluster.ClusterError(f"the skein driver did not start within {timeout:.0f}s") from None
+    finally:
+        pool.shutdown(wait=False)
+
+
+def prepare_shipping(spec: JobSpec, workdir: Path, hdfs_client=None) -> Shipping:
+    """Env archive (cached, uploaded once) + project code zip."""
+    code_zip = env.build_code_zip(workdir / "tfoy_code.zip")
+    pe = spec.python_env
+    if pe.archive is None:
+        return Shipping(code_zip=str(code_zip), python=pe.python)
+    if pe.archive == "auto":
+        archive = env.ensure_env_archive(tuple(pe.exclude), client=hdfs_client)
+        return Shipping(code_zip=str(code_zip), env_archive=archive.hdfs_uri, python_in_archive=archive.python_relpath)
+    from hdfs_io.paths import absolute_uri, split_uri
+
+    uri = absolute_uri(pe.archive)
+    public = True
+    if hdfs_client is not None and split_uri(uri)[0] != "file":
+        public = env.hdfs_path_is_public(hdfs_client, split_uri(uri)[2])
+    return Shipping(code_zip=str(code_zip), env_archive=uri, env_public=public)
+
+
+@dataclass
+class TaskView:
+    name: str
+    state: str = "-"
+    outcome: str | None = None
+
+
+@dataclass
+class Progress:
+    """One snapshot of a running job, as printed by submit and returned by status."""
+
+    app_id: str
+    state: str
+    final_status: str
+    tracking_url: str
+    containers: dict[str, int] = field(default_factory=dict)
+    tasks: dict[str, TaskView] = field(default_factory=dict)
+    diagnostics: str = ""
+
+    def line(self, elapsed: float) -> str:
+        c = self.containers
+        counts = (f"containers requested {c.get('requested', 0)} running {c.get('running', 0)} "
+                  f"finished {c.get('finished', 0)}")
+        tasks = " ".join(f"{t.name}={t.state}" for t in self.tasks.values())
+        return f"[{elapsed:5.0f}s] {self.state:9s} {counts} | {tasks}"
+
+    def to_dict(self) -> dict:
+        return {"app_id": self.app_id, "state": self.state, "final_status": self.final_status,
+                "tracking_url": self.tracking_url, "containers": self.containers, "diagnostics": self.diagnostics,
+                "tasks": {k: {"state": v.state, "outcome": v.outcome} for k, v in self.tasks.items()}}
+
+
+def _kv_tasks(kv_items: dict[str, bytes], expected: list[str]) -> dict[str, TaskView]:
+    tasks = {n: TaskView(n) for n in expected}
+    for (role, i), raw in kvb.parse_task_keys(kv_items, f"{kvb.PREFIX}state/").items():
+        name = kvb.task_name(role, i)
+        tasks.setdefault(name, TaskView(name)).state = json.loads(raw).get("state", "?")
+    for (role, i), raw in kvb.parse_task_keys(kv_items, f"{kvb.PREFIX}outcome/").items():
+        name = kvb.task_name(role, i)
+        tasks.setdefault(name, TaskView(name)).outcome = raw.decode(errors="replace")
+    return tasks
+
+
+def snapshot(client, app_id: str, app=None, expected: list[str] | None = None) -> Progress:
+    report = client.application_report(app_id)
+    prog = Progress(app_id, str(report.state), str(report.final_status), cluster.tracking_url(app_id),
+                    diagnostics=report.diagnostics or "")
+    if app is not None and prog.state == "RUNNING":
+        try:
+            containers = app.get_containers(states=["WAITING", "REQUESTED", "RUNNING", "SUCCEEDED", "FAILED",
+                                                    "KILLED"])
+            states = [str(c.state) for c in containers]
+            prog.containers = {"requested": sum(s in ("WAITING", "REQUESTED") for s in states),
+                               "running": states.count("RUNNING"),
+                               "finished": sum(s in ("SUCCEEDED", "FAILED", "KILLED") for s in states)}
+            prog.tasks = _kv_tasks(app.kv.get_prefix(kvb.PREFIX), expected or [])
+        except Exception as e:  # the AM is going away: the next report says how it ended
+            log.debug("application master not answering: %s", e)
+    return prog
+
+
+def expected_task_names(spec: JobSpec) -> list[str]:
+    return [kvb.task_name(r, i) for r, s in spec.roles.items() for i in range(s.instances)]
+
+
+def connect_when_running(client, app_id: str):
+    import skein
+
+    try:
+        return client.connect(app_id, wait=False)
+    except skein.exceptions.ApplicationNotRunningError:
+        return None
+
+
+def watch(client, app_id: str, spec: JobSpec, out: Callable[[str], None] = print) -> int:
+    """Shows progress until the application ends; prints each failing task's traceback; returns the exit code."""
+    started = time.monotonic()
+    expected = expected_task_names(spec)
+    app = None
+    shown: set[str] = set()
+    failures: dict[str, str] = {}
+    last = ""
+    all_granted = False
+    while True:
+        elapsed = time.monotonic() - started
+        if app is None and str(client.application_report(app_id).state) == "RUNNING":
+            app = connect_when_running(client, app_id)
+            if app is not None:
+                app.kv[kvb.CLIENT_KEY] = b"watching"
+        prog = snapshot(client, app_id, app, expected)
+        if prog.state in FINAL_STATES:
+            break
+        for name, task in prog.tasks.items():
+            if task.outcome is not None and name not in shown:
+                shown.add(name)
+                if task.outcome != "ok":
+                    failures[name] = task.outcome.partition("\n")[2]
+                    out(f"task {name} FAILED:\n{failures[name]}")
+                role, _, idx = name.partition(":")
+                try:
+                    app.kv[kvb.ack_key(role, int(idx))] = b"1"
+                except Exception as e:
+                    log.debug("ack %s: %s", name, e)
+        line = prog.line(elapsed)
+        if line[8:] != last[8:]:
+            out(line)
+            last = line
+        c = prog.containers
+        all_granted = all_granted or (bool(c) and c.get("requested", 0) == 0)
+        if not all_granted and elapsed > spec.timeouts.allocation:
+            client.kill_application(app_id)
+            out(f"allocation timeout: not every container was granted within {spec.timeouts.allocation:.0f}s "
+                f"({c.get('requested', '?')} still requested, queue {spec.queue}); application killed")
+            return EXIT_FAILED
+        if elapsed > spec.timeouts.job:
+            client.kill_application(app_id)
+            out(f"job timeout: still running after {spec.timeouts.job:.0f}s (timeouts.job); application killed")
+            return EXIT_FAILED
+        time.sleep(POLL_S)
+    out(f"{app_id} {prog.state} {prog.final_status}")
+    if prog.final_status == "SUCCEEDED" and not failures:
+        return EXIT_OK
+    if not failures:
+        out(f"diagnostics: {prog.diagnostics.strip()}\nsee: tfoy logs {app_id}")
+    return EXIT_FAILED
+
+
+def submit(spec: JobSpec, detach: bool = False, out: Callable[[str], None] = print) -> int:
+    """Checks, ships and submits the job; unless detached, waits for it (Ctrl-C kills the application)."""
+    from hdfs_native import Client
+
+    spec.check_entry_point()
+    hdfs_client = Client()
+    cluster.check_against_cluster(spec, hdfs_client)
+    with tempfile.TemporaryDirectory(prefix="tfoy-submit-") as tmp:
+        ship = prepare_shipping(spec, Path(tmp), hdfs_client)
+        app_spec = build_application_spec(spec, ship)
+        client = start_skein()
+        app_id = None
+        try:
+            app_id = client.submit(app_spec)
+            out(f"application id: {app_id}")
+            out(f"tracking URL: {cluster.tracking_url(app_id)}")
+            if detach:
+                return EXIT_OK
+            return watch(client, app_id, spec, out)
+        except KeyboardInterrupt:
+            if app_id:
+                client.kill_application(app_id)
+                out(f"interrupted: killed {app_id}")
+            return EXIT_INTERRUPTED
+        finally:
+            client.close()
+
+
+def status(app_id: str) -> Progress:
+    client = start_skein()
+    try:
+        app = None
+        if str(client.application_report(app_id).state) == "RUNNING":
+            app = connect_when_running(client, app_id)
+        prog = snapshot(client, app_id, app)
+        return prog
+    finally:
+        client.close()
+
+
+def parse_yarn_logs(text: str) -> dict[str, str]:
+    """`yarn logs` output → {yarn container id: its log files, concatenated}."""
+    out: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("Container: "):
+            current = line.split()[1]
+            out.setdefault(current, [])
+        elif current is not None:
+            out[current].append(line)
+    return {cid: "\n".join(lines) for cid, lines in out.items()}
+
+
+def logs(app_id: str, task: str | None = None, timeout: float = 120) -> dict[str, str]:
+    """Aggregated container logs ({yarn container id: text}) from `yarn logs` (the Hadoop 3 log format, which
+    skein's Hadoop-2 reader cannot read), optionally only the container(s) that ran one task."""
+    proc = subprocess.run(["yarn", "logs", "-applicationId", app_id], capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0 and "Container: " not in proc.stdout:
+        raise cluster.ClusterError(f"yarn logs -applicationId {app_id} failed: {proc.stderr.strip()[-500:]}")
+    all_logs = parse_yarn_logs(proc.stdout)
+    if task is None:
+        return all_logs
+    marker = f"tfoy task {task} "
+    return {cid: text for cid, text in all_logs.items() if marker in text}
+
+
+def kill(app_id: str) -> None:
+    client = start_skein()
+    try:
+        client.kill_application(app_id)
+    finally:
+        client.close()

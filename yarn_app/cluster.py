@@ -1,0 +1,126 @@
+"""Checks a job spec against the cluster before anything is submitted, naming the spec key that is wrong.
+
+The ResourceManager is probed with a plain TCP connect first: Hadoop's client otherwise retries for
+`yarn.resourcemanager.connect.max-wait.ms` (15 min by default) before saying anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import urllib.request
+from collections.abc import Iterator
+
+from hdfs_io.paths import absolute_uri, hadoop_conf_value, split_uri
+from yarn_app.spec import JobSpec, SpecError
+
+log = logging.getLogger(__name__)
+CONNECT_TIMEOUT_S = 3
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot be reached or cannot run this job."""
+
+
+def yarn_value(key: str, default: str | None = None) -> str | None:
+    return hadoop_conf_value(key, site="yarn-site.xml") or default
+
+
+def rm_address() -> str:
+    host = yarn_value("yarn.resourcemanager.hostname", "0.0.0.0")
+    return yarn_value("yarn.resourcemanager.address", f"{host}:8032")
+
+
+def rm_webapp() -> str:
+    host = yarn_value("yarn.resourcemanager.hostname", "0.0.0.0")
+    return yarn_value("yarn.resourcemanager.webapp.address", f"{host}:8088")
+
+
+def tracking_url(app_id: str) -> str:
+    """YARN's proxy URL of the application (skein's web UI, with the TensorBoard page when there is one)."""
+    return f"http://{rm_webapp()}/proxy/{app_id}/"
+
+
+def check_reachable(address: str, what: str, key: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return
+    except (OSError, ValueError) as e:
+        raise ClusterError(f"{what} at {address} ({key}) is not reachable: {e}") from None
+
+
+def max_allocation() -> tuple[int, int]:
+    """(MiB, vcores) a single container may get (yarn-site, Hadoop's defaults otherwise)."""
+    mb = int(yarn_value("yarn.scheduler.maximum-allocation-mb", "8192"))
+    vcores = int(yarn_value("yarn.scheduler.maximum-allocation-vcores", "4"))
+    return mb, vcores
+
+
+def _walk_queues(info: dict) -> Iterator[str]:
+    for q in (info.get("queues") or {}).get("queue", []) or []:
+        yield q.get("queueName", "")
+        yield from _walk_queues(q)
+
+
+def queue_names(timeout: float = CONNECT_TIMEOUT_S) -> set[str] | None:
+    """Leaf and parent queue names from the RM REST API (None when it cannot be asked)."""
+    url = f"http://{rm_webapp()}/ws/v1/cluster/scheduler"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            info = json.load(r)["scheduler"]["schedulerInfo"]
+    except Exception as e:  # any REST trouble: skein's submit still rejects an unknown queue
+        log.warning("could not list queues from %s: %s", url, e)
+        return None
+    names = set(_walk_queues(info))
+    if info.get("queueName"):
+        names.add(info["queueName"])
+    return names
+
+
+def check_resources(spec: JobSpec, max_mb: int, max_vcores: int) -> None:
+    for name, role in spec.roles.items():
+        if role.memory > max_mb:
+            raise SpecError(f"roles.{name}.memory: {role.memory} MiB is above the cluster's maximum allocation "
+                            f"{max_mb} MiB (yarn.scheduler.maximum-allocation-mb)")
+        if role.vcores > max_vcores:
+            raise SpecError(f"roles.{name}.vcores: {role.vcores} is above the cluster's maximum allocation "
+                            f"{max_vcores} (yarn.scheduler.maximum-allocation-vcores)")
+
+
+def check_hdfs_paths(spec: JobSpec, client) -> None:
+    """inputs must exist; a given env archive must exist."""
+    for i, p in enumerate(spec.inputs):
+        if not _exists(client, p):
+            raise SpecError(f"inputs[{i}]: {absolute_uri(p)} does not exist")
+    archive = spec.python_env.archive
+    if archive and archive != "auto" and not _exists(client, archive):
+        raise SpecError(f"python_env.archive: {absolute_uri(archive)} does not exist")
+
+
+def _exists(client, path: str) -> bool:
+    scheme, _, p = split_uri(absolute_uri(path))
+    if scheme == "file":
+        import os
+
+        return os.path.exists(p)
+    try:
+        client.get_file_info(p)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def check_against_cluster(spec: JobSpec, hdfs_client=None) -> None:
+    """Everything that can be known before submission; raises SpecError / ClusterError."""
+    check_reachable(rm_address(), "ResourceManager", "yarn.resourcemanager.address")
+    check_resources(spec, *max_allocation())
+    queues = queue_names()
+    if queues is not None and spec.queue not in queues:
+        raise SpecError(f"queue: {spec.queue!r} does not exist on the cluster (queues: {', '.join(sorted(queues))})")
+    if hdfs_client is None:
+        from hdfs_native import Client
+
+        hdfs_client = Client()
+    check_hdfs_paths(spec, hdfs_client)
