@@ -1,0 +1,76 @@
+"""Batch inference as a tfoy YARN job: `entry_point: examples.mnist.mnist_inference:main`.
+
+Each worker loads the newest complete SavedModel version under the export base (hdfs_io), predicts its shard of
+the test TFRecords and writes `label prediction` lines to `<output>/part-<shard>` (written aside, then renamed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="mnist_inference")
+    p.add_argument("--data", required=True, help="folder written by mnist_data_setup --format tfr")
+    p.add_argument("--model", required=True, help="SavedModel export base (numbered versions)")
+    p.add_argument("--output", required=True, help="folder for the prediction text parts")
+    p.add_argument("--batch-size", type=int, default=500)
+    return p.parse_args(argv)
+
+
+def main(args: list[str], ctx) -> None:
+    import numpy as np
+    import tensorflow as tf
+
+    from examples.mnist.formats import tf_feature_spec
+    from hdfs_io import fs
+    from hdfs_io.datasets import tfrecord_dataset
+    from hdfs_io.export import latest_version
+
+    opts = parse_args(args)
+    base = ctx.absolute_path(opts.model)
+    version = latest_version(base)
+    if version is None:
+        raise FileNotFoundError(f"{base}: no complete SavedModel version to serve")
+    local = tempfile.mkdtemp(prefix="mnist-model-")
+    try:
+        fs.get(f"{base}/{version}", f"{local}/model")
+        model = tf.saved_model.load(f"{local}/model")
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+    infer = model.signatures["serving_default"]
+    input_name = list(infer.structured_input_signature[1])[0]
+    files = fs.glob(f"{ctx.absolute_path(opts.data)}/test/part-*.tfrecord")
+    spec = tf_feature_spec()
+    ds = tfrecord_dataset(files, ctx=ctx).batch(opts.batch_size).map(lambda b: tf.io.parse_example(b, spec))
+    lines = []
+    for batch in ds:
+        probs = list(infer(**{input_name: tf.cast(batch["image"], tf.float32)}).values())[0]
+        preds = np.argmax(probs.numpy(), axis=1)
+        lines.extend(f"{label} {pred}" for label, pred in zip(batch["label"].numpy(), preds, strict=True))
+    out = ctx.absolute_path(opts.output)
+    fs.makedirs(out)
+    target = f"{out}/part-{ctx.shard_index:05d}"
+    fs.write_bytes(f"{target}.tmp", ("\n".join(lines) + "\n").encode() if lines else b"")
+    fs.rename(f"{target}.tmp", target, overwrite=True)
+    print(f"{ctx.job_name}:{ctx.task_index} wrote {len(lines)} predictions of version {version} to {target}")
+
+
+def accuracy(output: str) -> tuple[float, int]:
+    """(accuracy, count) over every `label prediction` line under output."""
+    from hdfs_io import fs
+
+    right = total = 0
+    for info in fs.ls(output):
+        if not info.name.startswith("part-") or info.name.endswith(".tmp"):
+            continue
+        for line in fs.read_bytes(info.uri).decode().split("\n"):
+            if line.strip():
+                label, pred = line.split()
+                right += label == pred
+                total += 1
+    if not total:
+        raise ValueError(f"{output}: no predictions")
+    return right / total, total
