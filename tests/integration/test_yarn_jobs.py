@@ -1,0 +1,288 @@
+"""`tfoy` against the real YARN and HDFS: training jobs, failures, restarts, bad input, Ctrl-C, status/kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+TOY = ROOT / "conf" / "jobs" / "toy_train.py"
+TFOY = str(Path(sys.executable).parent / "tfoy")
+JOB_TIMEOUT = 420
+FINAL = ("FINISHED", "FAILED", "KILLED")
+
+
+@pytest.fixture(scope="module")
+def toy_data(hdfs):
+    """4 TFRecord files of 100 tf.Examples (x: 8 floats, y = x·w) on HDFS, shared by the module's jobs."""
+    import numpy as np
+    import tensorflow as tf
+
+    base = f"/tmp/tfoy-test/yarn-{uuid.uuid4().hex[:10]}"
+    hdfs.mkdirs(f"{base}/data", create_parent=True)
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=8)
+    for f in range(4):
+        records = []
+        for _ in range(100):
+            x = rng.normal(size=8).astype("float32")
+            ex = tf.train.Example(features=tf.train.Features(feature={
+                "x": tf.train.Feature(float_list=tf.train.FloatList(value=x)),
+                "y": tf.train.Feature(float_list=tf.train.FloatList(value=[float(x @ w)])),
+            }))
+            records.append(ex.SerializeToString())
+        local = Path(f"/tmp/tfoy-yarn-test-{os.getpid()}-{f}.tfrecord")
+        with tf.io.TFRecordWriter(str(local)) as writer:
+            for r in records:
+                writer.write(r)
+        with hdfs.create(f"{base}/data/part-{f}.tfrecord") as out:
+            out.write(local.read_bytes())
+        local.unlink()
+    yield base
+    hdfs.delete(base, recursive=True)
+
+
+def make_spec(tmp_path: Path, base: str, archive: bool = False, **changes) -> Path:
+    name = f"tfoy-it-{uuid.uuid4().hex[:8]}"
+    spec = {
+        "name": name,
+        "entry_point": "toy_train:main",
+        "args": ["--data", f"{base}/data", "--epochs", "2", "--steps", "3"],
+        "files": {"toy_train.py": str(TOY)},
+        "roles": {"chief": {"memory": 1024}, "worker": {"instances": 2, "memory": 1024}},
+        "python_env": {"archive": "auto"} if archive else {"python": sys.executable},
+        "timeouts": {"allocation": 240, "barrier": 240, "job": JOB_TIMEOUT},
+        "model_dir": f"{base}/{name}/model",
+        "export_dir": f"{base}/{name}/export",
+        "inputs": [f"{base}/data"],
+    }
+    spec.update(changes)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def app_id_of(output: str) -> str:
+    m = re.search(r"application id: (application_\d+_\d+)", output)
+    assert m, output[-3000:]
+    return m.group(1)
+
+
+def submit(spec: Path, *extra: str, timeout: float = JOB_TIMEOUT + 60) -> subprocess.CompletedProcess:
+    return run_cli(TFOY, "submit", str(spec), *extra, timeout=timeout, check=False)
+
+
+def assert_not_running(skein_client, app_id: str) -> None:
+    state = str(skein_client.application_report(app_id).state)
+    if state not in FINAL:
+        skein_client.kill_application(app_id)
+    assert state in FINAL, f"{app_id} left {state}"
+
+
+def no_app_named(skein_client, name: str) -> bool:
+    states = ["NEW", "NEW_SAVING", "SUBMITTED", "ACCEPTED", "RUNNING", "FINISHED", "FAILED", "KILLED"]
+    return not [a for a in skein_client.get_applications(states=states) if a.name == name]
+
+
+def env_localized_path(app_id: str) -> str:
+    """Where the NodeManager linked tfoy_env from (directory.info in the aggregated logs)."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        out = run_cli("yarn", "logs", "-applicationId", app_id, check=False).stdout
+        m = re.search(r"tfoy_env -> (\S+)", out)
+        if m:
+            return m.group(1)
+        time.sleep(3)
+    raise AssertionError(f"no tfoy_env link in the logs of {app_id}")
+
+
+# ---- training --------------------------------------------------------------------------------------------------
+def test_mwms_job_with_shipped_env_trains_and_exports(tmp_path, toy_data, hdfs, skein_client):
+    spec = make_spec(tmp_path, toy_data, archive=True)
+    proc = submit(spec)
+    app_id = app_id_of(proc.stdout)
+    assert_not_running(skein_client, app_id)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "tracking URL: http://" in proc.stdout
+    assert re.search(r"chief:0=succeeded worker:0=succeeded worker:1=succeeded", proc.stdout), proc.stdout
+    name = yaml.safe_load(spec.read_text())["name"]
+    export = f"{toy_data}/{name}/export"
+    versions = [os.path.basename(s.path) for s in hdfs.list_status(export)]
+    assert versions == ["1"]
+    files = {os.path.basename(s.path) for s in hdfs.list_status(f"{export}/1", recursive=True)}
+    assert {"saved_model.pb", "variables.index"} <= files
+    state = json.loads(hdfs.read(f"{toy_data}/{name}/model/backup/state.json").read())
+    assert state["epoch"] == 1
+
+    # A second job reuses the env archive from the NodeManager's public cache: same localized path.
+    first = env_localized_path(app_id)
+    assert "/filecache/" in first and "/usercache/" not in first, first
+    proc2 = submit(make_spec(tmp_path, toy_data, archive=True,
+                             roles={"chief": {"memory": 1024}, "worker": {"instances": 1, "memory": 1024}}))
+    assert proc2.returncode == 0, proc2.stdout[-3000:]
+    assert env_localized_path(app_id_of(proc2.stdout)) == first
+
+
+def test_parameter_server_job_trains(tmp_path, toy_data, hdfs, skein_client):
+    spec = make_spec(tmp_path, toy_data, strategy="parameter_server",
+                     roles={"chief": {"memory": 1024}, "ps": {"memory": 768}, "worker": {"instances": 2, "memory": 768}})
+    proc = submit(spec)
+    app_id = app_id_of(proc.stdout)
+    assert_not_running(skein_client, app_id)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for task in ("chief:0", "ps:0", "worker:0", "worker:1"):
+        assert f"{task}=succeeded" in proc.stdout, proc.stdout
+    name = yaml.safe_load(spec.read_text())["name"]
+    result = json.loads(hdfs.read(f"{toy_data}/{name}/model/ps_result.json").read())
+    assert result["steps"] > 0 and result["final_loss"] == result["final_loss"]  # trained, not NaN
+
+
+# ---- failures ---------------------------------------------------------------------------------------------------
+def test_failing_task_fails_the_job_with_its_traceback(tmp_path, toy_data, skein_client):
+    spec = make_spec(tmp_path, toy_data, args=["--data", f"{toy_data}/data", "--fail", "worker:1"])
+    proc = submit(spec)
+    app_id = app_id_of(proc.stdout)
+    assert_not_running(skein_client, app_id)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "task worker:1 FAILED" in proc.stdout
+    assert "RuntimeError: toy_train: worker:1 fails on purpose" in proc.stdout
+    assert "Traceback (most recent call last)" in proc.stdout
+    assert str(skein_client.application_report(app_id).final_status) == "FAILED"
+
+
+def test_barrier_timeout_names_the_missing_tasks(tmp_path, toy_data, skein_client):
+    # 3 × 6 GiB on a 14 GiB NodeManager (plus the AM): one task is never allocated.
+    spec = make_spec(tmp_path, toy_data, roles={"chief": {"memory": "6 GiB"},
+                                                 "worker": {"instances": 2, "memory": "6 GiB"}},
+                     timeouts={"allocation": 200, "barrier": 25, "job": 300})
+    proc = submit(spec)
+    app_id = app_id_of(proc.stdout)
+    assert_not_running(skein_client, app_id)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert re.search(r"start-up barrier timed out after 25s: task\(s\) never arrived: (chief|worker):\d", proc.stdout)
+
+
+def test_kill_9_restarts_the_task_and_training_resumes(tmp_path, toy_data, hdfs, skein_client):
+    spec = make_spec(tmp_path, toy_data, args=["--data", f"{toy_data}/data", "--epochs", "6", "--steps", "3",
+                                               "--epoch-sleep", "3"],
+                     roles={"chief": {"memory": 1024}, "worker": {"instances": 2, "memory": 1024, "max_restarts": 1}})
+    name = yaml.safe_load(spec.read_text())["name"]
+    proc = subprocess.Popen([TFOY, "submit", str(spec)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        app_id = None
+        while app_id is None:
+            line = proc.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+            if m := re.search(r"application id: (\S+)", line):
+                app_id = m.group(1)
+        app = skein_client.connect(app_id)
+        deadline = time.monotonic() + 300
+        state_file = f"{toy_data}/{name}/model/backup/state.json"
+        while time.monotonic() < deadline:  # wait for the first checkpoint on HDFS
+            try:
+                hdfs.get_file_info(state_file)
+                break
+            except FileNotFoundError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError("no checkpoint written")
+        state = json.loads(app.kv["tfoy/state/worker/1"])
+        assert state["state"] == "running" and state["host"] in ("localhost", os.uname().nodename)
+        os.kill(state["pid"], signal.SIGKILL)  # the container's main process (the bootstrap supervisor)
+        out, _ = proc.communicate(timeout=JOB_TIMEOUT)
+        lines.append(out)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = "".join(lines)
+    assert_not_running(skein_client, app_id)
+    assert proc.returncode == 0, output[-4000:]
+    logs = run_cli(TFOY, "logs", app_id, "--task", "worker:1", timeout=180).stdout
+    assert logs.count("tfoy task worker:1 ") == 2, logs[-3000:]  # the killed container and its replacement
+    chief_logs = run_cli(TFOY, "logs", app_id, "--task", "chief:0", timeout=180).stdout
+    assert re.search(r"chief:0 resuming at epoch [1-5] from", chief_logs), chief_logs[-3000:]
+    assert json.loads(hdfs.read(state_file).read())["epoch"] == 5
+    assert [os.path.basename(s.path) for s in hdfs.list_status(f"{toy_data}/{name}/export")] == ["1"]
+
+
+# ---- CLI: bad input, Ctrl-C, status / kill ----------------------------------------------------------------------
+BAD_INPUTS = [
+    ({"epochz": 3}, "epochz: unknown key"),
+    ({"roles": {"worker": {"instances": "2"}}}, "roles.worker.instances: expected int"),
+    ({"roles": {"worker": {"instances": 1, "memory": "64 GiB"}}}, "roles.worker.memory: 65536 MiB is above"),
+    ({"queue": "no_such_queue"}, "queue: 'no_such_queue' does not exist"),
+    ({"entry_point": "toy_train:no_such_function"}, "defines no function 'no_such_function'"),
+    ({"entry_point": "no_such_module:main"}, "module 'no_such_module' does not import"),
+    ({"python_env": {"archive": "/tmp/tfoy-test/no-such-env.tar.gz"}}, "python_env.archive: hdfs://"),
+    ({"inputs": ["/tmp/tfoy-test/no-such-input"]}, "inputs[0]: hdfs://"),
+    ({"roles": {"chief": {}, "worker": {"instances": 0}}}, "roles.worker.instances: a job needs at least 1 worker"),
+]
+
+
+@pytest.mark.parametrize("changes, message", BAD_INPUTS, ids=[m.split(":")[0] for _, m in BAD_INPUTS])
+def test_bad_input_is_rejected_before_submission(tmp_path, toy_data, skein_client, changes, message):
+    spec = make_spec(tmp_path, toy_data, **changes)
+    proc = run_cli(TFOY, "submit", str(spec), timeout=120, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr, proc.stderr
+    assert "application id" not in proc.stdout
+    assert no_app_named(skein_client, yaml.safe_load(spec.read_text())["name"])
+
+
+def test_ctrl_c_kills_the_application(tmp_path, toy_data, skein_client):
+    spec = make_spec(tmp_path, toy_data, args=["--data", f"{toy_data}/data", "--epochs", "50", "--epoch-sleep", "5"])
+    proc = subprocess.Popen([TFOY, "submit", str(spec)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    app_id = None
+    try:
+        while app_id is None:
+            line = proc.stdout.readline()
+            assert line
+            if m := re.search(r"application id: (\S+)", line):
+                app_id = m.group(1)
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert f"killed {app_id}" in out
+    assert str(skein_client.application_report(app_id).state) == "KILLED"
+
+
+def test_detach_status_json_and_kill(tmp_path, toy_data, skein_client):
+    spec = make_spec(tmp_path, toy_data, args=["--data", f"{toy_data}/data", "--epochs", "50", "--epoch-sleep", "5"])
+    proc = run_cli(TFOY, "submit", str(spec), "--detach", timeout=120)
+    app_id = app_id_of(proc.stdout)
+    try:
+        deadline = time.monotonic() + 180
+        status = {}
+        while time.monotonic() < deadline:
+            status = json.loads(run_cli(TFOY, "status", app_id, "--json", timeout=120).stdout)
+            if status["tasks"] and all(t["state"] == "running" for t in status["tasks"].values()):
+                break
+            time.sleep(2)
+        assert status["state"] == "RUNNING" and set(status["tasks"]) == {"chief:0", "worker:0", "worker:1"}, status
+        assert status["tracking_url"].endswith(f"/proxy/{app_id}/")
+        text = run_cli(TFOY, "status", app_id, timeout=120).stdout
+        assert "worker:1" in text and "RUNNING" in text
+        run_cli(TFOY, "kill", app_id, timeout=120)
+        assert str(skein_client.application_report(app_id).state) == "KILLED"
+    finally:
+        assert_not_running(skein_client, app_id)

@@ -1,0 +1,176 @@
+"""Job spec parsing, validation messages, CLI overrides, and the JobSpec → skein translation (no cluster)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tfnode import barrier as kvb
+from tfnode.bootstrap import JobRuntime, cuda_visible_devices
+from yarn_app import cluster
+from yarn_app.application import Shipping, build_application_spec, job_runtime
+from yarn_app.env import build_code_zip
+from yarn_app.spec import JobSpec, SpecError, apply_overrides, load_spec, parse_memory
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = {"entry_point": "toy_train:main", "roles": {"chief": {}, "worker": {"instances": 2}}}
+
+
+def spec_of(**changes) -> JobSpec:
+    data = json.loads(json.dumps(BASE))
+    data.update(changes)
+    return JobSpec.from_dict(data)
+
+
+def test_example_specs_load_and_round_trip():
+    for name in ("mwms.yaml", "ps.yaml", "tensorboard.yaml"):
+        spec = load_spec(ROOT / "conf" / "jobs" / name)
+        spec.check_entry_point()
+        again = JobSpec.from_yaml(spec.to_yaml())
+        assert again.to_dict() == spec.to_dict()
+    ps = load_spec(ROOT / "conf/jobs/ps.yaml")
+    assert ps.effective_strategy == "parameter_server" and ps.tf_roles == {"chief": 1, "ps": 1, "worker": 2}
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"queu": "x"}, "queu: unknown key"),
+        ({"roles": {"worker": {"instances": 1, "memroy": 1}}}, "roles.worker.memroy: unknown key"),
+        ({"roles": {"worker": {"instances": "two"}}}, "roles.worker.instances: expected int"),
+        ({"roles": {"worker": {"instances": True}}}, "roles.worker.instances: expected int"),
+        ({"roles": {"worker": {"memory": "lots"}}}, "roles.worker.memory: expected memory"),
+        ({"roles": {"worker": {"instances": 0}}}, "roles.worker.instances: a job needs at least 1 worker"),
+        ({"roles": {"chief": {}}}, "roles.worker.instances"),
+        ({"roles": {"worker": {}, "painter": {}}}, "roles.painter: unknown key"),
+        ({"roles": {"worker": {}, "ps": {}}, "strategy": "multi_worker_mirrored"}, "roles.ps"),
+        ({"roles": {"worker": {}, "ps": {}}}, "roles.chief: strategy parameter_server needs a chief"),
+        ({"roles": {"worker": {}, "tensorboard": {}}}, "log_dir"),
+        ({"timeouts": {"barrier": -1}}, "timeouts.barrier: must be positive"),
+        ({"args": "--x"}, "args: expected list"),
+        ({"python_env": {"archive": None}}, "python_env"),
+        ({"strategy": "magic"}, "strategy: one of"),
+    ],
+)
+def test_bad_specs_name_the_key(changes, message):
+    with pytest.raises(SpecError, match=message.replace(".", r"\.")):
+        spec_of(**changes)
+
+
+def test_missing_required_keys():
+    with pytest.raises(SpecError, match="entry_point: required"):
+        JobSpec.from_dict({"roles": {"worker": {}}})
+    with pytest.raises(SpecError, match="roles: required"):
+        JobSpec.from_dict({"entry_point": "a:b"})
+    with pytest.raises(SpecError, match="not valid YAML"):
+        JobSpec.from_yaml("roles: [")
+
+
+def test_memory_units():
+    assert parse_memory(1024, "m") == 1024
+    assert parse_memory("2 GiB", "m") == 2048
+    assert parse_memory("1536m", "m") == 1536
+    assert parse_memory("2g", "m") == 2048
+    with pytest.raises(SpecError, match="must be positive"):
+        parse_memory(0, "m")
+
+
+def test_cli_overrides():
+    data = apply_overrides(BASE, name="n", queue="etl", tags=["a", "b"],
+                           sets=["roles.worker.instances=3", "timeouts.barrier=5", "args=[--epochs, '1']"])
+    spec = JobSpec.from_dict(data)
+    assert (spec.name, spec.queue, spec.tags) == ("n", "etl", ["a", "b"])
+    assert spec.roles["worker"].instances == 3 and spec.timeouts.barrier == 5
+    assert spec.args == ["--epochs", "1"]
+    with pytest.raises(SpecError, match="--set"):
+        apply_overrides(BASE, sets=["nokey"])
+
+
+def test_entry_point_checks(tmp_path):
+    (tmp_path / "good.py").write_text("def main(args, ctx):\n    pass\n")
+    (tmp_path / "broken.py").write_text("def main(args, ctx)\n    pass\n")
+    spec = spec_of(entry_point="good:main", files={"good.py": str(tmp_path / "good.py")})
+    spec.check_entry_point()
+    with pytest.raises(SpecError, match="defines no function 'train'"):
+        spec_of(entry_point="good:train", files={"good.py": str(tmp_path / "good.py")}).check_entry_point()
+    with pytest.raises(SpecError, match="does not import: SyntaxError"):
+        spec_of(entry_point="broken:main", files={"broken.py": str(tmp_path / "broken.py")}).check_entry_point()
+    with pytest.raises(SpecError, match="module 'no_such_module_xyz' does not import"):
+        spec_of(entry_point="no_such_module_xyz:main").check_entry_point()
+    spec_of(entry_point="json:loads").check_entry_point()  # an installed module
+    with pytest.raises(SpecError, match="script missing.py not found"):
+        spec_of(entry_point="missing.py").check_entry_point()
+
+
+def test_resources_above_cluster_maximum():
+    spec = spec_of(roles={"chief": {"memory": "16 GiB"}, "worker": {}})
+    with pytest.raises(SpecError, match=r"roles\.chief\.memory: 16384 MiB is above .* 8192 MiB"):
+        cluster.check_resources(spec, 8192, 4)
+    with pytest.raises(SpecError, match=r"roles\.worker\.vcores: 8"):
+        cluster.check_resources(spec_of(roles={"worker": {"vcores": 8}}), 8192, 4)
+
+
+def test_unreachable_resource_manager_is_named():
+    with pytest.raises(cluster.ClusterError, match=r"127\.0\.0\.1:1 \(yarn\.resourcemanager\.address\)"):
+        cluster.check_reachable("127.0.0.1:1", "ResourceManager", "yarn.resourcemanager.address", timeout=1)
+
+
+def test_application_spec_translation_gpus_env_and_files():
+    spec = spec_of(roles={"chief": {"memory": 1024}, "worker": {"instances": 2, "gpus": 2, "max_restarts": 3,
+                                                               "node_label": "gpu"}},
+                   env={"FOO": "bar"}, files={"data.txt": "/tmp/data.txt"}, tags=["t"])
+    app = build_application_spec(spec, Shipping(code_zip="/tmp/code.zip",
+                                                env_archive="hdfs://nn:8020/user/u/.tfoy/envs/k.tar.gz"))
+    worker, chief = app.services["worker"], app.services["chief"]
+    assert worker.resources.gpus == 2 and worker.resources.memory == 2048 and chief.resources.gpus == 0
+    assert worker.instances == 2 and worker.max_restarts == 3 and worker.node_label == "gpu"
+    assert "CUDA_VISIBLE_DEVICES" not in worker.env  # the GPU grant decides (see bootstrap)
+    assert chief.env["CUDA_VISIBLE_DEVICES"] == ""  # CPU task hides GPUs
+    assert str(worker.files["tfoy_env"].visibility) == "PUBLIC" and str(worker.files["tfoy_env"].type) == "ARCHIVE"
+    assert str(worker.files["tfoy_code"].type) == "ARCHIVE"
+    assert worker.script == "exec ./tfoy_env/bin/python3.11 -m tfnode.bootstrap"
+    assert worker.env["FOO"] == "bar" and worker.env["TFOY_ROLE"] == "worker"
+    runtime = JobRuntime.decode(worker.env["TFOY_JOB"])
+    assert runtime.roles == {"chief": 1, "worker": 2} and runtime.gpus == {"worker": 2} and runtime.restartable
+    assert json.loads(base64.b64decode(worker.env["TFOY_JOB"]))["entry_point"] == "toy_train:main"
+    assert app.queue == "default" and app.tags == {"t", "tfoy"}
+
+
+def test_installed_python_ships_no_archive():
+    spec = spec_of(python_env={"python": "/opt/py/bin/python3"})
+    app = build_application_spec(spec, Shipping(code_zip="/tmp/c.zip", python="/opt/py/bin/python3"))
+    assert "tfoy_env" not in app.services["worker"].files
+    assert app.services["worker"].script.startswith("exec /opt/py/bin/python3 -m tfnode.bootstrap")
+
+
+def test_cuda_visible_devices_follows_the_grant():
+    assert cuda_visible_devices(0, {"CUDA_VISIBLE_DEVICES": "0,1"}) == ""
+    assert cuda_visible_devices(1, {"NVIDIA_VISIBLE_DEVICES": "3,5"}) == "3"
+    assert cuda_visible_devices(2, {"CUDA_VISIBLE_DEVICES": "2,3"}) == "2,3"
+    assert cuda_visible_devices(2, {}) == "0,1"
+
+
+def test_runtime_roles_and_strategy():
+    ps = job_runtime(spec_of(roles={"chief": {}, "worker": {"instances": 2}, "ps": {}, "evaluator": {}}))
+    assert ps.strategy == "parameter_server" and ps.serves_only("ps") and ps.serves_only("worker")
+    assert not ps.serves_only("chief") and ps.waits_for_chief("evaluator") and ps.chief_task == ("chief", 0)
+    mw = job_runtime(spec_of(roles={"worker": {"instances": 3}}))
+    assert mw.chief_task == ("worker", 0) and not mw.serves_only("worker")
+
+
+def test_barrier_key_parsing():
+    keys = {"tfoy/addr/0/worker/1": b"h:2", "tfoy/addr/0/chief/0": b"h:1", "tfoy/gen": b"0", "tfoy/slot/x/0": b"c"}
+    assert kvb.parse_task_keys(keys, kvb.addr_prefix(0)) == {("worker", 1): b"h:2", ("chief", 0): b"h:1"}
+    assert kvb.expected_tasks({"chief": 1, "worker": 2}) == [("chief", 0), ("worker", 0), ("worker", 1)]
+    err = kvb.BarrierTimeout(["worker:1"], 5)
+    assert "never arrived: worker:1" in str(err)
+
+
+def test_code_zip_contains_the_packages(tmp_path):
+    z = build_code_zip(tmp_path / "code.zip", ROOT)
+    names = zipfile.ZipFile(z).namelist()
+    assert "tfnode/bootstrap.py" in names and "yarn_app/client.py" in names and "hdfs_io/paths.py" in names
