@@ -37,8 +37,26 @@ CAPACITY_CHUNKS = 8
 
 
 # ---- records <-> columns ------------------------------------------------------------------------------------------
-def records_to_columns(records: list[Any], partition: int) -> tuple[list[np.ndarray], bool]:
-    """Stacks records into column arrays; returns (columns, tuple_mode).
+def _small_int_rows(values: list[Any]) -> np.ndarray | None:
+    """Lists of ints all in 0..255 (pixels, tokens of small vocabularies) as uint8 rows, ~5x faster than np.array.
+
+    Sent narrow and widened back to int64 on arrival (`narrow` in the chunk header), so the dtype users see is
+    the one np.asarray would give."""
+    first = values[0]
+    if type(first) is not list or not first or type(first[0]) is not int:
+        return None
+    width = len(first)
+    if not all(type(v) is list and len(v) == width for v in values):
+        return None
+    try:
+        buf = b"".join(map(bytes, values))
+    except (TypeError, ValueError):
+        return None
+    return np.frombuffer(buf, dtype=np.uint8).reshape(len(values), width)
+
+
+def records_to_columns(records: list[Any], partition: int) -> tuple[list[np.ndarray], bool, list[int]]:
+    """Stacks records into column arrays; returns (columns, tuple_mode, indices of uint8-narrowed int columns).
 
     A tuple record (e.g. `(features, label)` or a pyspark Row) gives one column per field; anything else (a list,
     an array, a scalar) is one column. Records of different shapes or types raise ValueError naming the partition.
@@ -54,7 +72,13 @@ def records_to_columns(records: list[Any], partition: int) -> tuple[list[np.ndar
     else:
         fields = [records]
     columns = []
+    narrow = []
     for j, values in enumerate(fields):
+        fast = _small_int_rows(values)
+        if fast is not None:
+            columns.append(fast)
+            narrow.append(j)
+            continue
         try:
             col = np.asarray(values)
         except ValueError as e:
@@ -62,7 +86,7 @@ def records_to_columns(records: list[Any], partition: int) -> tuple[list[np.ndar
         if col.dtype.hasobject:
             raise ValueError(f"partition {partition}: {_mismatch(values, j, tuple_mode)}")
         columns.append(col)
-    return columns, tuple_mode
+    return columns, tuple_mode, narrow
 
 
 def _describe(value: Any) -> str:
@@ -154,6 +178,8 @@ class NodeFeed:
             while True:
                 msg, arrays = wire.recv(sock, self.key)
                 if msg["op"] == "chunk":
+                    for j in msg.get("narrow", ()):
+                        arrays[j] = arrays[j].astype(np.int64)
                     if not self._put(_Chunk(conn, arrays, bool(msg["tuple"]))):
                         conn.send({"op": "terminated"})
                         return
@@ -385,12 +411,14 @@ def _connect(target: FeedTarget, partition: int, mode: str) -> socket.socket:
     return sock
 
 
-def _chunks(records: Iterator[Any], size: int, partition: int) -> Iterator[tuple[list[np.ndarray], bool]]:
+def _chunks(records: Iterator[Any], size: int, partition: int) -> Iterator[tuple[dict[str, Any], list[np.ndarray]]]:
+    """(chunk header, columns) for every `size` records."""
     while True:
         batch = list(itertools.islice(records, size))
         if not batch:
             return
-        yield records_to_columns(batch, partition)
+        columns, tuple_mode, narrow = records_to_columns(batch, partition)
+        yield {"op": "chunk", "tuple": tuple_mode, "narrow": narrow}, columns
 
 
 def feed_partition(target: FeedTarget, partition: int, records: Iterator[Any]) -> int:
@@ -398,8 +426,8 @@ def feed_partition(target: FeedTarget, partition: int, records: Iterator[Any]) -
     sock = _connect(target, partition, "train")
     sent = 0
     try:
-        for columns, tuple_mode in _chunks(records, target.chunk_records, partition):
-            wire.send(sock, target.key, {"op": "chunk", "tuple": tuple_mode}, columns)
+        for header, columns in _chunks(records, target.chunk_records, partition):
+            wire.send(sock, target.key, header, columns)
             sent += len(columns[0])
         wire.send(sock, target.key, {"op": "end"})
         reply, _ = wire.recv(sock, target.key)
@@ -426,8 +454,8 @@ def infer_partition(target: FeedTarget, partition: int, records: Iterator[Any]) 
     def sender() -> None:
         total = 0
         try:
-            for columns, tuple_mode in _chunks(records, target.chunk_records, partition):
-                wire.send(sock, target.key, {"op": "chunk", "tuple": tuple_mode}, columns)
+            for header, columns in _chunks(records, target.chunk_records, partition):
+                wire.send(sock, target.key, header, columns)
                 total += len(columns[0])
             wire.send(sock, target.key, {"op": "end"})
         except BaseException as e:  # noqa: BLE001 - re-raised by the consuming side

@@ -1,0 +1,113 @@
+"""InputMode.SPARK feeding throughput: tfoy vs tensorflowonspark 2.2.5, same cached RDD, one run.
+
+    python benchmarks/spark_feed.py [--records 20000] [--batch 256]
+
+Each side runs in its own process on `local-cluster[2,1,2048]` with 2 TF nodes; the RDD holds `records` rows of
+(784 ints, label), is cached and counted before timing. Timed: cluster.train(rdd) + cluster.shutdown(), with a
+map_fun that pulls batches through TFNode.DataFeed.next_batch until should_stop(). TFoS runs from a benchmark-only
+venv (~/.cache/tfoy/bench-tfos-venv, no system site packages, tensorflowonspark installed with --no-deps and the
+project venv's site-packages reachable through a .pth file for TF/pyspark), so it never becomes a dependency.
+Last line: RESULT tfoy_rps=… tfos_rps=… ratio=…
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import site
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TFOS_VERSION = "2.2.5"
+BENCH_VENV = Path.home() / ".cache" / "tfoy" / "bench-tfos-venv"
+
+
+def ensure_tfos_venv() -> Path:
+    python = BENCH_VENV / "bin" / "python"
+    marker = BENCH_VENV / f".tfos-{TFOS_VERSION}"
+    if marker.exists():
+        return python
+    subprocess.run([sys.executable, "-m", "venv", "--clear", "--without-pip", str(BENCH_VENV)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
+                    f"tensorflowonspark=={TFOS_VERSION}"], check=True)
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    project_site = site.getsitepackages()[0]
+    Path(purelib, "tfoy_project_site.pth").write_text(project_site + "\n" + str(Path(__file__).parents[1]) + "\n")
+    marker.touch()
+    return python
+
+
+def consume(args, ctx):
+    """map_fun: pull batches until the feed ends (same code for both implementations)."""
+    if args["impl"] == "tfoy":
+        from tfnode import TFNode
+    else:
+        from tensorflowonspark import TFNode
+    feed = TFNode.DataFeed(ctx.mgr, train_mode=True)
+    count = 0
+    while not feed.should_stop():
+        batch = feed.next_batch(args["batch"])
+        count += len(batch)
+    print(f"executor {ctx.executor_id} consumed {count}", flush=True)
+
+
+def run_one(impl: str, records: int, batch: int) -> None:
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    from pyspark import SparkConf, SparkContext
+
+    if impl == "tfoy":
+        from tfnode import TFCluster
+    else:
+        from tensorflowonspark import TFCluster
+    conf = (SparkConf().setMaster("local-cluster[2,1,2048]").setAppName(f"spark-feed-{impl}")
+            .set("spark.executor.memory", "1g").set("spark.task.maxFailures", "1"))
+    sc = SparkContext(conf=conf)
+    sc.setLogLevel("ERROR")
+    try:
+        rdd = sc.parallelize(range(records), 8).map(lambda i: ([i % 256] * 784, i % 10)).cache()
+        assert rdd.count() == records
+        cluster = TFCluster.run(sc, consume, {"impl": impl, "batch": batch}, 2, 0,
+                                input_mode=TFCluster.InputMode.SPARK, reservation_timeout=120)
+        start = time.perf_counter()
+        cluster.train(rdd, 1)
+        trained = time.perf_counter() - start
+        cluster.shutdown()
+        elapsed = time.perf_counter() - start
+    finally:
+        sc.stop()
+    print(f"RPS {impl} {records / elapsed:.1f} ({records} records in {elapsed:.2f}s: train {trained:.2f}s, "
+          f"shutdown {elapsed - trained:.2f}s)", flush=True)
+
+
+def measure(python: Path, impl: str, records: int, batch: int) -> float:
+    proc = subprocess.run([str(python), __file__, "--impl", impl, "--records", str(records), "--batch", str(batch)],
+                          capture_output=True, text=True, timeout=1800)
+    found = re.search(rf"^RPS {impl} ([0-9.]+).*$", proc.stdout, re.M)
+    if proc.returncode != 0 or not found:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-5000:])
+        raise SystemExit(f"{impl} benchmark failed (exit {proc.returncode})")
+    print(found.group(0), flush=True)
+    return float(found.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=20000)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--impl", choices=["tfoy", "tfos"], help="internal: run one side in this process")
+    args = parser.parse_args()
+    if args.impl:
+        run_one(args.impl, args.records, args.batch)
+        return
+    tfos_python = ensure_tfos_venv()
+    tfoy = measure(Path(sys.executable), "tfoy", args.records, args.batch)
+    tfos = measure(tfos_python, "tfos", args.records, args.batch)
+    print(f"RESULT tfoy_rps={tfoy:.0f} tfos_rps={tfos:.0f} ratio={tfoy / tfos:.1f}")
+
+
+if __name__ == "__main__":
+    main()

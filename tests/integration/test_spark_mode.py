@@ -1,0 +1,267 @@
+"""TFoS-compatible Spark mode on real Spark: pyspark local-cluster and Spark on the embedded YARN.
+
+Every test runs on both masters (module-scoped SparkContext, parametrized). HDFS is the real embedded cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+PYSPARK_HOME = Path(__import__("pyspark").__file__).parent
+
+
+def _spark_conf(master: str):
+    from pyspark import SparkConf
+
+    conf = (SparkConf().setAppName(f"tfoy-test-spark-{master}").set("spark.task.maxFailures", "1")
+            .set("spark.executor.memory", "1g").set("spark.ui.enabled", "false")
+            .set("spark.executorEnv.HADOOP_CONF_DIR", os.environ.get("HADOOP_CONF_DIR", "")))
+    if master == "yarn":
+        conf = (conf.setMaster("yarn").set("spark.executor.instances", "2").set("spark.executor.cores", "1")
+                .set("spark.yarn.jars", f"local:{PYSPARK_HOME}/jars/*")  # single host: no 460 MB upload per app
+                .set("spark.yarn.am.memory", "512m").set("spark.executor.memoryOverhead", "384m")
+                .set("spark.dynamicAllocation.enabled", "false")
+                .set("spark.executorEnv.PYSPARK_PYTHON", sys.executable))
+    else:
+        conf = conf.setMaster("local-cluster[2,1,1024]")
+    return conf
+
+
+@pytest.fixture(scope="module", params=["local-cluster", "yarn"])
+def sc(request, hadoop_conf):
+    from pyspark import SparkContext
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    # pip-installed pyspark has no python/lib/pyspark.zip; executors import pyspark from this venv instead
+    os.environ.setdefault("PYSPARK_ARCHIVES_PATH", f"local:{PYSPARK_HOME.parent}")
+    context = SparkContext(conf=_spark_conf(request.param))
+    context.setLogLevel("ERROR")
+    deadline = time.monotonic() + 120
+    while context._jsc.sc().getExecutorMemoryStatus().size() < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)  # both executors up, so node placement does not depend on start-up order
+    yield context
+    context.stop()
+
+
+def _node_processes(cluster_id: str) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if f".tfoy/{cluster_id}/" in line and "tfnode.node" in line]
+
+
+def _assert_no_node_left(cluster_id: str) -> None:
+    deadline = time.monotonic() + 20
+    while _node_processes(cluster_id) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _node_processes(cluster_id) == []
+
+
+# ---- map_funs (module level so cloudpickle ships them by value with their imports) --------------------------------
+def train_fun(args, ctx):
+    import numpy as np
+    import tensorflow as tf
+
+    from tfnode import TFNode
+
+    feed = TFNode.DataFeed(ctx.mgr, train_mode=True)
+    ds = feed.dataset(64).map(lambda x, y: (tf.reshape(tf.cast(x, tf.float32), (-1, 1)), tf.cast(y, tf.float32)))
+    model = tf.keras.Sequential([tf.keras.Input((1,)), tf.keras.layers.Dense(1)])
+    model.compile(tf.keras.optimizers.Adam(0.1), "mse")
+    seen = 0
+    for x, y in ds:
+        model.train_on_batch(x, y)
+        seen += int(x.shape[0])
+    for _ in range(300):  # converge on what we saw so the inference check is meaningful
+        xs = np.random.uniform(0, 1, (64, 1)).astype("float32")
+        model.train_on_batch(xs, 2 * xs + 1)
+    Path(args["out"], f"seen-{ctx.task_index}").write_text(str(seen))
+    if ctx.is_chief:
+        model.save(str(Path(args["out"], "model.keras")))
+
+
+def infer_fun(args, ctx):
+    import tensorflow as tf
+
+    from tfnode import TFNode
+
+    model = tf.keras.models.load_model(str(Path(args["out"], "model.keras")))
+    feed = TFNode.DataFeed(ctx.mgr, train_mode=False)
+    while not feed.should_stop():
+        batch = feed.next_batch(64)
+        if len(batch):
+            xs = tf.constant([[float(r[0])] for r in batch])
+            feed.batch_results([[float(r[0]), float(p[0])] for r, p in zip(batch, model(xs).numpy(), strict=True)])
+
+
+def count_fun(args, ctx):
+    from tfnode import TFNode
+
+    feed = TFNode.DataFeed(ctx.mgr, train_mode=args.get("train", True))
+    seen = 0
+    while not feed.should_stop():
+        batch = feed.next_batch(args["batch"])
+        seen += len(batch)
+        if not args.get("train", True) and len(batch):
+            feed.batch_results([int(r[0]) * 3 for r in batch])
+        if args.get("die_after") is not None and seen >= args["die_after"]:
+            raise RuntimeError(f"tf-died-on-purpose after {seen}")
+    Path(args["out"], f"seen-{ctx.executor_id}").write_text(str(seen))
+
+
+def tfrecord_fun(args, ctx):
+    import tempfile
+
+    import tensorflow as tf
+    from hdfs_native import Client
+
+    client = Client()
+    files = sorted(f.path for f in client.list_status(args["dir"]) if f.path.endswith(".tfrecord"))
+    mine = files[ctx.shard_index::ctx.num_shards]
+    count, total = 0, 0
+    spec = {"image": tf.io.FixedLenFeature([784], tf.int64), "label": tf.io.FixedLenFeature([], tf.int64)}
+    with tempfile.TemporaryDirectory() as tmp:
+        local = []
+        for path in mine:
+            dest = Path(tmp, Path(path).name)
+            with client.read(path) as src:
+                dest.write_bytes(src.read())
+            local.append(str(dest))
+        for ex in tf.data.TFRecordDataset(local).map(lambda r: tf.io.parse_single_example(r, spec)):
+            count += 1
+            total += int(ex["label"]) + int(tf.reduce_sum(ex["image"]))
+    with client.create(f"{args['out']}/{ctx.job_name}-{ctx.task_index}.json") as out:
+        out.write(json.dumps({"files": len(mine), "count": count, "total": total}).encode())
+
+
+def raise_fun(args, ctx):
+    raise ValueError("boom-from-map-fun")
+
+
+# ---- tests ---------------------------------------------------------------------------------------------------------
+def test_train_then_inference_in_spark_mode(sc, tmp_path):
+    from tfnode import TFCluster
+
+    # uneven partitions: 700 + 150 + 1 + 333 records
+    rdd = sc.union([sc.parallelize([(float(i) / 1200, 2 * float(i) / 1200 + 1) for i in range(a, b)], 1)
+                    for a, b in ((0, 700), (700, 850), (850, 851), (851, 1184))])
+    cluster = TFCluster.run(sc, train_fun, {"out": str(tmp_path)}, 2, 0, input_mode=TFCluster.InputMode.SPARK,
+                            reservation_timeout=120, master_node="chief")
+    cluster.train(rdd, num_epochs=2, feed_timeout=120)
+    cluster.shutdown(timeout=300)
+    _assert_no_node_left(cluster.cluster_id)
+    seen = sum(int(p.read_text()) for p in tmp_path.glob("seen-*"))
+    assert seen == 2 * 1184
+
+    # 1001 records over 3 partitions, batch 64: no size divides by the batch size
+    infer_rdd = sc.parallelize([(i / 1001,) for i in range(1001)], 3)
+    cluster = TFCluster.run(sc, infer_fun, {"out": str(tmp_path)}, 2, 0, input_mode=TFCluster.InputMode.SPARK,
+                            reservation_timeout=120)
+    results = cluster.inference(infer_rdd).collect()
+    cluster.shutdown(timeout=120)
+    _assert_no_node_left(cluster.cluster_id)
+    assert len(results) == 1001
+    assert sorted(x for x, _ in results) == sorted(i / 1001 for i in range(1001))
+    assert all(abs(p - (2 * x + 1)) < 0.1 for x, p in results)
+
+
+def test_tensorflow_mode_reads_tfrecords_from_hdfs(sc, hdfs, hdfs_tmp, tmp_path):
+    import tensorflow as tf
+
+    from tfnode import TFCluster
+
+    expected_total = 0
+    for part in range(3):
+        local = tmp_path / f"part-{part}.tfrecord"
+        with tf.io.TFRecordWriter(str(local)) as writer:
+            for i in range(100):
+                image, label = [(i + part) % 7] * 784, i % 10
+                expected_total += sum(image) + label
+                ex = tf.train.Example(features=tf.train.Features(feature={
+                    "image": tf.train.Feature(int64_list=tf.train.Int64List(value=image)),
+                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))}))
+                writer.write(ex.SerializeToString())
+        with hdfs.create(f"{hdfs_tmp}/data/part-{part}.tfrecord") as out:
+            out.write(local.read_bytes())
+    hdfs.mkdirs(f"{hdfs_tmp}/out")
+    cluster = TFCluster.run(sc, tfrecord_fun, {"dir": f"{hdfs_tmp}/data", "out": f"{hdfs_tmp}/out"}, 2, 0,
+                            input_mode=TFCluster.InputMode.TENSORFLOW, reservation_timeout=120)
+    cluster.shutdown(timeout=300)
+    _assert_no_node_left(cluster.cluster_id)
+    reports = []
+    for status in hdfs.list_status(f"{hdfs_tmp}/out"):
+        with hdfs.read(status.path) as f:
+            reports.append(json.loads(f.read()))
+    assert sorted(r["files"] for r in reports) == [1, 2]
+    assert sum(r["count"] for r in reports) == 300
+    assert sum(r["total"] for r in reports) == expected_total
+
+
+def test_more_executors_than_exist_times_out_naming_nodes(sc):
+    from tfnode import TFCluster
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError) as info:
+        TFCluster.run(sc, raise_fun, {}, 3, 0, input_mode=TFCluster.InputMode.SPARK, reservation_timeout=10)
+    message = str(info.value)
+    assert time.monotonic() - started < 60
+    assert "2 of 3 nodes registered" in message
+    assert "missing: executor 2 (worker:2)" in message
+
+
+def test_map_fun_raising_reaches_the_driver_with_its_traceback(sc):
+    from tfnode import TFCluster
+
+    cluster = TFCluster.run(sc, raise_fun, {}, 2, 0, input_mode=TFCluster.InputMode.TENSORFLOW,
+                            reservation_timeout=120)
+    with pytest.raises(RuntimeError) as info:
+        cluster.shutdown(timeout=120)
+    assert "boom-from-map-fun" in str(info.value)
+    assert "Traceback" in str(info.value) and "raise_fun" in str(info.value)
+    _assert_no_node_left(cluster.cluster_id)
+
+
+def test_records_of_wrong_shape_name_the_partition(sc, tmp_path):
+    from tfnode import TFCluster
+
+    good = [([1] * 784, 1)] * 50
+    bad = [([1] * 784, 1)] * 10 + [([1] * 783, 1)] + [([1] * 784, 1)] * 10
+    rdd = sc.union([sc.parallelize(good, 1), sc.parallelize(bad, 1)])
+    cluster = TFCluster.run(sc, count_fun, {"out": str(tmp_path), "batch": 16}, 2, 0,
+                            input_mode=TFCluster.InputMode.SPARK, reservation_timeout=120)
+    try:
+        with pytest.raises(Exception, match=r"partition 1: field 0 of record 10 has shape \(783,\)"):
+            cluster.train(rdd, feed_timeout=60)
+    finally:
+        cluster.shutdown(timeout=60)
+    _assert_no_node_left(cluster.cluster_id)
+
+
+def test_dying_tf_process_fails_its_feeding_task_at_once(sc, tmp_path):
+    from tfnode import TFCluster
+
+    rdd = sc.parallelize([([i] * 784, i) for i in range(6000)], 4)
+    cluster = TFCluster.run(sc, count_fun, {"out": str(tmp_path), "batch": 32, "die_after": 64}, 2, 0,
+                            input_mode=TFCluster.InputMode.SPARK, reservation_timeout=120)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError) as info:
+        cluster.train(rdd, feed_timeout=600)
+    assert time.monotonic() - started < 60  # not feed_timeout
+    assert "tf-died-on-purpose" in str(info.value) and "Traceback" in str(info.value)
+    with pytest.raises(RuntimeError, match="tf-died-on-purpose"):
+        cluster.shutdown(timeout=30)
+    _assert_no_node_left(cluster.cluster_id)
+
+
+def test_tfparallel_runs_one_independent_node_per_executor(sc):
+    from tfnode import TFParallel
+
+    results = TFParallel.run(sc, lambda args, ctx: (ctx.task_index, ctx.num_workers, args["x"]), {"x": 7}, 2)
+    assert sorted(results) == [(0, 2, 7), (1, 2, 7)]
