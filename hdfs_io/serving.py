@@ -1,0 +1,78 @@
+"""Hand-off to TF Serving, which cannot read HDFS: copy the newest complete exported version into a local
+`model_base_path`, atomically there too.
+
+TF Serving polls `model_base_path` and loads the highest integer-named child. A version is downloaded into a
+dot-named folder beside it (which Serving ignores) and renamed to `<version>` only when whole, so Serving never
+loads a partial version. Versions being written on HDFS (no `_SUCCESS` yet) are never pulled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from hdfs_io import fs
+from hdfs_io.export import SUCCESS, list_versions
+from hdfs_io.paths import absolute_uri
+
+log = logging.getLogger(__name__)
+_VERSION = re.compile(r"^\d+$")
+
+
+@dataclass(frozen=True)
+class PullResult:
+    version: int
+    path: Path
+    pulled: bool  # False when that version was already there
+
+
+def local_versions(model_base_path: str | Path) -> list[int]:
+    """Integer-named version folders under a local model_base_path, oldest first."""
+    base = Path(model_base_path)
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and _VERSION.match(p.name))
+
+
+def pull_latest(export_base: str, model_base_path: str | Path, keep: int | None = None) -> PullResult:
+    """Copies the newest complete version under export_base into model_base_path/<version>.
+
+    Raises FileNotFoundError naming export_base when it holds no complete version.
+    """
+    base = absolute_uri(export_base)
+    versions = list_versions(base)
+    if not versions:
+        raise FileNotFoundError(f"{base}: no complete SavedModel version (a numbered folder with {SUCCESS})")
+    version = versions[-1]
+    target_root = Path(model_base_path)
+    target_root.mkdir(parents=True, exist_ok=True)
+    target = target_root / str(version)
+    if target.exists():
+        result = PullResult(version, target, pulled=False)
+    else:
+        staging = target_root / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+        try:
+            fs.get(f"{base}/{version}", str(staging))
+            os.rename(staging, target)  # one rename on the local filesystem: Serving sees all of it or nothing
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        log.info("pulled %s/%d into %s", base, version, target)
+        result = PullResult(version, target, pulled=True)
+    if keep:
+        prune_local(target_root, keep)
+    return result
+
+
+def prune_local(model_base_path: str | Path, keep: int) -> list[int]:
+    """Removes all but the newest `keep` local versions; returns the removed ones."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, not {keep}")
+    old = local_versions(model_base_path)[:-keep]
+    for version in old:
+        shutil.rmtree(Path(model_base_path) / str(version))
+    return old
