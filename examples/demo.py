@@ -17,6 +17,7 @@ from pathlib import Path
 
 from examples.mnist import mnist_data_setup
 from examples.mnist.mnist_inference import accuracy
+from hdfs_io import fs
 from hdfs_io.export import latest_version
 from hdfs_io.paths import absolute_uri
 
@@ -45,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     base = absolute_uri(opts.base)
     data, model_dir, export_dir, predictions = (f"{base}/{d}" for d in ("data", "model", "export", "predictions"))
+
+    for stale in (model_dir, predictions):  # a fresh run: no resuming from an earlier demo's backups
+        fs.delete(stale, recursive=True)
 
     step("1/3 data set-up: Fashion-MNIST IDX → TFRecords on HDFS")
     setup_args = ["--output", data, "--format", "tfr", "--num-partitions", "4", "--overwrite"]
