@@ -139,7 +139,8 @@ def test_mwms_job_with_shipped_env_trains_and_exports(tmp_path, toy_data, hdfs, 
 
 def test_parameter_server_job_trains(tmp_path, toy_data, hdfs, skein_client):
     spec = make_spec(tmp_path, toy_data, strategy="parameter_server",
-                     roles={"chief": {"memory": 1024}, "ps": {"memory": 768}, "worker": {"instances": 2, "memory": 768}})
+                     roles={"chief": {"memory": 1024}, "ps": {"memory": 768},
+                            "worker": {"instances": 2, "memory": 768}})
     proc = submit(spec)
     app_id = app_id_of(proc.stdout)
     assert_not_running(skein_client, app_id)
@@ -285,4 +286,44 @@ def test_detach_status_json_and_kill(tmp_path, toy_data, skein_client):
         run_cli(TFOY, "kill", app_id, timeout=120)
         assert str(skein_client.application_report(app_id).state) == "KILLED"
     finally:
+        assert_not_running(skein_client, app_id)
+
+
+def test_tensorboard_role_serves_log_dir_on_the_tracking_page(tmp_path, toy_data, hdfs, skein_client):
+    import urllib.request
+
+    log_dir = f"{toy_data}/tb-{uuid.uuid4().hex[:6]}"
+    with hdfs.create(f"{log_dir}/train/events.out.tfevents.tfoy-marker") as f:
+        f.write(b"not really events")
+    spec = make_spec(tmp_path, toy_data, args=["--data", f"{toy_data}/data", "--epochs", "50", "--epoch-sleep", "5"],
+                     roles={"chief": {"memory": 1024}, "worker": {"instances": 1, "memory": 1024},
+                            "tensorboard": {"memory": 512}},
+                     log_dir=log_dir)
+    app_id = app_id_of(run_cli(TFOY, "submit", str(spec), "--detach", timeout=120).stdout)
+    try:
+        app = skein_client.connect(app_id)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            raw = app.kv.get("tfoy/state/tensorboard/0")
+            if raw and json.loads(raw)["state"] == "serving":
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError("the tensorboard role never served")
+        pages = {p.route: p for p in app.ui.get_pages()}
+        assert pages["tensorboard"].link_name == "TensorBoard"
+        body = ""
+        while time.monotonic() < deadline:  # the server may need a moment to bind
+            try:
+                with urllib.request.urlopen(pages["tensorboard"].address + "train/", timeout=10) as r:
+                    body = r.read().decode(errors="replace")
+                break
+            except OSError:
+                time.sleep(1)
+        assert "events.out.tfevents.tfoy-marker" in body, body[:2000]
+        # and one click from YARN's tracking page: the skein UI links the page
+        with urllib.request.urlopen(f"{app.ui.address}", timeout=10) as r:
+            assert "TensorBoard" in r.read().decode(errors="replace")
+    finally:
+        run_cli(TFOY, "kill", app_id, timeout=120, check=False)
         assert_not_running(skein_client, app_id)

@@ -174,3 +174,11 @@ def test_code_zip_contains_the_packages(tmp_path):
     z = build_code_zip(tmp_path / "code.zip", ROOT)
     names = zipfile.ZipFile(z).namelist()
     assert "tfnode/bootstrap.py" in names and "yarn_app/client.py" in names and "hdfs_io/paths.py" in names
+
+
+def test_env_key_is_stable_and_depends_on_exclusions():
+    from yarn_app.env import env_key
+
+    assert env_key(("pyspark",)) == env_key(("pyspark",))
+    assert env_key(("pyspark",)) != env_key(("pyspark", "numpy"))
+    assert len(env_key()) == 16
