@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -129,7 +130,33 @@ def _client(scheme: str, authority: str, user: str, conf_dir: str | None) -> Any
     from hdfs_native import Client
 
     check_reachable(scheme, authority)
-    return Client(f"{scheme}://{authority}", config_dir=conf_dir)
+    client = Client(f"{scheme}://{authority}", config_dir=conf_dir)
+    _first_rpc(client, f"{scheme}://{authority}")
+    return client
+
+
+def _first_rpc(client: Any, fs_uri: str, timeout: float | None = None) -> None:
+    """Something may accept TCP without being a NameNode (a proxy, a hung JVM); hdfs-native would then wait for
+    a long time, so the first RPC runs in a daemon thread and is abandoned after `timeout` seconds."""
+    if timeout is None:
+        timeout = 2 * float(os.environ.get(CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT))
+    outcome: list[BaseException | None] = []
+
+    def call() -> None:
+        try:
+            client.get_file_info("/")
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=call, name="tfoy-namenode-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        raise NameNodeUnreachableError(f"NameNode of {fs_uri} accepted a connection but did not answer within "
+                                       f"{timeout:g}s")
+    if isinstance(outcome[0], (ConnectionError, TimeoutError)):
+        raise NameNodeUnreachableError(f"NameNode of {fs_uri}: {outcome[0]}") from outcome[0]
 
 
 def hdfs_client(uri: str) -> Any:

@@ -1,0 +1,173 @@
+"""hdfs_io's filesystem facade and fsspec/pyarrow adapters on the real cluster, and its errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hdfs_io import adapters, fs
+from hdfs_io.paths import default_fs
+
+pytestmark = pytest.mark.integration
+
+
+def test_write_read_stat_ls_glob_rename(hdfs, hdfs_tmp):
+    base = hdfs_tmp
+    payload = os.urandom(3 * (1 << 20) + 17)  # several IO chunks' worth is not needed: not a multiple of any
+    with fs.open(f"{base}/a/data.bin", "wb") as f:
+        f.write(payload[:1000])
+        f.write(payload[1000:])
+    assert hdfs.get_file_info(f"{base}/a/data.bin").length == len(payload)  # seen by a plain client too
+    with fs.open(f"{base}/a/data.bin") as f:
+        assert f.read(10) == payload[:10]
+        assert f.read() == payload[10:]
+    info = fs.stat(f"{base}/a/data.bin")
+    assert info.uri == f"{default_fs()}{base}/a/data.bin" and info.size == len(payload) and not info.is_dir
+    assert fs.exists(f"hdfs://{default_fs().split('://')[1]}{base}/a")  # fully qualified form
+    assert fs.isdir(f"{base}/a")
+
+    fs.write_bytes(f"{base}/a/x.txt", b"x")
+    with fs.open(f"{base}/a/y.txt", "w") as f:
+        f.write("héllo\n")
+    assert [i.name for i in fs.ls(f"{base}/a")] == ["data.bin", "x.txt", "y.txt"]
+    assert [u.rsplit("/", 1)[1] for u in fs.glob(f"{base}/a/*.txt")] == ["x.txt", "y.txt"]
+    assert fs.read_bytes(f"{base}/a/y.txt").decode() == "héllo\n"
+
+    # atomic rename with overwrite replaces the target; without it the target is protected
+    with pytest.raises(FileExistsError, match="x.txt"):
+        fs.rename(f"{base}/a/y.txt", f"{base}/a/x.txt")
+    fs.rename(f"{base}/a/y.txt", f"{base}/a/x.txt", overwrite=True)
+    assert fs.read_bytes(f"{base}/a/x.txt") == "héllo\n".encode()
+    assert not fs.exists(f"{base}/a/y.txt")
+
+    assert fs.delete(f"{base}/a", recursive=True)
+    assert not fs.exists(f"{base}/a")
+    assert fs.delete(f"{base}/a", recursive=True) is False
+
+
+def test_put_and_get_whole_trees(hdfs_tmp, tmp_path):
+    src = tmp_path / "src"
+    (src / "sub" / "deeper").mkdir(parents=True)
+    (src / "top.txt").write_text("top")
+    (src / "sub" / "mid.bin").write_bytes(os.urandom(5000))
+    (src / "sub" / "deeper" / "low.txt").write_text("low")
+    (src / "empty").mkdir()
+    fs.put(str(src), f"{hdfs_tmp}/tree")
+    names = sorted(i.uri.split("/tree/", 1)[1] for i in fs.ls(f"{hdfs_tmp}/tree", recursive=True))
+    assert names == ["empty", "sub", "sub/deeper", "sub/deeper/low.txt", "sub/mid.bin", "top.txt"]
+    fs.get(f"{hdfs_tmp}/tree", str(tmp_path / "back"))
+    for rel in ("top.txt", "sub/mid.bin", "sub/deeper/low.txt"):
+        assert (tmp_path / "back" / rel).read_bytes() == (src / rel).read_bytes()
+    assert (tmp_path / "back" / "empty").is_dir()
+
+
+def test_relative_paths_go_to_the_user_home(hdfs, hadoop_conf):
+    name = f"tfoy-rel-{time.time_ns()}"
+    fs.write_bytes(name, b"home")
+    try:
+        assert hdfs.get_file_info(f"/user/{os.environ.get('HADOOP_USER_NAME') or 'root'}/{name}").length == 4
+    finally:
+        fs.delete(name)
+
+
+def test_local_fallback_same_api(tmp_path):
+    base = f"file://{tmp_path}"
+    fs.makedirs(f"{base}/d")
+    fs.write_bytes(f"{base}/d/a.txt", b"a")
+    with fs.open(f"{base}/d/b.txt", "w") as f:
+        f.write("b")
+    assert fs.glob(f"{base}/d/*.txt") == [f"{base}/d/a.txt", f"{base}/d/b.txt"]
+    fs.rename(f"{base}/d/b.txt", f"{base}/d/a.txt", overwrite=True)
+    assert fs.read_bytes(f"{base}/d/a.txt") == b"b"
+    fs.put(str(tmp_path / "d"), f"{base}/e")
+    assert fs.stat(f"{base}/e/a.txt").size == 1
+    with pytest.raises(FileNotFoundError, match="nope"):
+        fs.stat(f"{base}/nope")
+
+
+def test_fsspec_and_pyarrow_read_hdfs(hdfs_tmp):
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    fs.write_bytes(f"{hdfs_tmp}/t.csv", b"a,b\n1,x\n2,y\n")
+    ffs, path = adapters.fsspec_filesystem(f"{hdfs_tmp}/t.csv")
+    with ffs.open(path, "rb") as f:
+        assert f.read() == b"a,b\n1,x\n2,y\n"
+    pfs, path = adapters.pyarrow_filesystem(f"{hdfs_tmp}/t.csv")
+    with pfs.open_input_stream(path) as f:
+        table = pacsv.read_csv(f)
+    assert table.column("a").to_pylist() == [1, 2] and table.column("b").to_pylist() == ["x", "y"]
+    pfs, ppath = adapters.pyarrow_filesystem(f"{hdfs_tmp}/t.parquet")
+    pq.write_table(pa.table({"v": [1.5, 2.5]}), ppath, filesystem=pfs)
+    assert fs.stat(f"{hdfs_tmp}/t.parquet").size > 0  # really on HDFS
+    assert pq.read_table(ppath, filesystem=pfs).column("v").to_pylist() == [1.5, 2.5]
+
+
+def test_missing_paths_name_the_path(hdfs_tmp):
+    missing = f"{hdfs_tmp}/no/such.file"
+    for call in (lambda: fs.stat(missing), lambda: fs.ls(missing), lambda: fs.open(missing).__enter__(),
+                 lambda: fs.get(missing, "/tmp/x"), lambda: fs.delete(missing, missing_ok=False)):
+        with pytest.raises(FileNotFoundError, match="/no/such.file"):
+            call()
+    assert fs.glob(f"{hdfs_tmp}/*.nothing") == []
+
+
+def test_unreachable_namenode_fails_fast_naming_the_address():
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(fs.NameNodeUnreachableError, match=f"127.0.0.1:{port}"):
+        fs.exists(f"hdfs://127.0.0.1:{port}/x")
+    with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}"):
+        adapters.pyarrow_filesystem(f"hdfs://127.0.0.1:{port}/x")
+    assert time.monotonic() - start < 15
+
+
+def test_silent_namenode_times_out_within_the_bound(monkeypatch):
+    """A listener that accepts TCP but never answers (a hung NameNode): hdfs-native alone would wait for minutes."""
+    import socket
+
+    monkeypatch.setenv(fs.CONNECT_TIMEOUT_ENV, "1")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        port = server.getsockname()[1]
+        start = time.monotonic()
+        with pytest.raises(fs.NameNodeUnreachableError, match=f"127.0.0.1:{port}"):
+            fs.stat(f"hdfs://127.0.0.1:{port}/x")
+        assert time.monotonic() - start < 5
+
+
+PERMISSION_SCRIPT = """
+import sys
+from hdfs_io import fs
+base = sys.argv[1]
+for what, call in (("write", lambda: fs.write_bytes(base + "/denied.txt", b"x")),
+                   ("mkdir", lambda: fs.makedirs(base + "/denied")),
+                   ("rename", lambda: fs.rename(base + "/mine.txt", base + "/moved.txt"))):
+    try:
+        call()
+        print(what, "NO ERROR")
+    except PermissionError as exc:
+        print(what, "PermissionError", exc)
+"""
+
+
+def test_permission_denied_names_path_and_user(hdfs, hdfs_tmp):
+    # hdfs_tmp is created by root (the superuser) with mode 755: user nobody may read, not write
+    fs.write_bytes(f"{hdfs_tmp}/mine.txt", b"x")
+    env = {**os.environ, "HADOOP_USER_NAME": "nobody"}
+    out = subprocess.run([sys.executable, "-c", PERMISSION_SCRIPT, hdfs_tmp], env=env, capture_output=True,
+                         text=True, timeout=120).stdout.splitlines()
+    assert len(out) == 3, out
+    for line in out:
+        assert "PermissionError" in line and hdfs_tmp in line and "'nobody'" in line, line
+    assert not fs.exists(f"{hdfs_tmp}/denied.txt") and fs.exists(f"{hdfs_tmp}/mine.txt")
