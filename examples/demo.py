@@ -39,7 +39,7 @@ def tfoy(*args: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="tfoy's MNIST demo on YARN + HDFS")
     p.add_argument("--base", default="tfoy-demo", help="HDFS folder for data, model and predictions")
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--workers", type=int, default=1, help="workers beside the chief")
     p.add_argument("--limit", type=int, default=0, help="use only the first N records of each split (quick run)")
     opts = p.parse_args(argv)
