@@ -188,9 +188,10 @@ class _Stager:
             except tf.errors.DataLossError as exc:
                 match = _CORRUPT_AT.search(str(exc))
                 local_offset = int(match.group(1)) if match else -1
+                # TF reports the offset of the bad record's data (after its 12-byte header) in the staged copy
                 index, pos = 0, 0
                 for index, frame in enumerate(kept):  # noqa: B007
-                    if pos >= local_offset:
+                    if pos <= local_offset < pos + frame.end - frame.offset:
                         break
                     pos += frame.end - frame.offset
                 bad = kept[index] if kept else Frame(0, 0)
