@@ -1,0 +1,220 @@
+"""Unit tests of the Spark-mode building blocks: authenticated frames, reservation timeouts, chunking, DataFeed."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from tfnode import feed, wire
+from tfnode.reservation import ReservationClient, ReservationServer, Slot, host_address
+from tfnode.spark import assign_roles
+
+KEY = b"k" * 32
+
+
+def _pair():
+    a, b = socket.socketpair()
+    return a, b
+
+
+def test_frame_round_trip_with_arrays():
+    a, b = _pair()
+    arrays = [np.arange(12, dtype=np.int64).reshape(3, 4), np.array(["x", "yz"]), np.zeros((0, 5), np.float32)]
+    wire.send(a, KEY, {"op": "chunk", "n": 3}, arrays)
+    header, got = wire.recv(b, KEY)
+    assert header == {"op": "chunk", "n": 3}
+    for x, y in zip(arrays, got, strict=True):
+        assert x.dtype == y.dtype and np.array_equal(x, y)
+
+
+def test_frame_with_wrong_secret_is_rejected_before_decoding():
+    a, b = _pair()
+    wire.send(a, b"other-secret", {"op": "register"})
+    with pytest.raises(wire.AuthError, match="authentication"):
+        wire.recv(b, KEY)
+
+
+def test_tampered_payload_is_rejected():
+    a, b = _pair()
+    a2, b2 = _pair()
+    wire.send(a, KEY, {"op": "x"}, [np.arange(4)])
+    raw = bytearray(b.recv(1 << 16))
+    raw[-40] ^= 1  # a payload byte
+    a2.sendall(raw)
+    with pytest.raises(wire.AuthError):
+        wire.recv(b2, KEY)
+
+
+def test_object_arrays_are_never_sent():
+    a, _ = _pair()
+    with pytest.raises(TypeError, match="object"):
+        wire.send(a, KEY, {}, [np.array([{"a": 1}], dtype=object)])
+
+
+def test_host_address_needs_no_internet(monkeypatch):
+    monkeypatch.delenv("TFOY_HOST", raising=False)
+    monkeypatch.delenv("SPARK_LOCAL_IP", raising=False)
+    assert socket.inet_aton(host_address())
+    monkeypatch.setenv("TFOY_HOST", "10.1.2.3")
+    assert host_address() == "10.1.2.3"
+
+
+def test_reservation_completes_and_hands_out_the_cluster_spec():
+    slots = assign_roles(2, 0, "chief", False)
+    server = ReservationServer(slots, KEY, host="127.0.0.1")
+    specs = {}
+
+    def node(eid):
+        client = ReservationClient(server.address, KEY)
+        specs[eid] = client.register({"executor_id": eid, "host": "h", "port": 1000 + eid}, timeout=10)
+
+    threads = [threading.Thread(target=node, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    assert server.await_reservations(10) == {"chief": ["h:1000"], "worker": ["h:1001"]}
+    for t in threads:
+        t.join(10)
+    assert specs[0] == specs[1] == {"chief": ["h:1000"], "worker": ["h:1001"]}
+    server.close()
+
+
+def test_reservation_timeout_names_registered_and_missing_on_both_sides():
+    server = ReservationServer([Slot(0, "worker", 0), Slot(1, "worker", 1), Slot(2, "worker", 2)], KEY,
+                               host="127.0.0.1")
+    errors = {}
+
+    def node():
+        client = ReservationClient(server.address, KEY)
+        try:
+            client.register({"executor_id": 1, "host": "h", "port": 1}, timeout=30)
+        except Exception as e:  # noqa: BLE001
+            errors["node"] = e
+
+    t = threading.Thread(target=node)
+    t.start()
+    with pytest.raises(TimeoutError) as info:
+        server.await_reservations(3)
+    t.join(10)
+    assert "1 of 3 nodes registered (executor 1 (worker:1))" in str(info.value)
+    assert "missing: executor 0 (worker:0), executor 2 (worker:2)" in str(info.value)
+    assert "missing: executor 0 (worker:0), executor 2 (worker:2)" in str(errors["node"])
+    server.close()
+
+
+def test_client_side_timeout_reports_the_drivers_last_progress_note():
+    server = ReservationServer([Slot(0, "worker", 0), Slot(1, "worker", 1)], KEY, host="127.0.0.1")
+    waiter = threading.Thread(target=lambda: pytest.raises(TimeoutError, server.await_reservations, 6))
+    waiter.start()
+    client = ReservationClient(server.address, KEY)
+    with pytest.raises(TimeoutError, match=r"1 of 2 nodes registered .*missing: executor 1 \(worker:1\)"):
+        client.register({"executor_id": 0, "host": "h", "port": 1}, timeout=3)
+    waiter.join(10)
+    server.close()
+
+
+def test_unauthenticated_registration_is_dropped():
+    server = ReservationServer([Slot(0, "worker", 0)], KEY, host="127.0.0.1")
+    intruder = ReservationClient(server.address, b"wrong" * 7)
+    intruder.send({"op": "register", "executor_id": 0, "host": "evil", "port": 1})
+    time.sleep(0.5)
+    assert server.nodes == {}
+    server.close()
+
+
+def test_assign_roles_follows_tfos_order():
+    slots = assign_roles(5, 1, "chief", True)
+    assert [(s.job_name, s.task_index) for s in slots] == [
+        ("ps", 0), ("chief", 0), ("evaluator", 0), ("worker", 0), ("worker", 1)]
+    with pytest.raises(ValueError):
+        assign_roles(1, 1, None, False)
+
+
+def test_records_to_columns_narrows_small_ints_and_names_bad_partition():
+    cols, tuple_mode, narrow = feed.records_to_columns([([1, 2, 255], 0), ([3, 4, 5], 1)], partition=7)
+    assert tuple_mode and narrow == [0] and cols[0].dtype == np.uint8 and cols[1].tolist() == [0, 1]
+    cols, _, narrow = feed.records_to_columns([[1, 2, 300], [3, 4, 5]], partition=7)
+    assert narrow == [] and cols[0].dtype == np.int64
+    with pytest.raises(ValueError, match=r"partition 7: field 0 of record 1 has shape \(2,\)"):
+        feed.records_to_columns([([1, 2, 3], 0), ([1, 2], 0)], partition=7)
+    with pytest.raises(ValueError, match="partition 3: record 1 is"):
+        feed.records_to_columns([(1, 2), (1,)], partition=3)
+    with pytest.raises(ValueError, match="partition 4"):
+        feed.records_to_columns([1.0, None], partition=4)
+
+
+@pytest.fixture
+def node_feed(tmp_path, monkeypatch):
+    """A NodeFeed as the TF process would run it, with its node.json where feeding tasks look."""
+    monkeypatch.chdir(tmp_path)
+    nf = feed.NodeFeed(KEY, capacity=2)
+    folder = feed.state_dir("c1")
+    folder.mkdir(parents=True)
+    (folder / "node.json").write_text(json.dumps({"executor_id": 0, "job_name": "worker", "task_index": 0,
+                                                  "feed_port": nf.port}))
+    yield nf
+    nf.close()
+
+
+def test_inference_with_uneven_batches_returns_every_result(node_feed):
+    target = feed.FeedTarget("c1", KEY, feed_timeout=30, chunk_records=7)
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("r", list(feed.infer_partition(target, 0, iter(
+        [[i, i] for i in range(101)])))))
+    t.start()
+    df = feed.DataFeed(node_feed, train_mode=False)
+    sizes = []
+    while t.is_alive() or not node_feed.queue.empty():
+        batch = df.next_batch(10)
+        if len(batch):
+            sizes.append(len(batch))
+            df.batch_results([int(r[0]) * 2 for r in batch])
+        t.join(0.01)
+    assert out["r"] == [2 * i for i in range(101)]
+    assert sum(sizes) == 101 and max(sizes) <= 10
+
+
+def test_training_feed_is_bounded_and_ends(node_feed):
+    target = feed.FeedTarget("c1", KEY, feed_timeout=30, chunk_records=10)
+    sent = {}
+    t = threading.Thread(target=lambda: sent.setdefault("n", feed.feed_partition(
+        target, 0, iter([([1] * 4, i) for i in range(200)]))))
+    t.start()
+    time.sleep(0.5)
+    assert t.is_alive() and node_feed.queue.full()  # back-pressure: 2 chunks buffered, the feeder waits
+    df = feed.DataFeed(node_feed)
+    got = []
+    while len(got) < 192:
+        got += df.next_batch(64)
+    t.join(10)
+    node_feed.end_of_feed.set()  # what train() sends when its job is done: the short last batch comes out
+    got += df.next_batch(64)
+    assert sent["n"] == 200 and [int(label) for _, label in got] == list(range(200))
+    assert df.next_batch(64) == [] and df.should_stop()
+
+
+def test_feeder_fails_at_once_with_the_tf_traceback(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    server = socket.create_server(("127.0.0.1", 0))
+    target = feed.FeedTarget("c2", KEY, feed_timeout=600, chunk_records=10)
+    target.state_dir.mkdir(parents=True)
+    (target.state_dir / "node.json").write_text(json.dumps({"executor_id": 0, "job_name": "worker",
+                                                            "task_index": 0, "feed_port": server.getsockname()[1]}))
+
+    def dying_tf_process():  # takes two chunks, leaves its traceback, dies (its socket closes)
+        conn, _ = server.accept()
+        for _ in range(3):
+            wire.recv(conn, KEY)
+        (target.state_dir / "error.txt").write_text("Traceback ...\nValueError: tf exploded")
+        conn.close()
+
+    threading.Thread(target=dying_tf_process, daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="(?s)died.*tf exploded"):
+        feed.feed_partition(target, 5, iter([([1] * 4, i) for i in range(100_000)]))
+    assert time.monotonic() - started < 15
+    server.close()
