@@ -24,6 +24,7 @@ import re
 import shutil
 import tempfile
 import threading
+import weakref
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -131,7 +132,13 @@ class _Stager:
     verify: bool
     stats: ReadStats | None
 
+    def __post_init__(self) -> None:
+        # Staged files are removed as soon as they are read; files of an abandoned iteration (an error, a take())
+        # go with the folder when the last dataset/iterator using this stager is gone, or at interpreter exit.
+        weakref.finalize(self, shutil.rmtree, self.stage_dir, True)
+
     def _download(self, uri: str) -> str:
+        os.makedirs(self.stage_dir, exist_ok=True)
         name = re.sub(r"[^A-Za-z0-9._-]", "_", uri.rsplit("/", 1)[-1])[-80:]
         local = tempfile.mkstemp(prefix="f-", suffix="-" + name, dir=self.stage_dir)[1]
         try:

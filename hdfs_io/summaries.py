@@ -1,6 +1,14 @@
-"""TensorBoard logs on HDFS: TF 2.21 cannot write hdfs:// itself, so summaries are written to a local folder by
-Keras's TensorBoard callback and the folder is mirrored to HDFS at each epoch end and at train end. Event files
-only grow, so a sync uploads files that are new or whose size changed (whole-file rewrite, then atomic rename)."""
+"""TensorBoard logs on HDFS.
+
+TF 2.21 cannot write hdfs:// itself, so summaries are written to a local folder and the folder is mirrored to
+HDFS at each epoch end and at train end (event files only grow: a sync re-uploads new or grown files, each written
+beside its target and renamed over it, so a TensorBoard reading HDFS never sees a truncated file).
+
+The callback writes epoch scalars itself with `tf.summary.write` and the "scalars" plugin metadata (what
+`tf.summary.scalar` produces) because `tf.summary.scalar` and keras.callbacks.TensorBoard need the `tensorboard`
+package, which is not in the tfoy venv; a TensorBoard reads the result as usual (`train/`, `validation/`,
+`epoch_<metric>` tags, as Keras names them).
+"""
 
 from __future__ import annotations
 
@@ -20,13 +28,12 @@ log = logging.getLogger(__name__)
 
 def sync_dir(local_dir: str, remote_dir: str, known: dict[str, int] | None = None) -> list[str]:
     """Uploads files under local_dir that are missing on remote_dir or whose size changed since `known`
-    (relative path -> size, updated in place). Each file is written beside its target and renamed over it, so a
-    reading TensorBoard never sees a truncated event file. Returns the relative paths uploaded."""
+    (relative path -> size, updated in place); returns the relative paths uploaded."""
     known = {} if known is None else known
     remote = absolute_uri(remote_dir)
     uploaded = []
     for root, _, files in os.walk(local_dir):
-        for name in files:
+        for name in sorted(files):
             path = os.path.join(root, name)
             rel = os.path.relpath(path, local_dir)
             size = os.path.getsize(path)
@@ -43,16 +50,43 @@ def sync_dir(local_dir: str, remote_dir: str, known: dict[str, int] | None = Non
     return uploaded
 
 
-class HdfsTensorBoard(keras.callbacks.TensorBoard):
-    """keras.callbacks.TensorBoard whose log_dir may be on HDFS: writes locally, mirrors at epoch and train end."""
+def _scalar_metadata() -> Any:
+    from tensorflow.core.framework import summary_pb2
 
-    def __init__(self, log_dir: str, *, local_dir: str | None = None, ctx: Any = None, is_chief: bool | None = None,
-                 **kwargs: Any):
+    meta = summary_pb2.SummaryMetadata()
+    meta.plugin_data.plugin_name = "scalars"
+    meta.data_class = summary_pb2.DATA_CLASS_SCALAR
+    return meta
+
+
+class HdfsTensorBoard(keras.callbacks.Callback):
+    """Epoch scalars (loss, metrics, learning rate) for TensorBoard, in a log_dir that may be on HDFS."""
+
+    def __init__(self, log_dir: str, *, local_dir: str | None = None, ctx: Any = None, is_chief: bool | None = None):
+        super().__init__()
         self.remote_dir = absolute_uri(log_dir)
         self.is_chief = is_chief if is_chief is not None else (ctx.is_chief if ctx is not None else True)
         self.local_dir = local_dir or tempfile.mkdtemp(prefix="tfoy-tb-")
         self._synced: dict[str, int] = {}
-        super().__init__(log_dir=self.local_dir, **kwargs)
+        self._writers: dict[str, Any] = {}
+
+    def _writer(self, split: str) -> Any:
+        import tensorflow as tf
+
+        if split not in self._writers:
+            self._writers[split] = tf.summary.create_file_writer(os.path.join(self.local_dir, split))
+        return self._writers[split]
+
+    def write_scalars(self, step: int, logs: dict[str, Any]) -> None:
+        import tensorflow as tf
+
+        meta = _scalar_metadata()
+        for key, value in (logs or {}).items():
+            split, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            with self._writer(split).as_default():
+                tf.summary.write(f"epoch_{name}", tf.constant(float(value), tf.float32), step=step, metadata=meta)
+        for writer in self._writers.values():
+            writer.flush()
 
     def sync(self) -> list[str]:
         if not self.is_chief:
@@ -60,12 +94,17 @@ class HdfsTensorBoard(keras.callbacks.TensorBoard):
         return sync_dir(self.local_dir, self.remote_dir, self._synced)
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        super().on_epoch_end(epoch, logs)
-        for writer in (getattr(self, "_train_writer", None), getattr(self, "_val_writer", None)):
-            if writer is not None:
-                writer.flush()
+        logs = dict(logs or {})
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None and "learning_rate" not in logs:
+            try:
+                logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+            except (TypeError, ValueError):
+                pass
+        self.write_scalars(epoch, logs)
         self.sync()
 
     def on_train_end(self, logs: Any = None) -> None:
-        super().on_train_end(logs)  # closes the writers
+        for writer in self._writers.values():
+            writer.close()
         self.sync()
