@@ -99,6 +99,15 @@ def cuda_visible_devices(gpus: int, environ: dict[str, str]) -> str:
     return ",".join(str(i) for i in range(gpus))
 
 
+def task_tf_config(cluster: dict[str, list[str]], role: str, index: int) -> str:
+    """TF_CONFIG without the evaluator in the cluster (TF's documented form: the evaluator is no member of the
+    training cluster, so neither collectives nor the PS coordinator ever wait for it)."""
+    training = {r: a for r, a in cluster.items() if r != "evaluator"}
+    if role == "evaluator":
+        return json.dumps({"cluster": training, "task": {"type": "evaluator", "index": index}})
+    return tf_config(training, role, index)
+
+
 # ---- supervisor ------------------------------------------------------------------------------------------------
 def _bind_port() -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -196,7 +205,7 @@ class Supervisor:
         result = Path(f"tfoy-result-{self.role}-{self.index}-{gen}.txt")
         result.unlink(missing_ok=True)
         env = dict(os.environ)
-        env["TF_CONFIG"] = tf_config(cluster, self.role, self.index)
+        env["TF_CONFIG"] = task_tf_config(cluster, self.role, self.index)
         env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices(self.job.gpus.get(self.role, 0), os.environ)
         env[CTX_ENV] = json.dumps({"job_name": self.role, "task_index": self.index, "cluster_spec": cluster,
                                    "serve": self.job.serves_only(self.role), "generation": gen})
@@ -264,7 +273,8 @@ def run_child() -> int:
         if data["serve"]:
             import tensorflow as tf
 
-            server = tf.distribute.Server(tf.train.ClusterSpec(data["cluster_spec"]), job_name=data["job_name"],
+            training = {r: a for r, a in data["cluster_spec"].items() if r != "evaluator"}
+            server = tf.distribute.Server(tf.train.ClusterSpec(training), job_name=data["job_name"],
                                           task_index=data["task_index"], protocol="grpc", start=True)
             server.join()
             return 0

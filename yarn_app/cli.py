@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 
 from yarn_app import client
@@ -35,6 +36,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _kill_app_on_signals() -> None:
+    """Ctrl-C and SIGTERM (Airflow / Oozie stopping the task) end a waiting submit by killing the application.
+
+    Installed explicitly: a process started in the background by a non-interactive shell inherits SIGINT ignored.
+    """
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -42,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "submit":
             tags = [t for t in (args.tags or "").split(",") if t] or None
+            _kill_app_on_signals()
             spec = load_spec(args.spec, name=args.name, queue=args.queue, tags=tags, sets=args.set)
             return client.submit(spec, detach=args.detach)
         if args.command == "status":

@@ -30,6 +30,11 @@ DRIVER_START_TIMEOUT_S = 60
 POLL_S = 1.0
 
 
+def say(text: str) -> None:
+    """Progress for people and for pipes (a scheduler's log tails it live)."""
+    print(text, flush=True)
+
+
 def start_skein(timeout: float = DRIVER_START_TIMEOUT_S):
     """A skein client (its Java driver), bounded in time; the RM is probed first so a dead RM is named."""
     import skein
@@ -136,7 +141,7 @@ def connect_when_running(client, app_id: str):
         return None
 
 
-def watch(client, app_id: str, spec: JobSpec, out: Callable[[str], None] = print) -> int:
+def watch(client, app_id: str, spec: JobSpec, out: Callable[[str], None] = say) -> int:
     """Shows progress until the application ends; prints each failing task's traceback; returns the exit code."""
     started = time.monotonic()
     expected = expected_task_names(spec)
@@ -189,7 +194,7 @@ def watch(client, app_id: str, spec: JobSpec, out: Callable[[str], None] = print
     return EXIT_FAILED
 
 
-def submit(spec: JobSpec, detach: bool = False, out: Callable[[str], None] = print) -> int:
+def submit(spec: JobSpec, detach: bool = False, out: Callable[[str], None] = say) -> int:
     """Checks, ships and submits the job; unless detached, waits for it (Ctrl-C kills the application)."""
     from hdfs_native import Client
 

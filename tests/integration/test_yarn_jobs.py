@@ -140,12 +140,12 @@ def test_mwms_job_with_shipped_env_trains_and_exports(tmp_path, toy_data, hdfs, 
 def test_parameter_server_job_trains(tmp_path, toy_data, hdfs, skein_client):
     spec = make_spec(tmp_path, toy_data, strategy="parameter_server",
                      roles={"chief": {"memory": 1024}, "ps": {"memory": 768},
-                            "worker": {"instances": 2, "memory": 768}})
+                            "worker": {"instances": 2, "memory": 768}, "evaluator": {"memory": 768}})
     proc = submit(spec)
     app_id = app_id_of(proc.stdout)
     assert_not_running(skein_client, app_id)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for task in ("chief:0", "ps:0", "worker:0", "worker:1"):
+    for task in ("chief:0", "ps:0", "worker:0", "worker:1", "evaluator:0"):
         assert f"{task}=succeeded" in proc.stdout, proc.stdout
     name = yaml.safe_load(spec.read_text())["name"]
     result = json.loads(hdfs.read(f"{toy_data}/{name}/model/ps_result.json").read())
@@ -310,7 +310,7 @@ def test_tensorboard_role_serves_log_dir_on_the_tracking_page(tmp_path, toy_data
             time.sleep(1)
         else:
             raise AssertionError("the tensorboard role never served")
-        pages = {p.route: p for p in app.ui.get_pages()}
+        pages = app.ui.get_pages()
         assert pages["tensorboard"].link_name == "TensorBoard"
         body = ""
         while time.monotonic() < deadline:  # the server may need a moment to bind

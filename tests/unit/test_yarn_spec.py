@@ -182,3 +182,12 @@ def test_env_key_is_stable_and_depends_on_exclusions():
     assert env_key(("pyspark",)) == env_key(("pyspark",))
     assert env_key(("pyspark",)) != env_key(("pyspark", "numpy"))
     assert len(env_key()) == 16
+
+
+def test_evaluator_is_not_a_member_of_the_training_cluster():
+    from tfnode.bootstrap import task_tf_config
+
+    cluster = {"chief": ["h:1"], "worker": ["h:2"], "evaluator": ["h:3"]}
+    ev = json.loads(task_tf_config(cluster, "evaluator", 0))
+    assert ev == {"cluster": {"chief": ["h:1"], "worker": ["h:2"]}, "task": {"type": "evaluator", "index": 0}}
+    assert "evaluator" not in json.loads(task_tf_config(cluster, "worker", 0))["cluster"]
