@@ -38,8 +38,9 @@ def _spark_conf(master: str):
 
 @pytest.fixture(scope="module", params=["local-cluster", "yarn"])
 def sc(request, hadoop_conf):
-    from pyspark import SparkContext
+    from pyspark import SparkContext, cloudpickle
 
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # executors cannot import the tests package
     os.environ["PYSPARK_PYTHON"] = sys.executable
     # pip-installed pyspark has no python/lib/pyspark.zip; executors import pyspark from this venv instead
     os.environ.setdefault("PYSPARK_ARCHIVES_PATH", f"local:{PYSPARK_HOME.parent}")
@@ -81,7 +82,7 @@ def train_fun(args, ctx):
         seen += int(x.shape[0])
     for _ in range(300):  # converge on what we saw so the inference check is meaningful
         xs = np.random.uniform(0, 1, (64, 1)).astype("float32")
-        model.train_on_batch(xs, 2 * xs + 1)
+        model.train_on_batch(xs, (2 * xs + 1).reshape(-1))
     Path(args["out"], f"seen-{ctx.task_index}").write_text(str(seen))
     if ctx.is_chief:
         model.save(str(Path(args["out"], "model.keras")))
