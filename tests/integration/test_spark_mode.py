@@ -83,7 +83,7 @@ def train_fun(args, ctx):
     for _ in range(300):  # converge on what we saw so the inference check is meaningful
         xs = np.random.uniform(0, 1, (64, 1)).astype("float32")
         model.train_on_batch(xs, (2 * xs + 1).reshape(-1))
-    Path(args["out"], f"seen-{ctx.task_index}").write_text(str(seen))
+    Path(args["out"], f"seen-{ctx.executor_id}").write_text(str(seen))
     if ctx.is_chief:
         model.save(str(Path(args["out"], "model.keras")))
 
