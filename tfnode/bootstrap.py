@@ -22,6 +22,7 @@ import importlib
 import json
 import logging
 import os
+import random
 import runpy
 import signal
 import socket
@@ -109,7 +110,31 @@ def task_tf_config(cluster: dict[str, list[str]], role: str, index: int) -> str:
 
 
 # ---- supervisor ------------------------------------------------------------------------------------------------
-def _bind_port() -> socket.socket:
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bind_port(rng: random.Random | None = None) -> socket.socket:
+    """Reserves a port for this task's TensorFlow server, outside the kernel's ephemeral range.
+
+    The reservation must be released before TensorFlow binds (its gRPC server refuses SO_REUSEPORT), and the child
+    spends seconds importing TensorFlow in between: a port from the ephemeral range could meanwhile be taken by any
+    outgoing connection on the host ("Could not start gRPC server"). Outside that range only an explicit bind can.
+    """
+    rng = rng or random.SystemRandom()
+    low, _ = _ephemeral_range()
+    first = 15000 if low > 16000 else 1024
+    for _ in range(200):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("", rng.randint(first, low - 1)))
+            return s
+        except OSError:
+            s.close()
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("", 0))
     return s

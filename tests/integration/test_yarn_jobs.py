@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import run_cli
+from yarn_app import cluster
 
 pytestmark = pytest.mark.integration
 
@@ -321,9 +322,8 @@ def test_tensorboard_role_serves_log_dir_on_the_tracking_page(tmp_path, toy_data
             except OSError:
                 time.sleep(1)
         assert "events.out.tfevents.tfoy-marker" in body, body[:2000]
-        # and one click from YARN's tracking page: the skein UI links the page
-        with urllib.request.urlopen(f"{app.ui.address}", timeout=10) as r:
-            assert "TensorBoard" in r.read().decode(errors="replace")
+        # reached through YARN's tracking URL (the RM web proxy), where users click from the RM UI
+        assert pages["tensorboard"].address == f"http://{cluster.rm_webapp()}/proxy/{app_id}/pages/tensorboard/"
     finally:
         run_cli(TFOY, "kill", app_id, timeout=120, check=False)
         assert_not_running(skein_client, app_id)
