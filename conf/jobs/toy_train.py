@@ -100,10 +100,10 @@ def main(args: list[str], ctx) -> None:
     me = f"{ctx.job_name}:{ctx.task_index}"
     if opts.fail == me:
         raise RuntimeError(f"toy_train: {me} fails on purpose")
+    if ctx.job_name == "evaluator":  # first: an evaluator must never act as the PS coordinator
+        return evaluate(opts, ctx)
     if "ps" in ctx.cluster_spec:
         return train_ps(opts, ctx)
-    if ctx.job_name == "evaluator":
-        return evaluate(opts, ctx)
     train_mwms(opts, ctx)
 
 
