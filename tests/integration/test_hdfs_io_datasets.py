@@ -172,6 +172,10 @@ def test_csv_header_defaults_and_column_selection(hdfs_tmp):
     ds = datasets.csv_dataset(f"{hdfs_tmp}/a.csv", [0, 0.0], select_cols=[0, 2], column_names=["id", "score"])
     first = next(iter(ds))
     assert set(first) == {"id", "score"} and int(first["id"]) == 1
+    batches = list(datasets.csv_dataset(f"{hdfs_tmp}/a.csv", [tf.int64, "?", -1.0], select_cols=[0, 1, 2],
+                                        batch_size=5, column_names=["id", "name", "score"]))
+    assert len(batches) == 1 and batches[0]["id"].numpy().tolist() == [1, 2]
+    assert batches[0]["score"].numpy().tolist() == [0.5, -1.0]
 
 
 def test_csv_without_header_gzip_and_sharding(hdfs_tmp):

@@ -1,0 +1,162 @@
+"""Reading the same Fashion-MNIST TFRecord and CSV files from local disk (tf.data) and from HDFS (hdfs_io).
+
+60,000 tf.Examples (784 int64 pixels + label) in 4 files, made from the IDX files in
+/usr/share/datasets/fashion-mnist, and the same rows as 4 CSV files (label + 784 pixels). Both sides use the same
+pipeline: interleave over the files (cycle 4, parallel) -> batch 256 -> parse (parse_example for TFRecord; CSV is
+decode_csv on the batch of lines) -> prefetch. Each configuration runs `--repeats` times, alternating, and the
+median counts.
+Last line: `RESULT tfrecord_ratio=… csv_ratio=… local_rps=… hdfs_rps=…` (rps of the TFRecord runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hdfs_io import datasets, fs  # noqa: E402
+
+DATA = Path("/usr/share/datasets/fashion-mnist")
+FILES = 4
+BATCH = 256
+
+
+def load_fashion_mnist() -> tuple[np.ndarray, np.ndarray]:
+    with gzip.open(DATA / "train-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784)
+    with gzip.open(DATA / "train-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    return images, labels
+
+
+def write_local(images: np.ndarray, labels: np.ndarray, folder: str) -> tuple[list[str], list[str]]:
+    import tensorflow as tf
+
+    tfr, csvs = [], []
+    table = np.array([str(i) for i in range(256)], dtype=object)
+    for s in range(FILES):
+        idx = range(s, len(images), FILES)
+        path = f"{folder}/part-{s}.tfrecord"
+        with tf.io.TFRecordWriter(path) as w:
+            for i in idx:
+                feature = {
+                    "image": tf.train.Feature(int64_list=tf.train.Int64List(value=images[i].tolist())),
+                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(labels[i])])),
+                }
+                w.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+        tfr.append(path)
+        path = f"{folder}/part-{s}.csv"
+        rows = np.concatenate([labels[list(idx), None], images[list(idx)]], axis=1)
+        with open(path, "w") as f:
+            f.write("label," + ",".join(f"p{j}" for j in range(784)) + "\n")
+            f.writelines(",".join(table[row]) + "\n" for row in rows)
+        csvs.append(path)
+    return tfr, csvs
+
+
+def run(ds) -> float:
+    start = time.perf_counter()
+    n = 0
+    for batch in ds:
+        n += int(batch[0].shape[0]) if isinstance(batch, tuple) else int(batch["label"].shape[0])
+    elapsed = time.perf_counter() - start
+    if n != 60000:
+        raise AssertionError(f"read {n} records, expected 60000")
+    return n / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-csv", action="store_true")
+    parser.add_argument("--files", type=int, default=FILES, help="files per format (same total records)")
+    args = parser.parse_args()
+    global FILES
+    FILES = args.files
+    logging.basicConfig(level=logging.WARNING)
+    import tensorflow as tf
+
+    spec = {"image": tf.io.FixedLenFeature([784], tf.int64), "label": tf.io.FixedLenFeature([], tf.int64)}
+
+    def parse(serialized):
+        return tf.io.parse_example(serialized, spec)
+
+    def tfrecord_pipeline(files_ds):
+        return files_ds.batch(BATCH).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+    def local_tfrecord():
+        files = tf.data.Dataset.from_tensor_slices(local_tfr)
+        return tfrecord_pipeline(files.interleave(lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20),
+                                                  cycle_length=FILES, num_parallel_calls=tf.data.AUTOTUNE))
+
+    def hdfs_tfrecord(verify: bool):
+        return tfrecord_pipeline(datasets.tfrecord_dataset(f"{remote}/*.tfrecord", cycle_length=FILES, verify=verify))
+
+    defaults = [tf.int32] * 785
+
+    def decode_csv(lines):
+        return tuple(tf.io.decode_csv(lines, [tf.constant([], tf.int32)] * 785))
+
+    def local_csv():
+        files = tf.data.Dataset.from_tensor_slices(local_csv_files)
+        ds = files.interleave(lambda f: tf.data.TextLineDataset(f, buffer_size=1 << 20).skip(1),
+                              cycle_length=FILES, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.batch(BATCH).map(decode_csv, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+    def hdfs_csv(verify: bool):
+        return datasets.csv_dataset(f"{remote}/*.csv", defaults, cycle_length=FILES, verify=verify,
+                                    batch_size=BATCH).prefetch(2)
+
+    with tempfile.TemporaryDirectory(prefix="tfoy-bench-") as local_dir:
+        t = time.perf_counter()
+        images, labels = load_fashion_mnist()
+        local_tfr, local_csv_files = write_local(images, labels, local_dir)
+        remote = f"/tmp/bench-{uuid.uuid4().hex[:12]}"
+        fs.put(local_dir, remote)
+        size_tfr = sum(os.path.getsize(p) for p in local_tfr) / 2**20
+        size_csv = sum(os.path.getsize(p) for p in local_csv_files) / 2**20
+        print(f"data: {len(images)} records, {FILES} TFRecord files {size_tfr:.0f} MiB, {FILES} CSV files "
+              f"{size_csv:.0f} MiB, written and uploaded to {fs.absolute_uri(remote)} "
+              f"in {time.perf_counter() - t:.1f}s")
+        try:
+            configs = {
+                "tfrecord local tf.data": local_tfrecord,
+                "tfrecord hdfs_io": lambda: hdfs_tfrecord(True),
+                "tfrecord hdfs_io verify=False": lambda: hdfs_tfrecord(False),
+            }
+            if not args.no_csv:
+                configs |= {
+                    "csv local tf.data": local_csv,
+                    "csv hdfs_io": lambda: hdfs_csv(True),
+                    "csv hdfs_io verify=False": lambda: hdfs_csv(False),
+                }
+            results: dict[str, list[float]] = {name: [] for name in configs}
+            run(local_tfrecord())  # warm-up: page cache, TF kernels
+            for _ in range(args.repeats):
+                for name, make in configs.items():
+                    results[name].append(run(make()))
+            med = {name: statistics.median(v) for name, v in results.items()}
+            for name, values in results.items():
+                print(f"{name:32s} median {med[name]:9.0f} records/s   runs: "
+                      + " ".join(f"{v:.0f}" for v in values))
+        finally:
+            fs.delete(remote, recursive=True)
+    local_rps, hdfs_rps = med["tfrecord local tf.data"], med["tfrecord hdfs_io"]
+    csv_ratio = med["csv hdfs_io"] / med["csv local tf.data"] if not args.no_csv else float("nan")
+    print(f"RESULT tfrecord_ratio={hdfs_rps / local_rps:.3f} csv_ratio={csv_ratio:.3f} "
+          f"local_rps={local_rps:.0f} hdfs_rps={hdfs_rps:.0f}")
+
+
+if __name__ == "__main__":
+    main()
