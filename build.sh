@@ -20,6 +20,7 @@ hash_of() { sha256sum "$@" | sha256sum | cut -c1-12; }
 
 VENV="$TFOY_CACHE/venv-py311-$(hash_of "$ROOT/requirements.lock")"
 HADOOP_LIB="$TFOY_CACHE/hadoop-$(hash_of "$ROOT/conf/hadoop/pom.xml")/lib"
+AIRFLOW_VENV="$TFOY_CACHE/airflow-$(hash_of "$ROOT/requirements.lock" "$ROOT/conf/airflow-requirements.txt")"
 
 find_java17() {
   local candidate
@@ -65,6 +66,19 @@ setup_venv() {
   "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT" >/dev/null
 }
 
+setup_airflow() {
+  # Airflow only for testing the operator, in its own venv layered on the tfoy venv (its pins stay as they are).
+  [ -f "$AIRFLOW_VENV/.complete" ] && return
+  log "creating the Airflow test venv $AIRFLOW_VENV"
+  rm -rf "$AIRFLOW_VENV"
+  "$(find_python311)" -m venv "$AIRFLOW_VENV"
+  "$VENV/bin/python" -c 'import site; print(site.getsitepackages()[0])' \
+    > "$AIRFLOW_VENV/lib/python3.11/site-packages/tfoy-venv.pth"
+  "$AIRFLOW_VENV/bin/pip" install --quiet --disable-pip-version-check -c "$ROOT/requirements.lock" \
+    -r "$ROOT/conf/airflow-requirements.txt"
+  touch "$AIRFLOW_VENV/.complete"
+}
+
 setup_jars() {
   if [ -f "$HADOOP_LIB/.complete" ]; then
     log "Hadoop jars cached: $HADOOP_LIB"
@@ -93,6 +107,7 @@ cmd_setup() {
   local t0=$SECONDS
   setup_jars
   setup_venv
+  setup_airflow
   setup_data
   log "setup done in $((SECONDS - t0))s"
 }
@@ -104,6 +119,7 @@ export TFOY_HADOOP_LIB='$HADOOP_LIB'
 export TFOY_HADOOP_STATE='$TFOY_HADOOP_STATE'
 export HADOOP_CONF_DIR='${TFOY_HADOOP_CONF_DIR:-$TFOY_HADOOP_STATE/conf}'
 export VIRTUAL_ENV='$VENV'
+export TFOY_AIRFLOW_PYTHON='$AIRFLOW_VENV/bin/python'
 export PATH='$VENV/bin:$ROOT/embedded_hadoop/bin':"\$PATH"
 EOF
 }

@@ -23,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="application name (overrides name:)")
     s.add_argument("--queue", help="YARN queue (overrides queue:)")
     s.add_argument("--tags", help="comma-separated application tags (override tags:)")
+    s.add_argument("--reattach", metavar="TAG",
+                   help="if an application of this name carrying TAG is still active (a scheduler's retry of the same "
+                        "run), watch it instead of submitting a second copy; otherwise submit with TAG added")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any spec key, e.g. --set roles.worker.instances=3 (repeatable)")
     st = sub.add_parser("status", help="state of an application and its tasks")
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             tags = [t for t in (args.tags or "").split(",") if t] or None
             _kill_app_on_signals()
             spec = load_spec(args.spec, name=args.name, queue=args.queue, tags=tags, sets=args.set)
-            return client.submit(spec, detach=args.detach)
+            return client.submit(spec, detach=args.detach, reattach_tag=args.reattach)
         if args.command == "status":
             prog = client.status(args.app_id)
             if args.json:

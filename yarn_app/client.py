@@ -194,20 +194,40 @@ def watch(client, app_id: str, spec: JobSpec, out: Callable[[str], None] = say) 
     return EXIT_FAILED
 
 
-def submit(spec: JobSpec, detach: bool = False, out: Callable[[str], None] = say) -> int:
-    """Checks, ships and submits the job; unless detached, waits for it (Ctrl-C kills the application)."""
+def find_active(client, name: str, tag: str) -> str | None:
+    """A not yet finished application with this name and tag (YARN stores tags lowercased), or None."""
+    for report in client.get_applications(states=["SUBMITTED", "ACCEPTED", "RUNNING"], name=name):
+        if tag.lower() in {t.lower() for t in report.tags}:
+            return report.id
+    return None
+
+
+def submit(spec: JobSpec, detach: bool = False, out: Callable[[str], None] = say, reattach_tag: str | None = None,
+           on_app_id: Callable[[str], None] | None = None) -> int:
+    """Checks, ships and submits the job; unless detached, waits for it (Ctrl-C kills the application).
+
+    reattach_tag: a scheduler's retry of the same run (Airflow, Oozie) passes the same tag; if an application with
+    this name and tag is still active, it is watched instead of starting a second copy. on_app_id gets the id as
+    soon as it is known (so a scheduler can kill it).
+    """
     from hdfs_native import Client
 
     spec.check_entry_point()
     hdfs_client = Client()
     cluster.check_against_cluster(spec, hdfs_client)
+    if reattach_tag and reattach_tag.lower() not in {t.lower() for t in spec.tags}:
+        spec.tags = [*spec.tags, reattach_tag]
     with tempfile.TemporaryDirectory(prefix="tfoy-submit-") as tmp:
-        ship = prepare_shipping(spec, Path(tmp), hdfs_client)
-        app_spec = build_application_spec(spec, ship)
         client = start_skein()
-        app_id = None
+        app_id = find_active(client, spec.name, reattach_tag) if reattach_tag else None
         try:
-            app_id = client.submit(app_spec)
+            if app_id:
+                out(f"re-attaching to {app_id}: {spec.name} with tag {reattach_tag} is still active")
+            else:
+                ship = prepare_shipping(spec, Path(tmp), hdfs_client)
+                app_id = client.submit(build_application_spec(spec, ship))
+            if on_app_id:
+                on_app_id(app_id)
             out(f"application id: {app_id}")
             out(f"tracking URL: {cluster.tracking_url(app_id)}")
             if detach:

@@ -7,7 +7,7 @@ case "$step" in
   setup)
     python -m examples.mnist.mnist_data_setup --output "$base/data" --format tfr --num-partitions 4 --overwrite ;;
   train)
-    exec tfoy submit "$jobs/mnist_train.yaml" ${tag:+--tags "$tag"} \
+    exec tfoy submit "$jobs/mnist_train.yaml" ${tag:+--reattach "$tag"} \
       --set "model_dir=$base/model" --set "export_dir=$base/export" \
       --set "args=[--data,$base/data,--epochs,5]" ;;
   inference)
