@@ -36,7 +36,48 @@ def _parser() -> argparse.ArgumentParser:
     lg.add_argument("--task", help="only this task, e.g. worker:1")
     k = sub.add_parser("kill", help="kill an application")
     k.add_argument("app_id")
+    m = sub.add_parser("model", help="exported SavedModel versions: list on HDFS, pull to TF Serving, prune")
+    msub = m.add_subparsers(dest="model_command", required=True)
+    ml = msub.add_parser("list", help="complete versions under an HDFS export base")
+    ml.add_argument("export_base")
+    ml.add_argument("--json", action="store_true")
+    mp = msub.add_parser("pull", help="copy the newest complete version into a local TF Serving model_base_path")
+    mp.add_argument("export_base")
+    mp.add_argument("model_base_path")
+    mp.add_argument("--keep", type=int, help="then keep only the newest N local versions")
+    mr = msub.add_parser("prune", help="keep only the newest N versions (local folder, or HDFS export base)")
+    mr.add_argument("path", help="local model_base_path or hdfs:// export base")
+    mr.add_argument("--keep", type=int, required=True)
     return p
+
+
+def _model(args: argparse.Namespace) -> int:
+    """`tfoy model …`: the hand-off to TF Serving (which cannot read HDFS)."""
+    from hdfs_io import export, serving
+    from hdfs_io.fs import is_local
+    from hdfs_io.paths import absolute_uri
+
+    if args.model_command == "list":
+        versions = export.list_versions(args.export_base)
+        if args.json:
+            print(json.dumps({"export_base": absolute_uri(args.export_base), "versions": versions}))
+        else:
+            for v in versions:
+                print(f"{absolute_uri(args.export_base)}/{v}")
+        return client.EXIT_OK if versions else client.EXIT_FAILED
+    if args.keep is not None and args.keep < 1:
+        print(f"tfoy: --keep must be >= 1, not {args.keep}", file=sys.stderr)
+        return client.EXIT_BAD_INPUT
+    if args.model_command == "pull":
+        result = serving.pull_latest(args.export_base, args.model_base_path, keep=args.keep)
+        print(f"{'pulled' if result.pulled else 'already there:'} version {result.version} -> {result.path}")
+        return client.EXIT_OK
+    if is_local(args.path):
+        removed = serving.prune_local(args.path, args.keep)
+    else:
+        removed = export.prune_versions(args.path, args.keep)
+    print(f"removed versions {removed}" if removed else "nothing to remove")
+    return client.EXIT_OK
 
 
 def _interrupt(signum, frame) -> None:
@@ -82,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             for cid, text in sorted(found.items()):
                 print(f"===== {cid} =====\n{text}")
             return client.EXIT_OK
+        if args.command == "model":
+            return _model(args)
         if args.command == "kill":
             client.kill(args.app_id)
             print(f"killed {args.app_id}")
@@ -92,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     except ClusterError as e:
         print(f"tfoy: {e}", file=sys.stderr)
         return client.EXIT_BAD_INPUT
+    except FileNotFoundError as e:
+        print(f"tfoy: {e}", file=sys.stderr)
+        return client.EXIT_FAILED
     except KeyboardInterrupt:
         return client.EXIT_INTERRUPTED
     return client.EXIT_FAILED

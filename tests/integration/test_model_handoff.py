@@ -48,6 +48,22 @@ def test_keep_and_prune(hdfs_tmp, tmp_path):
         prune_local(serving, 0)
 
 
+def test_tfoy_model_cli(hdfs_tmp, tmp_path):
+    from tests.conftest import run_cli
+
+    base = f"{hdfs_tmp}/export"
+    for v in (1, 2, 3):
+        fake_version(base, v)
+    fake_version(base, 4, complete=False)
+    listing = run_cli("tfoy", "model", "list", base).stdout.split()
+    assert [line.rsplit("/", 1)[1] for line in listing] == ["1", "2", "3"]
+    out = run_cli("tfoy", "model", "pull", base, str(tmp_path / "serving"), "--keep", "1").stdout
+    assert "pulled version 3" in out and local_versions(tmp_path / "serving") == [3]
+    assert "removed versions [1]" in run_cli("tfoy", "model", "prune", base, "--keep", "2").stdout
+    missing = run_cli("tfoy", "model", "pull", f"{hdfs_tmp}/nothing", str(tmp_path / "s2"), check=False)
+    assert missing.returncode == 1 and "no complete SavedModel version" in missing.stderr
+
+
 def test_empty_export_base_is_named(hdfs_tmp, tmp_path):
     with pytest.raises(FileNotFoundError, match=f"{hdfs_tmp}/none: no complete SavedModel version"):
         pull_latest(f"{hdfs_tmp}/none", tmp_path / "s")
