@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hdfs_io import datasets, fs  # noqa: E402
 
 DATA = Path("/usr/share/datasets/fashion-mnist")
-FILES = 4
+DEFAULT_FILES = 4
 BATCH = 256
 
 
@@ -40,13 +40,13 @@ def load_fashion_mnist() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def write_local(images: np.ndarray, labels: np.ndarray, folder: str) -> tuple[list[str], list[str]]:
+def write_local(images: np.ndarray, labels: np.ndarray, folder: str, n_files: int) -> tuple[list[str], list[str]]:
     import tensorflow as tf
 
     tfr, csvs = [], []
     table = np.array([str(i) for i in range(256)], dtype=object)
-    for s in range(FILES):
-        idx = range(s, len(images), FILES)
+    for s in range(n_files):
+        idx = range(s, len(images), n_files)
         path = f"{folder}/part-{s}.tfrecord"
         with tf.io.TFRecordWriter(path) as w:
             for i in idx:
@@ -80,10 +80,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-csv", action="store_true")
-    parser.add_argument("--files", type=int, default=FILES, help="files per format (same total records)")
+    parser.add_argument("--files", type=int, default=DEFAULT_FILES, help="files per format (same total records)")
     args = parser.parse_args()
-    global FILES
-    FILES = args.files
+    n_files = args.files
     logging.basicConfig(level=logging.WARNING)
     import tensorflow as tf
 
@@ -98,10 +97,11 @@ def main() -> None:
     def local_tfrecord():
         files = tf.data.Dataset.from_tensor_slices(local_tfr)
         return tfrecord_pipeline(files.interleave(lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20),
-                                                  cycle_length=FILES, num_parallel_calls=tf.data.AUTOTUNE))
+                                                  cycle_length=min(n_files, 4), num_parallel_calls=tf.data.AUTOTUNE))
 
     def hdfs_tfrecord(verify: bool):
-        return tfrecord_pipeline(datasets.tfrecord_dataset(f"{remote}/*.tfrecord", cycle_length=FILES, verify=verify))
+        ds = datasets.tfrecord_dataset(f"{remote}/*.tfrecord", cycle_length=min(n_files, 4), verify=verify)
+        return tfrecord_pipeline(ds)
 
     defaults = [tf.int32] * 785
 
@@ -111,22 +111,22 @@ def main() -> None:
     def local_csv():
         files = tf.data.Dataset.from_tensor_slices(local_csv_files)
         ds = files.interleave(lambda f: tf.data.TextLineDataset(f, buffer_size=1 << 20).skip(1),
-                              cycle_length=FILES, num_parallel_calls=tf.data.AUTOTUNE)
+                              cycle_length=min(n_files, 4), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.batch(BATCH).map(decode_csv, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
     def hdfs_csv(verify: bool):
-        return datasets.csv_dataset(f"{remote}/*.csv", defaults, cycle_length=FILES, verify=verify,
+        return datasets.csv_dataset(f"{remote}/*.csv", defaults, cycle_length=min(n_files, 4), verify=verify,
                                     batch_size=BATCH).prefetch(2)
 
     with tempfile.TemporaryDirectory(prefix="tfoy-bench-") as local_dir:
         t = time.perf_counter()
         images, labels = load_fashion_mnist()
-        local_tfr, local_csv_files = write_local(images, labels, local_dir)
+        local_tfr, local_csv_files = write_local(images, labels, local_dir, n_files)
         remote = f"/tmp/bench-{uuid.uuid4().hex[:12]}"
         fs.put(local_dir, remote)
         size_tfr = sum(os.path.getsize(p) for p in local_tfr) / 2**20
         size_csv = sum(os.path.getsize(p) for p in local_csv_files) / 2**20
-        print(f"data: {len(images)} records, {FILES} TFRecord files {size_tfr:.0f} MiB, {FILES} CSV files "
+        print(f"data: {len(images)} records, {n_files} TFRecord files {size_tfr:.0f} MiB, {n_files} CSV files "
               f"{size_csv:.0f} MiB, written and uploaded to {fs.absolute_uri(remote)} "
               f"in {time.perf_counter() - t:.1f}s")
         try:

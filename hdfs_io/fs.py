@@ -339,6 +339,8 @@ def open(path: str, mode: str = "rb", buffer_size: int = IO_CHUNK) -> Iterator[I
         raise ValueError(f"mode {mode!r}: use r, w or a (binary or text)")
     if scheme == "file":
         try:
+            if binary != "r":  # as on HDFS, writing creates missing parent folders
+                os.makedirs(os.path.dirname(p) or "/", exist_ok=True)
             raw = builtins.open(p, binary + "b")  # noqa: SIM115
         except FileNotFoundError:
             raise FileNotFoundError(f"{uri}: no such file or directory") from None

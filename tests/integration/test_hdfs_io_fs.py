@@ -36,6 +36,8 @@ def test_write_read_stat_ls_glob_rename(hdfs, hdfs_tmp):
     assert [i.name for i in fs.ls(f"{base}/a")] == ["data.bin", "x.txt", "y.txt"]
     assert [u.rsplit("/", 1)[1] for u in fs.glob(f"{base}/a/*.txt")] == ["x.txt", "y.txt"]
     assert fs.read_bytes(f"{base}/a/y.txt").decode() == "héllo\n"
+    with fs.open(f"{base}/a/y.txt", "r") as f:
+        assert list(f) == ["héllo\n"]
 
     # atomic rename with overwrite replaces the target; without it the target is protected
     with pytest.raises(FileExistsError, match="x.txt"):
