@@ -38,14 +38,33 @@ def host_address() -> str:
             return os.environ[var]
     name = socket.gethostname()
     try:
-        infos = socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)
+        addrs = [info[4][0] for info in socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)]
     except OSError:
-        return "127.0.0.1"
-    addrs = [info[4][0] for info in infos]
-    for addr in addrs:
+        addrs = []
+    for addr in addrs + _interface_addresses():  # host name first; else the first up interface (as Spark does)
         if not addr.startswith("127."):
             return addr
-    return addrs[0] if addrs else "127.0.0.1"
+    return "127.0.0.1"
+
+
+def _interface_addresses() -> list[str]:
+    """IPv4 addresses of this host's interfaces, read from the kernel (Linux ioctl); [] where unsupported."""
+    try:
+        import fcntl
+        import struct
+
+        names = [name for _, name in socket.if_nameindex()]
+    except (ImportError, OSError, AttributeError):
+        return []
+    found = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for name in names:
+            try:
+                packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))  # SIOCGIFADDR
+            except OSError:
+                continue
+            found.append(socket.inet_ntoa(packed[20:24]))
+    return found
 
 
 @dataclass(frozen=True)
