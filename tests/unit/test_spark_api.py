@@ -1,0 +1,40 @@
+"""The TFoS names tfnode exports, and that importing tfnode stays light (no pyspark, no TensorFlow)."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+
+def test_import_tfnode_does_not_import_pyspark_or_tensorflow():
+    code = ("import sys, tfnode; feed = tfnode.TFNode.DataFeed; "
+            "assert 'pyspark' not in sys.modules and 'tensorflow' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_tfos_names_and_signatures():
+    from tfnode import TFCluster, TFNode, TFParallel, compat
+
+    run = inspect.signature(TFCluster.run)
+    assert list(run.parameters)[:5] == ["sc", "map_fun", "tf_args", "num_executors", "num_ps"]
+    assert run.parameters["input_mode"].default == TFCluster.InputMode.TENSORFLOW
+    assert run.parameters["reservation_timeout"].default == 600
+    assert {"tensorboard", "log_dir", "master_node", "eval_node", "release_port"} <= set(run.parameters)
+    assert TFCluster.InputMode.SPARK != TFCluster.InputMode.TENSORFLOW
+    assert list(inspect.signature(TFCluster.TFCluster.train).parameters)[1:4] == ["dataRDD", "num_epochs",
+                                                                                   "feed_timeout"]
+    assert list(inspect.signature(TFCluster.TFCluster.shutdown).parameters)[1:4] == ["ssc", "grace_secs", "timeout"]
+    for method in ("next_batch", "should_stop", "batch_results", "terminate", "dataset"):
+        assert callable(getattr(TFNode.DataFeed, method))
+    assert list(inspect.signature(TFParallel.run).parameters)[:4] == ["sc", "map_fn", "tf_args", "num_executors"]
+    assert callable(compat.export_saved_model)
+
+
+def test_hdfs_path_goes_to_the_default_fs():
+    from tfnode import TFNode
+    from tfnode.context import NodeContext
+
+    ctx = NodeContext("worker", 0, {"worker": ["h:1"]}, default_fs="hdfs://nn:8020")
+    assert TFNode.hdfs_path(ctx, "/data/x") == "hdfs://nn:8020/data/x"
+    assert TFNode.hdfs_path(ctx, "hdfs://other:9000/y") == "hdfs://other:9000/y"
