@@ -15,8 +15,7 @@ import struct
 import tempfile
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -71,8 +70,9 @@ class CorruptRecordError(IOError):
         self.uri, self.offset, self.reason = uri, offset, reason
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):
+    """One record's place in a file (a NamedTuple: a scan creates one per record, so creation cost matters)."""
+
     offset: int  # of the record's header
     length: int  # of its data
 
@@ -88,6 +88,7 @@ def scan_frames(buf: bytes | memoryview, uri: str = "<buffer>") -> tuple[list[Fr
     pos = 0
     unpack = struct.Struct("<Q").unpack_from
     error: CorruptRecordError | None = None
+    append = frames.append
     while pos < n:
         if pos + HEADER > n:
             error = CorruptRecordError(uri, pos, f"truncated header ({n - pos} of {HEADER} bytes)")
@@ -99,11 +100,11 @@ def scan_frames(buf: bytes | memoryview, uri: str = "<buffer>") -> tuple[list[Fr
         if pos + HEADER + length + FOOTER > n:
             error = CorruptRecordError(uri, pos, f"truncated record (length {length}, file ends at {n})")
             break
-        frames.append(Frame(pos, length))
+        append(Frame(pos, length))
         pos += HEADER + length + FOOTER
     if frames:
         arr = np.frombuffer(buf, dtype=np.uint8)
-        offs = np.fromiter((f.offset for f in frames), dtype=np.int64, count=len(frames))
+        offs = np.fromiter((f[0] for f in frames), dtype=np.int64, count=len(frames))
         heads = arr[offs[:, None] + np.arange(8)]
         stored = arr[offs[:, None] + np.arange(8, 12)].copy().view("<u4").ravel()
         bad = np.nonzero(masked_crc32c_rows(heads) != stored)[0]
