@@ -68,6 +68,28 @@ def pull_latest(export_base: str, model_base_path: str | Path, keep: int | None 
     return result
 
 
+def load_latest(export_base: str) -> tuple[int, object]:
+    """(version, loaded SavedModel) of the newest complete version, for batch inference inside a job.
+
+    TensorFlow cannot open hdfs:// itself, so the version is copied to a temp folder, loaded, and the folder removed
+    (variables are read at load time; models whose assets are read lazily should use pull_latest instead).
+    """
+    import tempfile
+
+    import tensorflow as tf
+
+    base = absolute_uri(export_base)
+    versions = list_versions(base)
+    if not versions:
+        raise FileNotFoundError(f"{base}: no complete SavedModel version (a numbered folder with {SUCCESS})")
+    local = tempfile.mkdtemp(prefix="tfoy-model-")
+    try:
+        fs.get(f"{base}/{versions[-1]}", f"{local}/model")
+        return versions[-1], tf.saved_model.load(f"{local}/model")
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
 def prune_local(model_base_path: str | Path, keep: int) -> list[int]:
     """Removes all but the newest `keep` local versions; returns the removed ones."""
     if keep < 1:

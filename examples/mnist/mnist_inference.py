@@ -7,8 +7,6 @@ the test TFRecords and writes `label prediction` lines to `<output>/part-<shard>
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -27,19 +25,10 @@ def main(args: list[str], ctx) -> None:
     from examples.mnist.formats import tf_feature_spec
     from hdfs_io import fs
     from hdfs_io.datasets import tfrecord_dataset
-    from hdfs_io.export import latest_version
+    from hdfs_io.serving import load_latest
 
     opts = parse_args(args)
-    base = ctx.absolute_path(opts.model)
-    version = latest_version(base)
-    if version is None:
-        raise FileNotFoundError(f"{base}: no complete SavedModel version to serve")
-    local = tempfile.mkdtemp(prefix="mnist-model-")
-    try:
-        fs.get(f"{base}/{version}", f"{local}/model")
-        model = tf.saved_model.load(f"{local}/model")
-    finally:
-        shutil.rmtree(local, ignore_errors=True)
+    version, model = load_latest(ctx.absolute_path(opts.model))
     infer = model.signatures["serving_default"]
     input_name = list(infer.structured_input_signature[1])[0]
     files = fs.glob(f"{ctx.absolute_path(opts.data)}/test/part-*.tfrecord")

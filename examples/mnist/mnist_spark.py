@@ -109,25 +109,13 @@ def train_fun(args: argparse.Namespace, ctx) -> None:
 
 def inference_fun(args: argparse.Namespace, ctx) -> None:
     """Predicts fed batches with the newest complete exported version; results go back to Spark in order."""
-    import shutil
-    import tempfile
-
     import numpy as np
     import tensorflow as tf
 
-    from hdfs_io import fs
-    from hdfs_io.export import latest_version
+    from hdfs_io.serving import load_latest
 
-    base = ctx.absolute_path(args.model)
-    version = latest_version(base)
-    if version is None:
-        raise FileNotFoundError(f"{base}: no complete SavedModel version")
-    local = tempfile.mkdtemp(prefix="mnist-spark-model-")
-    try:
-        fs.get(f"{base}/{version}", f"{local}/m")
-        infer = tf.saved_model.load(f"{local}/m").signatures["serving_default"]
-    finally:
-        shutil.rmtree(local, ignore_errors=True)
+    _, model = load_latest(ctx.absolute_path(args.model))
+    infer = model.signatures["serving_default"]
     input_name = list(infer.structured_input_signature[1])[0]
     feed = ctx.get_data_feed(train_mode=False)
     while not feed.should_stop():
