@@ -118,7 +118,7 @@ def main() -> None:
         return datasets.csv_dataset(f"{remote}/*.csv", defaults, cycle_length=min(n_files, 4), verify=verify,
                                     batch_size=BATCH).prefetch(2)
 
-    with tempfile.TemporaryDirectory(prefix="tfoy-bench-") as local_dir:
+    with tempfile.TemporaryDirectory(prefix="hdfs-read-bench-") as local_dir:
         t = time.perf_counter()
         images, labels = load_fashion_mnist()
         local_tfr, local_csv_files = write_local(images, labels, local_dir, n_files)

@@ -49,7 +49,7 @@ _EXPORTS = {
     "sync_dir": "hdfs_io.summaries",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(set(_EXPORTS) - {"open"})  # hdfs_io.open stays reachable, but `import *` must not shadow open
 
 
 def __getattr__(name: str) -> Any:
