@@ -179,12 +179,16 @@ class TFCluster:
         if self.input_mode == InputMode.SPARK:
             self.server.broadcast({"op": "end_feed"})
         running = self.server.wait_finished(lambda n: n.slot.job_name not in FEEDLESS_ROLES, timeout)
+        vanished = [n for n in self.server.nodes.values() if n.status == "gone"]  # exited without a report
         self.server.broadcast({"op": "stop", "grace_secs": grace_secs})
         leftover = self.server.wait_finished(lambda n: True, grace_secs + 30)
         failed = self.server.failures()
         self.server.close()  # nodes still connected lose their lifeline and exit
         if failed:
             raise RuntimeError(f"TFCluster.shutdown: a TF node failed\n{_describe_failures(failed)}")
+        if vanished:
+            raise RuntimeError(f"TFCluster.shutdown: {', '.join(n.slot.describe() for n in vanished)} exited "
+                               "without reporting (killed?); see node.log in the executor's .tfoy folder")
         if running:
             raise TimeoutError(f"TFCluster.shutdown: {', '.join(n.slot.describe() for n in running)} still "
                                f"running after {timeout:g}s; stopped")
