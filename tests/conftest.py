@@ -7,6 +7,10 @@ by HADOOP_CONF_DIR). Without one they fail, loudly and at once: a missing cluste
 from __future__ import annotations
 
 import os
+
+# pyspark starts its JVM with Popen(preexec_fn=...), i.e. a fork of this multi-threaded process; with gRPC's fork
+# support on (skein's client is gRPC) the forked child can deadlock in gRPC's fork handlers before it execs.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import socket
 import subprocess
 import uuid
