@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 
-# pyspark starts its JVM with Popen(preexec_fn=...), i.e. a fork of this multi-threaded process; with gRPC's fork
-# support on (skein's client is gRPC) the forked child can deadlock in gRPC's fork handlers before it execs.
+# skein's client is gRPC: no gRPC fork handlers in processes forked from the test process.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import socket
 import subprocess
@@ -83,6 +82,31 @@ def skein_client(hadoop_conf):
 
     with skein.Client() as client:
         yield client
+
+
+def spark_context(conf):
+    """A real SparkContext started from this (multi-threaded: TF, hdfs-native, gRPC) test process.
+
+    pyspark launches its JVM with Popen(preexec_fn=...), which forks the interpreter and runs Python in the child:
+    a lock held by another thread at that moment deadlocks the child before it execs (seen in the full suite).
+    start_new_session=True gives the JVM the same isolation from Ctrl-C without running Python after the fork.
+    """
+    import subprocess as sp
+
+    import pyspark.java_gateway as gateway
+    from pyspark import SparkContext
+
+    def popen(cmd, **kwargs):
+        if kwargs.pop("preexec_fn", None) is not None:
+            kwargs["start_new_session"] = True
+        return sp.Popen(cmd, **kwargs)
+
+    original = gateway.Popen
+    gateway.Popen = popen
+    try:
+        return SparkContext(conf=conf)
+    finally:
+        gateway.Popen = original
 
 
 def run_cli(*args: str, timeout: float = 120, check: bool = True, **kw) -> subprocess.CompletedProcess:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import spark_context
+
 pytestmark = pytest.mark.integration
 
 PYSPARK_HOME = Path(__import__("pyspark").__file__).parent
@@ -38,13 +40,13 @@ def _spark_conf(master: str):
 
 @pytest.fixture(scope="module", params=["local-cluster", "yarn"])
 def sc(request, hadoop_conf):
-    from pyspark import SparkContext, cloudpickle
+    from pyspark import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # executors cannot import the tests package
     os.environ["PYSPARK_PYTHON"] = sys.executable
     # pip-installed pyspark has no python/lib/pyspark.zip; executors import pyspark from this venv instead
     os.environ.setdefault("PYSPARK_ARCHIVES_PATH", f"local:{PYSPARK_HOME.parent}")
-    context = SparkContext(conf=_spark_conf(request.param))
+    context = spark_context(_spark_conf(request.param))
     context.setLogLevel("ERROR")
     deadline = time.monotonic() + 120
     while context._jsc.sc().getExecutorMemoryStatus().size() < 3 and time.monotonic() < deadline:
