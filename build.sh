@@ -16,7 +16,7 @@ DATA_DIR=/usr/share/datasets/fashion-mnist
 
 log() { printf '[build.sh] %s\n' "$*" >&2; }
 die() { printf '[build.sh] error: %s\n' "$*" >&2; exit 1; }
-hash_of() { sha256sum "$@" | sha256sum | cut -c1-12; }
+hash_of() { cat "$@" | sha256sum | cut -c1-12; }  # contents only: every clone shares the cache
 
 VENV="$TFOY_CACHE/venv-py311-$(hash_of "$ROOT/requirements.lock")"
 HADOOP_LIB="$TFOY_CACHE/hadoop-$(hash_of "$ROOT/conf/hadoop/pom.xml")/lib"
