@@ -29,19 +29,8 @@ _CKPT = re.compile(r"^ckpt-(\d+)$")
 
 def complete_checkpoints(backup_dir: str) -> list[int]:
     """Epoch numbers of complete checkpoints under backup_dir, oldest first."""
-    base = absolute_uri(backup_dir)
-    try:
-        entries = fs.ls(base)
-    except FileNotFoundError:
-        return []
-    out = []
-    for entry in entries:
-        m = _CKPT.match(entry.name)
-        if entry.is_dir and m:
-            names = {f.name for f in fs.ls(entry.uri)}
-            if {WEIGHTS, METADATA} <= names:
-                out.append(int(m.group(1)))
-    return sorted(out)
+    return fs.numbered_dirs(absolute_uri(backup_dir), _CKPT,
+                            lambda d: {WEIGHTS, METADATA} <= {f.name for f in fs.ls(d.uri)})
 
 
 class HdfsBackupAndRestore(keras.callbacks.Callback):

@@ -27,16 +27,7 @@ _VERSION = re.compile(r"^\d+$")
 
 
 def _versions(base: str, complete_only: bool) -> list[int]:
-    try:
-        entries = fs.ls(base)
-    except FileNotFoundError:
-        return []
-    out = []
-    for entry in entries:
-        if entry.is_dir and _VERSION.match(entry.name):
-            if not complete_only or fs.exists(f"{entry.uri}/{SUCCESS}"):
-                out.append(int(entry.name))
-    return sorted(out)
+    return fs.numbered_dirs(base, _VERSION, (lambda d: fs.exists(f"{d.uri}/{SUCCESS}")) if complete_only else None)
 
 
 def list_versions(base_path: str) -> list[int]:

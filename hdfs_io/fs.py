@@ -14,10 +14,11 @@ import functools
 import glob as globmod
 import logging
 import os
+import re
 import shutil
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
@@ -268,6 +269,22 @@ def glob(pattern: str) -> list[str]:
     with _errors(uri):
         statuses = hdfs_client(uri).glob_status(p)
     return sorted(_join(scheme, authority, st.path) for st in statuses)
+
+
+def numbered_dirs(base: str, pattern: re.Pattern[str], complete: Callable[[FileInfo], bool] | None = None) -> list[int]:
+    """Numbers of the sub-folders of base whose name matches pattern (its group 1, or the whole name), oldest first,
+    keeping those for which complete(folder) holds; [] when base does not exist. Versions and checkpoints are
+    published as numbered folders, and only complete ones may be read."""
+    try:
+        entries = ls(base)
+    except FileNotFoundError:
+        return []
+    out = []
+    for entry in entries:
+        m = pattern.match(entry.name) if entry.is_dir else None
+        if m and (complete is None or complete(entry)):
+            out.append(int(m.group(1) if pattern.groups else m.group(0)))
+    return sorted(out)
 
 
 def makedirs(path: str, exist_ok: bool = True) -> str:

@@ -421,26 +421,33 @@ def _chunks(records: Iterator[Any], size: int, partition: int) -> Iterator[tuple
         yield {"op": "chunk", "tuple": tuple_mode, "narrow": narrow}, columns
 
 
+def _send_all(sock: socket.socket, target: FeedTarget, partition: int, records: Iterator[Any],
+              sent: list[int]) -> None:
+    """Streams a partition as chunks, then the end marker; sent[0] counts the records sent so far (a caller
+    that loses the connection half-way still knows how many went)."""
+    for header, columns in _chunks(records, target.chunk_records, partition):
+        wire.send(sock, target.key, header, columns)
+        sent[0] += len(columns[0])
+    wire.send(sock, target.key, {"op": "end"})
+
+
 def feed_partition(target: FeedTarget, partition: int, records: Iterator[Any]) -> int:
     """Sends one partition for training; returns the record count once the TF process has buffered all of it."""
     sock = _connect(target, partition, "train")
-    sent = 0
+    sent = [0]
     try:
-        for header, columns in _chunks(records, target.chunk_records, partition):
-            wire.send(sock, target.key, header, columns)
-            sent += len(columns[0])
-        wire.send(sock, target.key, {"op": "end"})
+        _send_all(sock, target, partition, records, sent)
         reply, _ = wire.recv(sock, target.key)
         if reply["op"] == "terminated":
-            log.info("partition %d: the TF node terminated its feed; %d records sent", partition, sent)
-        return sent
+            log.info("partition %d: the TF node terminated its feed; %d records sent", partition, sent[0])
+        return sent[0]
     except TimeoutError as e:
         raise TimeoutError(f"partition {partition}: the TF process took no data for {target.feed_timeout:g}s "
                            "(feed_timeout)") from e
     except ConnectionError as e:
         if (target.state_dir / "finished").exists():
             log.info("partition %d: map_fun has returned; the rest of this partition is not needed", partition)
-            return sent
+            return sent[0]
         raise target.failure(e) from e
     finally:
         sock.close()
@@ -452,16 +459,13 @@ def infer_partition(target: FeedTarget, partition: int, records: Iterator[Any]) 
     state: dict[str, Any] = {"sent": None, "error": None}
 
     def sender() -> None:
-        total = 0
+        total = [0]
         try:
-            for header, columns in _chunks(records, target.chunk_records, partition):
-                wire.send(sock, target.key, header, columns)
-                total += len(columns[0])
-            wire.send(sock, target.key, {"op": "end"})
+            _send_all(sock, target, partition, records, total)
         except BaseException as e:  # noqa: BLE001 - re-raised by the consuming side
             state["error"] = e
             sock.close()
-        state["sent"] = total
+        state["sent"] = total[0]
 
     thread = threading.Thread(target=sender, name=f"tfoy-infer-{partition}", daemon=True)
     thread.start()
