@@ -7,9 +7,6 @@ by HADOOP_CONF_DIR). Without one they fail, loudly and at once: a missing cluste
 from __future__ import annotations
 
 import os
-
-# skein's client is gRPC: no gRPC fork handlers in processes forked from the test process.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import socket
 import subprocess
 import uuid

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 import uuid
@@ -63,7 +64,7 @@ def job_spec(tmp_path):
         entry_point: airflow_job:main
         files: {{airflow_job.py: airflow_job.py}}
         roles: {{worker: {{instances: 1, memory: 512}}}}
-        python_env: {{archive: auto, exclude: [pyspark, py4j]}}
+        python_env: {{python: {sys.executable}}}   # the operator runs in Airflow's venv, the job in tfoy's
         timeouts: {{allocation: 240, barrier: 120, job: 600}}
     """))
     return str(spec)

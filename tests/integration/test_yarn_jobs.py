@@ -293,9 +293,14 @@ def test_detach_status_json_and_kill(tmp_path, toy_data, skein_client):
 def test_tensorboard_role_serves_log_dir_on_the_tracking_page(tmp_path, toy_data, hdfs, skein_client):
     import urllib.request
 
+    import tensorflow as tf
+
     log_dir = f"{toy_data}/tb-{uuid.uuid4().hex[:6]}"
-    with hdfs.create(f"{log_dir}/train/events.out.tfevents.tfoy-marker") as f:
-        f.write(b"not really events")
+    with tf.summary.create_file_writer(str(tmp_path / "tb" / "train")).as_default():
+        tf.summary.scalar("tfoy_marker", 1.0, step=0)
+    (event_file,) = (tmp_path / "tb" / "train").iterdir()
+    with hdfs.create(f"{log_dir}/train/{event_file.name}") as f:
+        f.write(event_file.read_bytes())
     spec = make_spec(tmp_path, toy_data, args=["--data", f"{toy_data}/data", "--epochs", "50", "--epoch-sleep", "5"],
                      roles={"chief": {"memory": 1024}, "worker": {"instances": 1, "memory": 1024},
                             "tensorboard": {"memory": 512}},
@@ -314,14 +319,16 @@ def test_tensorboard_role_serves_log_dir_on_the_tracking_page(tmp_path, toy_data
         pages = app.ui.get_pages()
         assert pages["tensorboard"].link_name == "TensorBoard"
         body = ""
-        while time.monotonic() < deadline:  # the server may need a moment to bind
+        while time.monotonic() < deadline:  # TensorBoard binds, then finds the run mirrored from HDFS
             try:
-                with urllib.request.urlopen(pages["tensorboard"].address + "train/", timeout=10) as r:
+                with urllib.request.urlopen(pages["tensorboard"].address + "data/runs", timeout=10) as r:
                     body = r.read().decode(errors="replace")
-                break
-            except OSError:
-                time.sleep(1)
-        assert "events.out.tfevents.tfoy-marker" in body, body[:2000]
+                if "train" in json.loads(body):
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(2)
+        assert "train" in json.loads(body), body[:2000]  # TensorBoard's run list, through YARN's web proxy
         # reached through YARN's tracking URL (the RM web proxy), where users click from the RM UI
         assert pages["tensorboard"].address == f"http://{cluster.rm_webapp()}/proxy/{app_id}/pages/tensorboard/"
     finally:
