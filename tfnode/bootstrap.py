@@ -140,11 +140,18 @@ def _bind_port(rng: random.Random | None = None) -> socket.socket:
     return s
 
 
+SUPERVISOR_ENV = "TFOY_SUPERVISOR_PID"
+
+
 def _die_with_parent() -> None:
+    """Called first thing in the task child: killed when the supervisor dies (no orphaned TensorFlow)."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if supervisor and os.getppid() != int(supervisor):  # it died before prctl took effect
+        os._exit(1)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -235,8 +242,10 @@ class Supervisor:
         env[CTX_ENV] = json.dumps({"job_name": self.role, "task_index": self.index, "cluster_spec": cluster,
                                    "serve": self.job.serves_only(self.role), "generation": gen})
         env[RESULT_ENV] = str(result)
-        proc = subprocess.Popen([sys.executable, "-m", "tfnode.bootstrap", "--child"], env=env,
-                                preexec_fn=_die_with_parent)
+        env[SUPERVISOR_ENV] = str(os.getpid())
+        # No preexec_fn: it would make CPython fork (not vfork) this gRPC-using process and run gRPC's fork handlers,
+        # whose restarted threads then abort on fds that close_fds closes before exec. The child ties itself to us.
+        proc = subprocess.Popen([sys.executable, "-m", "tfnode.bootstrap", "--child"], env=env)
         self.put_state("running", generation=gen, child_pid=proc.pid)
         waits_for_chief = self.job.waits_for_chief(self.role)
         while True:
@@ -293,6 +302,7 @@ def load_entry_point(entry_point: str):
 
 
 def run_child() -> int:
+    _die_with_parent()
     data = json.loads(os.environ[CTX_ENV])
     try:
         if data["serve"]:
