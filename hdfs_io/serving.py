@@ -31,6 +31,15 @@ class PullResult:
     pulled: bool  # False when that version was already there
 
 
+def _newest_complete(export_base: str) -> tuple[str, int]:
+    """(qualified base, newest complete version); FileNotFoundError naming the base when there is none."""
+    base = absolute_uri(export_base)
+    versions = list_versions(base)
+    if not versions:
+        raise FileNotFoundError(f"{base}: no complete SavedModel version (a numbered folder with {SUCCESS})")
+    return base, versions[-1]
+
+
 def local_versions(model_base_path: str | Path) -> list[int]:
     """Integer-named version folders under a local model_base_path, oldest first."""
     base = Path(model_base_path)
@@ -44,11 +53,7 @@ def pull_latest(export_base: str, model_base_path: str | Path, keep: int | None 
 
     Raises FileNotFoundError naming export_base when it holds no complete version.
     """
-    base = absolute_uri(export_base)
-    versions = list_versions(base)
-    if not versions:
-        raise FileNotFoundError(f"{base}: no complete SavedModel version (a numbered folder with {SUCCESS})")
-    version = versions[-1]
+    base, version = _newest_complete(export_base)
     target_root = Path(model_base_path)
     target_root.mkdir(parents=True, exist_ok=True)
     target = target_root / str(version)
@@ -78,14 +83,11 @@ def load_latest(export_base: str) -> tuple[int, object]:
 
     import tensorflow as tf
 
-    base = absolute_uri(export_base)
-    versions = list_versions(base)
-    if not versions:
-        raise FileNotFoundError(f"{base}: no complete SavedModel version (a numbered folder with {SUCCESS})")
+    base, version = _newest_complete(export_base)
     local = tempfile.mkdtemp(prefix="tfoy-model-")
     try:
-        fs.get(f"{base}/{versions[-1]}", f"{local}/model")
-        return versions[-1], tf.saved_model.load(f"{local}/model")
+        fs.get(f"{base}/{version}", f"{local}/model")
+        return version, tf.saved_model.load(f"{local}/model")
     finally:
         shutil.rmtree(local, ignore_errors=True)
 
