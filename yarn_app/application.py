@@ -49,7 +49,11 @@ def job_runtime(spec: JobSpec) -> JobRuntime:
 def build_application_spec(spec: JobSpec, ship: Shipping) -> skein.ApplicationSpec:
     runtime = job_runtime(spec).encode()
     files: dict[str, skein.File] = {CODE_LINK: skein.File(source=ship.code_zip, type="archive")}
-    env = {"PYTHONPATH": f"{CODE_LINK}:.", "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "1", JOB_ENV: runtime}
+    # Localized archives are shared by every container of the app on a node (the env archive, PUBLIC, by every
+    # app): a task writing __pycache__ into them raced YARN's own `find` in another container's launch script,
+    # which failed that container ("find: ...pyc.<n>: No such file or directory" under `set -e`).
+    env = {"PYTHONPATH": f"{CODE_LINK}:.", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
+           "TF_CPP_MIN_LOG_LEVEL": "1", JOB_ENV: runtime}
     if ship.env_archive:
         files[ENV_LINK] = skein.File(source=ship.env_archive, type="archive",
                                      visibility="public" if ship.env_public else "application")

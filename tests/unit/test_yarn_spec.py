@@ -134,6 +134,7 @@ def test_application_spec_translation_gpus_env_and_files():
     assert str(worker.files["tfoy_code"].type) == "ARCHIVE"
     assert worker.script == "exec ./tfoy_env/bin/python3.11 -m tfnode.bootstrap"
     assert worker.env["FOO"] == "bar" and worker.env["TFOY_ROLE"] == "worker"
+    assert worker.env["PYTHONDONTWRITEBYTECODE"] == "1"  # never write into archives other containers share
     runtime = JobRuntime.decode(worker.env["TFOY_JOB"])
     assert runtime.roles == {"chief": 1, "worker": 2} and runtime.gpus == {"worker": 2} and runtime.restartable
     assert json.loads(base64.b64decode(worker.env["TFOY_JOB"]))["entry_point"] == "toy_train:main"
