@@ -1,14 +1,15 @@
 """tf.data readers for TFRecord and CSV files on HDFS (or anything else tfoy paths name).
 
 When TensorFlow itself has a filesystem for the scheme (`file`, or `hdfs` with tensorflow-io on older TF) the
-files go straight to TF's readers. Otherwise each file is *staged*: streamed from HDFS with hdfs-native in large
-reads (8 MiB, GIL released) into a local temporary file, checked, and read by TF's own C++ TFRecordDataset /
-CsvDataset, so per-record work (framing, CRC, parsing) stays in C++. Parallel interleave stages the next files
-while the current ones are read; a staged file is deleted as soon as it has been read. Measured against streaming
-aligned 4 MiB blocks through `from_generator` into TF this was as fast and much simpler (benchmarks/hdfs_read.py).
+files go straight to TF's readers. Otherwise each file is *staged*: streamed from HDFS with hdfs-native in 1 MiB
+reads (GIL released) into a private folder (RAM under /dev/shm when it has room), then read by TF's own C++
+TFRecordDataset / TextLineDataset + decode_csv, so per-record work (framing, CRC, parsing) stays in C++. Files are
+staged side by side on the interleave's workers and each is deleted as soon as it has been read.
 
-Checking while staging is what lets errors name the HDFS file: TF's own errors say only "corrupted record at
-<offset>" or "Expect 3 fields but have 2 in record" without a file name.
+TF's own errors say only "corrupted record at <offset>" or "Expect 3 fields but have 2 in record", without a file.
+So the stager counts what a file holds (records by their length fields, lines by their newlines), TF reads it with
+errors ignored, and a file that yields fewer than counted is scanned in Python to raise an error naming the file
+and the byte offset or line. Good files pay only the count.
 """
 
 from __future__ import annotations
@@ -22,17 +23,18 @@ import os
 import random
 import re
 import shutil
+import struct
 import tempfile
 import threading
 import weakref
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from hdfs_io import fs
 from hdfs_io.paths import absolute_uri, split_uri
-from hdfs_io.records import CorruptRecordError, Frame, scan_frames
+from hdfs_io.records import FOOTER, HEADER, CorruptRecordError, Frame, scan_frames
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +126,14 @@ def tf_native(uri: str) -> bool:
 
 @dataclass
 class _Stager:
-    """Copies one file to local disk and checks it; runs inside tf.py_function on tf.data's threads."""
+    """Copies one file to local disk for TF's C++ readers; runs inside tf.py_function on tf.data's threads.
+
+    Checking (verify=True, errors raised) costs almost nothing on good files: TF's reader checks every record as it
+    reads anyway, so the stager only counts what the file holds (TFRecord frames by their lengths, CSV lines by
+    their newlines) and the dataset reads it with errors ignored and a sentinel after it. A file that yields fewer
+    records than counted failed in TF, and only then is it scanned in Python to name the file and the offset or
+    line. Skipping bad records (on_error="skip") needs the full scan up front, to cut them out of the staged copy.
+    """
 
     stage_dir: str
     compression: str | None
@@ -137,49 +146,80 @@ class _Stager:
         # go with the folder when the last dataset/iterator using this stager is gone, or at interpreter exit.
         weakref.finalize(self, shutil.rmtree, self.stage_dir, True)
 
-    def _download(self, uri: str) -> str:
+    @property
+    def checked(self) -> bool:
+        """True when reads are counted against the stager's count and a short file is explained."""
+        return self.verify and self.on_error == "raise"
+
+    def _download(self, uri: str, count_lines: bool = False) -> tuple[str, int]:
+        """(local copy, number of lines when asked: newlines, plus one for an unterminated last line)."""
         os.makedirs(self.stage_dir, exist_ok=True)
         name = re.sub(r"[^A-Za-z0-9._-]", "_", uri.rsplit("/", 1)[-1])[-80:]
         local = tempfile.mkstemp(prefix="f-", suffix="-" + name, dir=self.stage_dir)[1]
+        lines, last = 0, b"\n"
         try:
             with fs.open(uri, "rb") as src, open(local, "wb") as dst:
                 stream: Any = gzip.GzipFile(fileobj=src) if self.compression == "GZIP" else src
                 try:
-                    n = _copy(stream, dst)
+                    while chunk := stream.read(fs.IO_CHUNK):
+                        dst.write(chunk)
+                        if count_lines:
+                            lines += chunk.count(b"\n")
+                            last = chunk[-1:]
                 except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
                     if self.on_error == "raise":
                         raise CorruptRecordError(uri, dst.tell(), f"bad {self.compression} stream: {exc}") from exc
                     log.warning("%s: bad %s stream after %d bytes, rest skipped", uri, self.compression, dst.tell())
-                    n = dst.tell()
+                n = dst.tell()
         except BaseException:
             self.remove(local)
             raise
         if self.stats:
             self.stats.add(files_staged=1, bytes_staged=n)
-        return local
+        return local, lines + (last != b"\n")
 
     def remove(self, local: str) -> None:
         if os.path.dirname(local) == self.stage_dir and os.path.exists(local):
             os.remove(local)
 
     # -- TFRecord --
-    def tfrecord(self, uri: str) -> str:
-        local = self._download(uri)
+    def tfrecord(self, uri: str) -> tuple[str, int]:
+        """(staged copy, number of records in it, or -1 when not counted).
+
+        Tried and measured slower (benchmarks/hdfs_read.py, 2 cores): staging in segments of whole records that
+        double in size (records flow sooner, but walking and joining chunks in Python cost more CPU than that
+        saved), and a Python generator (tf.data's from_generator) handing out the staged files."""
+        local, _ = self._download(uri)
         try:
-            frames, error = _scan_file(local, uri)
-            if error is not None:
-                if self.on_error == "raise":
-                    raise error
-                log.warning("%s; the rest of the file is skipped", error)
-                self.stats and self.stats.add(corrupt_records_skipped=1)
-                with open(local, "r+b") as f:
-                    f.truncate(frames[-1].end if frames else 0)
-            if self.verify or self.on_error == "skip":
-                self._verify_tfrecord(uri, local, frames)
-            return local
+            count = -1
+            if self.on_error == "skip":
+                self._clean_tfrecord(uri, local)
+            elif self.verify:
+                count, end = _count_frames(local)
+                if end != os.path.getsize(local):
+                    self.explain_tfrecord(uri, local)
         except BaseException:
             self.remove(local)
             raise
+        return local, count
+
+    def explain_tfrecord(self, uri: str, local: str) -> NoReturn:
+        """Raises the file's first framing or checksum error (TF stopped reading it early)."""
+        frames, error = _scan_file(local, uri)
+        if error is not None:
+            raise error
+        self._verify_tfrecord(uri, local, frames)
+        raise CorruptRecordError(uri, -1, "TensorFlow stopped reading early, but no bad record was found")
+
+    def _clean_tfrecord(self, uri: str, local: str) -> None:
+        """Cuts bad records out of the staged copy, counting them: after a framing error the rest of the file."""
+        frames, error = _scan_file(local, uri)
+        if error is not None:
+            log.warning("%s; the rest of the file is skipped", error)
+            self.stats and self.stats.add(corrupt_records_skipped=1)
+            with open(local, "r+b") as f:
+                f.truncate(frames[-1].end if frames else 0)
+        self._verify_tfrecord(uri, local, frames)
 
     def _verify_tfrecord(self, uri: str, local: str, frames: list[Frame]) -> None:
         """TF's C++ reader checks every data CRC (batched, so no per-record Python); a bad record is named
@@ -210,17 +250,26 @@ class _Stager:
                 del kept[index]
 
     # -- CSV --
-    def csv(self, uri: str, spec: _CsvSpec) -> str:
-        local = self._download(uri)
+    def csv(self, uri: str, spec: _CsvSpec) -> tuple[str, int]:
+        """(staged copy, number of data lines in it, or -1 when the reader need not count)."""
+        local, lines = self._download(uri, count_lines=True)
         try:
-            if self.verify or self.on_error == "skip":
-                self._verify_csv(uri, local, spec)
-            return local
+            if self.on_error == "skip":
+                self._clean_csv(uri, local, spec)
+                return local, -1
+            return local, max(lines - spec.header, 0) if self.verify else -1
         except BaseException:
             self.remove(local)
             raise
 
-    def _verify_csv(self, uri: str, local: str, spec: _CsvSpec) -> None:
+    def explain_csv(self, uri: str, local: str, spec: _CsvSpec) -> NoReturn:
+        """Raises the file's first bad line (TF stopped parsing it early)."""
+        bad = _find_bad_lines(local, spec)
+        if not bad:
+            raise CsvFormatError(uri, 0, "TensorFlow rejected the file but no bad line was found")
+        raise CsvFormatError(uri, bad[0][0], bad[0][1])
+
+    def _clean_csv(self, uri: str, local: str, spec: _CsvSpec) -> None:
         import tensorflow as tf
 
         try:
@@ -230,22 +279,25 @@ class _Stager:
         except (tf.errors.InvalidArgumentError, tf.errors.DataLossError):
             pass
         bad = _find_bad_lines(local, spec)
-        if not bad:
-            raise CsvFormatError(uri, 0, "TensorFlow rejected the file but no bad line was found")
-        if self.on_error == "raise":
-            raise CsvFormatError(uri, bad[0][0], bad[0][1])
         for line, reason in bad:
             log.warning("%s:%d: %s (line skipped)", uri, line, reason)
         self.stats and self.stats.add(bad_lines_skipped=len(bad))
         _drop_lines(local, {line for line, _ in bad})
 
 
-def _copy(src: Any, dst: Any) -> int:
-    n = 0
-    while chunk := src.read(fs.IO_CHUNK):
-        dst.write(chunk)
-        n += len(chunk)
-    return n
+def _count_frames(local: str) -> tuple[int, int]:
+    """(records, offset where the walk ended) following the length fields only: the file is whole iff the walk
+    ends exactly at its size. Lengths are not checked here; TF's reader checks them and every CRC."""
+    if os.path.getsize(local) == 0:
+        return 0, 0
+    unpack = struct.Struct("<Q").unpack_from
+    count = pos = 0
+    with open(local, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        limit = len(m) - HEADER
+        while pos <= limit:
+            pos += unpack(m, pos)[0] + HEADER + FOOTER
+            count += 1
+    return count, pos
 
 
 def _scan_file(local: str, uri: str) -> tuple[list[Frame], CorruptRecordError | None]:
@@ -370,8 +422,12 @@ def _file_dataset(
     return files, ds
 
 
-def _staged(ds: Any, stager: _Stager, stage_fn: Any, reader: Any, cycle_length: int, block_length: int,
-            deterministic: bool | None) -> Any:
+def _staged(ds: Any, stager: _Stager, stage_fn: Any, explain_fn: Any, reader: Any, cycle_length: int,
+            block_length: int, deterministic: bool | None) -> Any:
+    """Interleaves the files' records: `stage_fn(uri)` stages a file and returns (local, count), `reader(local)`
+    reads it. When the stager checks, a file that yields fewer than `count` elements is explained by
+    `explain_fn(uri, local)`, which raises naming the file. Per-record work stays in TF's C++: every Python step
+    is per file."""
     import tensorflow as tf
 
     def stage(uri: Any) -> Any:
@@ -381,11 +437,28 @@ def _staged(ds: Any, stager: _Stager, stage_fn: Any, reader: Any, cycle_length: 
         stager.remove(path.numpy().decode())
         return path
 
+    def explain(path: Any, uri: Any) -> Any:
+        explain_fn(uri.numpy().decode(), path.numpy().decode())
+
+    def then(fn: Any, local: Any, *more: Any) -> Any:
+        """An empty dataset shaped like the reader's that calls fn(local, *more) when reached."""
+        call = tf.data.Dataset.from_tensors(local).map(lambda p: tf.py_function(fn, [p, *more], tf.string))
+        return call.filter(lambda _: False).flat_map(lambda _: reader(local).take(0))
+
+    def read_staged(uri: Any, local: Any, count: Any) -> Any:
+        out = reader(local)
+        if stager.checked:
+            # TF's errors name neither file nor line: read past them and explain a short file afterwards
+            out = out.ignore_errors().concatenate(then(explain, local, uri)).take(count)
+        return out.concatenate(then(cleanup, local))
+
     def open_file(uri: Any) -> Any:
-        local = tf.py_function(stage, [uri], tf.string)
-        local.set_shape([])
-        done = tf.data.Dataset.from_tensors(local).map(lambda p: tf.py_function(cleanup, [p], tf.string))
-        return reader(local).concatenate(done.filter(lambda _: False).flat_map(lambda _: reader(local).take(0)))
+        # Staging runs when the file's first element is wanted, on that file's interleave worker, so files are
+        # staged side by side: in the interleave function itself it would run on tf.data's single element-making
+        # thread, one file after another, and nothing would be read until every file of the cycle was staged.
+        staged = tf.data.Dataset.from_tensors(uri).map(
+            lambda u: tuple(tf.ensure_shape(t, []) for t in tf.py_function(stage, [u], [tf.string, tf.int64])))
+        return staged.flat_map(lambda local, count: read_staged(uri, local, count))
 
     return ds.interleave(open_file, cycle_length=cycle_length, block_length=block_length,
                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
@@ -424,8 +497,8 @@ def tfrecord_dataset(
             cycle_length=cycle_length, block_length=block_length, num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=deterministic)
     stager = _Stager(_stage_dir(stage_dir), compression, on_corrupt, verify, stats)
-    return _staged(ds, stager, stager.tfrecord, lambda p: tf.data.TFRecordDataset(p, buffer_size=1 << 20),
-                   cycle_length, block_length, deterministic)
+    return _staged(ds, stager, stager.tfrecord, stager.explain_tfrecord,
+                   lambda p: tf.data.TFRecordDataset(p, buffer_size=1 << 20), cycle_length, block_length, deterministic)
 
 
 def csv_dataset(
@@ -454,7 +527,8 @@ def csv_dataset(
 ) -> Any:
     """A tf.data.Dataset of CSV rows (tuples, or dicts with column_names) parsed by TF's C++ CSV decoder.
 
-    batch_size: yield batches (columns of shape [n]) parsed after batching, much faster for wide rows.
+    batch_size: yield batches (columns of shape [n]) parsed after batching, much faster for wide rows. Batches do
+    not span files: a file's last batch may be short.
 
     record_defaults: one per selected column, a tf.DType (value required) or a default value (e.g. 0, 0.0, "").
     on_bad_line="skip" drops lines with a wrong field count or an unparsable value and counts them in `stats`.
@@ -466,10 +540,15 @@ def csv_dataset(
     if column_names is not None and len(column_names) != len(record_defaults):
         raise ValueError(f"{len(column_names)} column_names for {len(record_defaults)} record_defaults")
     files, ds = _file_dataset(paths_or_globs, ctx, num_shards, shard_index, shuffle_files, seed)
+
     def read(path: Any) -> Any:
-        if batch_size:  # batch lines first, then one decode_csv per batch
-            return spec.lines(path)
+        if batch_size:  # one decode_csv per batch of lines, within the file so that its errors are the file's
+            return spec.lines(path).batch(batch_size).map(spec.decode)
         return spec.dataset(path)
+
+    def stage(uri: str) -> tuple[str, int]:
+        local, rows = stager.csv(uri, spec)
+        return local, -(-rows // batch_size) if batch_size and rows > 0 else rows
 
     if all(tf_native(f) for f in files) and not verify and on_bad_line == "raise" and not compression:
         ds = ds.map(lambda u: tf.strings.regex_replace(u, "^file://", ""))
@@ -477,16 +556,30 @@ def csv_dataset(
                             num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     else:
         stager = _Stager(_stage_dir(stage_dir), compression, on_bad_line, verify, stats)
-        out = _staged(ds, stager, lambda uri: stager.csv(uri, spec), read, cycle_length, block_length,
-                      deterministic)
-    if batch_size:
-        out = out.batch(batch_size).map(spec.decode, num_parallel_calls=tf.data.AUTOTUNE)
+        out = _staged(ds, stager, stage, lambda uri, local: stager.explain_csv(uri, local, spec), read,
+                      cycle_length, block_length, deterministic)
     if column_names is not None:
         names = list(column_names)
         out = out.map(lambda *cols: dict(zip(names, cols, strict=True)))
     return out
 
 
+SHM = "/dev/shm"
+SHM_MIN_FREE = 2 << 30
+
+
 def _stage_dir(parent: str | None) -> str:
-    """A private folder for this dataset's staged files (each removed once read)."""
-    return tempfile.mkdtemp(prefix="tfoy-stage-", dir=parent or os.environ.get("TFOY_STAGE_DIR"))
+    """A private folder for this dataset's staged files (each removed once read).
+
+    Default: /dev/shm (RAM) when it has SHM_MIN_FREE free, else the temp folder. A staged file is written once
+    and read once; on a disk file system the kernel still writes it back (and discards it on delete) on the same
+    cores TF parses with, which cost ~30% of the read rate here. At most about 2 x cycle_length files are
+    staged at a time. TFOY_STAGE_DIR or stage_dir choose the place."""
+    parent = parent or os.environ.get("TFOY_STAGE_DIR")
+    if parent is None and os.path.isdir(SHM) and os.access(SHM, os.W_OK):
+        st = os.statvfs(SHM)
+        if st.f_bavail * st.f_frsize >= SHM_MIN_FREE:
+            parent = SHM
+    if parent is not None:
+        os.makedirs(parent, exist_ok=True)
+    return tempfile.mkdtemp(prefix="tfoy-stage-", dir=parent)

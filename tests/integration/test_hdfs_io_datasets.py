@@ -204,3 +204,34 @@ def test_bad_csv_lines_can_be_skipped_and_counted(hdfs_tmp):
     stats = datasets.ReadStats()
     rows = _rows(datasets.csv_dataset(uri, [tf.int32, tf.int32], on_bad_line="skip", stats=stats))
     assert rows == [(1, 2), (5, 6)] and stats.bad_lines_skipped == 3
+
+
+# ---- staging ----------------------------------------------------------------------------------------------------
+
+
+def test_staged_files_are_deleted_once_read(hdfs_tmp, tmp_path):
+    _write_parts(hdfs_tmp, 3, 40)
+    area = tmp_path / "stage"
+    area.mkdir()
+    ds = datasets.tfrecord_dataset(f"{hdfs_tmp}/*", stage_dir=str(area))
+    assert sorted(_ids(ds)) == list(range(120))
+    (folder,) = area.iterdir()  # the dataset's private folder, now empty
+    assert list(folder.iterdir()) == []
+
+
+def test_stage_area_defaults_to_ram_and_follows_the_setting(tmp_path, monkeypatch):
+    monkeypatch.delenv("TFOY_STAGE_DIR", raising=False)
+    assert datasets._stage_dir(None).startswith("/dev/shm/tfoy-stage-")  # this machine has a /dev/shm
+    monkeypatch.setenv("TFOY_STAGE_DIR", str(tmp_path))
+    assert datasets._stage_dir(None).startswith(f"{tmp_path}/tfoy-stage-")
+    assert datasets._stage_dir(str(tmp_path / "x")).startswith(f"{tmp_path}/x/tfoy-stage-")
+
+
+def test_bad_csv_line_in_batches_names_file_and_line(hdfs_tmp):
+    good = _csv(hdfs_tmp, "a.csv", "a,b\n" + "".join(f"{i},{i}\n" for i in range(10)))
+    bad = _csv(hdfs_tmp, "b.csv", "a,b\n" + "".join(f"{i},{i}\n" for i in range(6)) + "7,x\n8,8\n")
+    with pytest.raises(tf.errors.OpError) as info:
+        list(datasets.csv_dataset([good, bad], [tf.int32, tf.int32], batch_size=4))
+    assert f"{bad}:8:" in str(info.value) and "cannot parse 'x'" in str(info.value), str(info.value)
+    batches = list(datasets.csv_dataset(good, [tf.int32, tf.int32], batch_size=4))
+    assert [len(b[0]) for b in batches] == [4, 4, 2]
