@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 
 import numpy as np
 import pytest
@@ -221,7 +222,9 @@ def test_staged_files_are_deleted_once_read(hdfs_tmp, tmp_path):
 
 def test_stage_area_defaults_to_ram_and_follows_the_setting(tmp_path, monkeypatch):
     monkeypatch.delenv("TFOY_STAGE_DIR", raising=False)
-    assert datasets._stage_dir(None).startswith("/dev/shm/tfoy-stage-")  # this machine has a /dev/shm
+    area = datasets._stage_dir(None)
+    os.rmdir(area)
+    assert area.startswith("/dev/shm/tfoy-stage-")  # this machine has a /dev/shm with room
     monkeypatch.setenv("TFOY_STAGE_DIR", str(tmp_path))
     assert datasets._stage_dir(None).startswith(f"{tmp_path}/tfoy-stage-")
     assert datasets._stage_dir(str(tmp_path / "x")).startswith(f"{tmp_path}/x/tfoy-stage-")
