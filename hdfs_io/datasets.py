@@ -582,4 +582,21 @@ def _stage_dir(parent: str | None) -> str:
             parent = SHM
     if parent is not None:
         os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix="tfoy-stage-", dir=parent)
+    area = tempfile.mkdtemp(prefix=f"tfoy-stage-{os.getpid()}-", dir=parent)
+    _remove_orphans(os.path.dirname(area))
+    return area
+
+
+def _remove_orphans(parent: str) -> None:
+    """Removes staging folders of processes that are gone: a killed task (kill -9, a YARN container killed) never
+    runs its clean-up, and in /dev/shm what it left would hold RAM until the node reboots."""
+    for name in os.listdir(parent):
+        match = re.fullmatch(r"tfoy-stage-(\d+)-\w+", name)
+        if not match:
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's

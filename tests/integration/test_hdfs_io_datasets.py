@@ -230,6 +230,21 @@ def test_stage_area_defaults_to_ram_and_follows_the_setting(tmp_path, monkeypatc
     assert datasets._stage_dir(str(tmp_path / "x")).startswith(f"{tmp_path}/x/tfoy-stage-")
 
 
+def test_staging_folders_of_dead_processes_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f"tfoy-stage-{int(dead.stdout)}-abc123"
+    orphan.mkdir()
+    (orphan / "s-part-0.tfrecord").write_bytes(b"x" * 100)
+    alive = tmp_path / f"tfoy-stage-{os.getppid()}-def456"  # pytest's parent: alive
+    alive.mkdir()
+    mine = datasets._stage_dir(str(tmp_path))
+    assert not orphan.exists() and alive.is_dir() and os.path.isdir(mine)
+    assert os.path.basename(mine).startswith(f"tfoy-stage-{os.getpid()}-")
+
+
 def test_bad_csv_line_in_batches_names_file_and_line(hdfs_tmp):
     good = _csv(hdfs_tmp, "a.csv", "a,b\n" + "".join(f"{i},{i}\n" for i in range(10)))
     bad = _csv(hdfs_tmp, "b.csv", "a,b\n" + "".join(f"{i},{i}\n" for i in range(6)) + "7,x\n8,8\n")
