@@ -126,7 +126,7 @@ def tf_native(uri: str) -> bool:
 
 @dataclass
 class _Stager:
-    """Copies one file to local disk for TF's C++ readers; runs inside tf.py_function on tf.data's threads.
+    """Copies one file into the staging area for TF's C++ readers; runs inside tf.py_function on tf.data's threads.
 
     Checking (verify=True, errors raised) costs almost nothing on good files: TF's reader checks every record as it
     reads anyway, so the stager only counts what the file holds (TFRecord frames by their lengths, CSV lines by
