@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn
 
-from hdfs_io import fs
+from hdfs_io import fs, tf_bridge
 from hdfs_io.paths import absolute_uri, split_uri
 from hdfs_io.records import FOOTER, HEADER, CorruptRecordError, Frame, scan_frames
 
@@ -46,8 +46,10 @@ _CORRUPT_AT = re.compile(r"corrupted record at (\d+)")
 class ReadStats:
     """Counters a caller can pass in to learn what a reader skipped (updated from tf.data's threads)."""
 
-    files_staged: int = 0
+    files_staged: int = 0  # copied whole into the staging area first
     bytes_staged: int = 0
+    files_streamed: int = 0  # read by TF straight from HDFS (tf_bridge)
+    bytes_streamed: int = 0
     corrupt_records_skipped: int = 0
     bad_lines_skipped: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -410,16 +412,38 @@ def _file_dataset(
     shard_index: int | None,
     shuffle: bool,
     seed: int | None,
-) -> tuple[list[str], Any]:
-    import tensorflow as tf
-
+) -> list[str]:
+    """This worker's files (sorted, or in the seeded shuffled order every worker agrees on)."""
     n, i = _shard_args(ctx, num_shards, shard_index)
     files = shard_files(expand_paths(paths_or_globs), n, i, shuffle, seed)
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle and len(files) > 1:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     log.info("reading %d files (shard %d of %d)", len(files), i, n)
-    return files, ds
+    return files
+
+
+def _names_dataset(names: list[str], shuffle: bool, seed: int | None) -> Any:
+    """The files as a dataset; with shuffle, their order changes each epoch (seeded)."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices(names)
+    if shuffle and len(names) > 1:
+        ds = ds.shuffle(len(names), seed=seed, reshuffle_each_iteration=True)
+    return ds
+
+
+def _interleave(ds: Any, reader: Any, cycle_length: int, block_length: int, deterministic: bool | None) -> Any:
+
+    return ds.interleave(reader, cycle_length=cycle_length, block_length=block_length,
+                         num_parallel_calls=cycle_length, deterministic=deterministic)
+
+
+def _bridge_names(files: list[str], records: bool, stats: ReadStats | None) -> list[str] | None:
+    """Names under which TF's own readers stream HDFS files through tf_bridge (records=True: TFRecord framing
+    and CRCs checked on the way, errors naming file and offset); None when some file is not on HDFS or the
+    bridge cannot load (then files are staged)."""
+    if not all(split_uri(f)[0] in fs.HADOOP_SCHEMES for f in files):
+        return None
+    bridge = tf_bridge.get()
+    return [bridge.name(f, records, stats) for f in files] if bridge else None
 
 
 def _staged(ds: Any, stager: _Stager, stage_fn: Any, explain_fn: Any, reader: Any, cycle_length: int,
@@ -460,8 +484,7 @@ def _staged(ds: Any, stager: _Stager, stage_fn: Any, explain_fn: Any, reader: An
             lambda u: tuple(tf.ensure_shape(t, []) for t in tf.py_function(stage, [u], [tf.string, tf.int64])))
         return staged.flat_map(lambda local, count: read_staged(uri, local, count))
 
-    return ds.interleave(open_file, cycle_length=cycle_length, block_length=block_length,
-                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    return _interleave(ds, open_file, cycle_length, block_length, deterministic)
 
 
 def tfrecord_dataset(
@@ -489,15 +512,21 @@ def tfrecord_dataset(
     """
     import tensorflow as tf
 
-    files, ds = _file_dataset(paths_or_globs, ctx, num_shards, shard_index, shuffle_files, seed)
-    if all(tf_native(f) for f in files) and not verify and on_corrupt == "raise":
-        ds = ds.map(lambda u: tf.strings.regex_replace(u, "^file://", ""))
-        return ds.interleave(
-            lambda f: tf.data.TFRecordDataset(f, compression_type=compression or "", buffer_size=1 << 20),
-            cycle_length=cycle_length, block_length=block_length, num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=deterministic)
+    files = _file_dataset(paths_or_globs, ctx, num_shards, shard_index, shuffle_files, seed)
+    names = None
+    if all(tf_native(f) for f in files):
+        if not verify and on_corrupt == "raise":
+            names = [re.sub("^file://", "", f) for f in files]
+    elif on_corrupt == "raise" and not compression:
+        names = _bridge_names(files, verify, stats)
+    if names is not None:  # TF reads the files itself
+        def read(f: Any) -> Any:
+            return tf.data.TFRecordDataset(f, compression_type=compression or "", buffer_size=1 << 20)
+
+        return _interleave(_names_dataset(names, shuffle_files, seed), read, cycle_length, block_length,
+                           deterministic)
     stager = _Stager(_stage_dir(stage_dir), compression, on_corrupt, verify, stats)
-    return _staged(ds, stager, stager.tfrecord, stager.explain_tfrecord,
+    return _staged(_names_dataset(files, shuffle_files, seed), stager, stager.tfrecord, stager.explain_tfrecord,
                    lambda p: tf.data.TFRecordDataset(p, buffer_size=1 << 20), cycle_length, block_length, deterministic)
 
 
@@ -533,13 +562,12 @@ def csv_dataset(
     record_defaults: one per selected column, a tf.DType (value required) or a default value (e.g. 0, 0.0, "").
     on_bad_line="skip" drops lines with a wrong field count or an unparsable value and counts them in `stats`.
     """
-    import tensorflow as tf
 
     spec = _CsvSpec(tuple(record_defaults), header, tuple(select_cols) if select_cols is not None else None,
                     field_delim, na_value)
     if column_names is not None and len(column_names) != len(record_defaults):
         raise ValueError(f"{len(column_names)} column_names for {len(record_defaults)} record_defaults")
-    files, ds = _file_dataset(paths_or_globs, ctx, num_shards, shard_index, shuffle_files, seed)
+    files = _file_dataset(paths_or_globs, ctx, num_shards, shard_index, shuffle_files, seed)
 
     def read(path: Any) -> Any:
         if batch_size:  # one decode_csv per batch of lines, within the file so that its errors are the file's
@@ -550,14 +578,19 @@ def csv_dataset(
         local, rows = stager.csv(uri, spec)
         return local, -(-rows // batch_size) if batch_size and rows > 0 else rows
 
-    if all(tf_native(f) for f in files) and not verify and on_bad_line == "raise" and not compression:
-        ds = ds.map(lambda u: tf.strings.regex_replace(u, "^file://", ""))
-        out = ds.interleave(read, cycle_length=cycle_length, block_length=block_length,
-                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    names = None
+    if not verify and on_bad_line == "raise" and not compression:
+        if all(tf_native(f) for f in files):
+            names = [re.sub("^file://", "", f) for f in files]
+        else:
+            names = _bridge_names(files, False, stats)
+    if names is not None:  # TF reads the files itself
+        out = _interleave(_names_dataset(names, shuffle_files, seed), read, cycle_length, block_length, deterministic)
     else:
         stager = _Stager(_stage_dir(stage_dir), compression, on_bad_line, verify, stats)
-        out = _staged(ds, stager, stage, lambda uri, local: stager.explain_csv(uri, local, spec), read,
-                      cycle_length, block_length, deterministic)
+        out = _staged(_names_dataset(files, shuffle_files, seed), stager, stage,
+                      lambda uri, local: stager.explain_csv(uri, local, spec), read, cycle_length, block_length,
+                      deterministic)
     if column_names is not None:
         names = list(column_names)
         out = out.map(lambda *cols: dict(zip(names, cols, strict=True)))

@@ -60,7 +60,7 @@ class FileInfo:
 # ---- errors ------------------------------------------------------------------------------------------------
 
 
-def _translate(exc: BaseException, uri: str) -> BaseException:
+def translate_error(exc: BaseException, uri: str) -> BaseException:
     """hdfs-native raises RuntimeError(RPCError(java class, message)) for most server-side errors."""
     text = str(exc)
     if isinstance(exc, FileNotFoundError) or "FileNotFoundException" in text:
@@ -80,7 +80,7 @@ def _errors(uri: str) -> Iterator[None]:
     try:
         yield
     except (OSError, RuntimeError) as exc:
-        new = _translate(exc, uri)
+        new = translate_error(exc, uri)
         if new is exc:
             raise
         raise new from exc
@@ -160,6 +160,12 @@ def _first_rpc(client: Any, fs_uri: str, timeout: float | None = None) -> None:
                                        f"{timeout:g}s")
     if isinstance(outcome[0], (ConnectionError, TimeoutError)):
         raise NameNodeUnreachableError(f"NameNode of {fs_uri}: {outcome[0]}") from outcome[0]
+
+
+def hdfs_reader(uri: str) -> Any:
+    """An hdfs-native FileReader (seek, read, size) for a hdfs:// or viewfs:// file; errors name the URI."""
+    with _errors(uri):
+        return hdfs_client(uri).read(split_uri(absolute_uri(uri))[2])
 
 
 def hdfs_client(uri: str) -> Any:

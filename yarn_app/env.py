@@ -194,10 +194,13 @@ def hdfs_path_is_public(client, path: str) -> bool:
 
 
 def build_code_zip(output: Path, root: Path | None = None) -> Path:
-    """The project's own packages as a small zip (localized as an ARCHIVE folder on PYTHONPATH)."""
+    """The project's own packages as a small zip (localized as an ARCHIVE folder on PYTHONPATH), with the native
+    libraries ./build.sh setup built (hdfs_io's TF plugin and HDFS reader: same OS, Python and TF as the env)."""
     root = root or Path(__file__).resolve().parent.parent
     with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as zf:
         for pkg in PROJECT_PACKAGES:
-            for f in sorted((root / pkg).rglob("*.py")):
-                zf.write(f, f.relative_to(root).as_posix())
+            for pattern in ("*.py", "*.so", "*.cc"):
+                for f in sorted((root / pkg).rglob(pattern)):
+                    if "target" not in f.relative_to(root).parts:
+                        zf.write(f, f.relative_to(root).as_posix())
     return output

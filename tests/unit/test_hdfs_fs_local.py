@@ -62,8 +62,8 @@ def test_ha_nameservice_addresses(tmp_path, monkeypatch):
 def test_hdfs_errors_are_translated():
     err = RuntimeError('RPCError("org.apache.hadoop.security.AccessControlException", "Permission denied: '
                        'user=bob, access=WRITE, inode=\\"/x\\":root:supergroup:drwxr-xr-x\\n\\tat org...")')
-    out = fs._translate(err, "hdfs://nn/x/y")
+    out = fs.translate_error(err, "hdfs://nn/x/y")
     assert isinstance(out, PermissionError) and "hdfs://nn/x/y" in str(out) and "user=bob" in str(out)
-    assert isinstance(fs._translate(FileNotFoundError("/x"), "hdfs://nn/x"), FileNotFoundError)
+    assert isinstance(fs.translate_error(FileNotFoundError("/x"), "hdfs://nn/x"), FileNotFoundError)
     other = RuntimeError("something else")
-    assert fs._translate(other, "u") is other
+    assert fs.translate_error(other, "u") is other

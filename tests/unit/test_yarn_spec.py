@@ -175,6 +175,10 @@ def test_code_zip_contains_the_packages(tmp_path):
     z = build_code_zip(tmp_path / "code.zip", ROOT)
     names = zipfile.ZipFile(z).namelist()
     assert "tfnode/bootstrap.py" in names and "yarn_app/client.py" in names and "hdfs_io/paths.py" in names
+    assert "hdfs_io/native/tf_bridge.cc" in names and not any("/target/" in n for n in names)
+    # the native libraries ./build.sh setup built travel with the code (containers cannot build them)
+    built = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "hdfs_io" / "native").glob("*.so"))
+    assert built and all(name in names for name in built)
 
 
 def test_env_key_is_stable_and_depends_on_exclusions():

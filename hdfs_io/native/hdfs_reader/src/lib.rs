@@ -1,0 +1,232 @@
+//! HDFS reads for tfoy's TensorFlow filesystem plugin (../tf_bridge.cc), straight from hdfs-native's Rust client.
+//!
+//! The plugin can be served by Python callbacks (hdfs_io/tf_bridge.py), but then every 1 MiB read of every file
+//! takes the GIL, and hdfs-native's Python `read(n)` opens a new DataNode stream per call. These three functions
+//! have the plugin's callback signatures, so the plugin calls them directly on TF's threads: one block stream per
+//! file read front to back, each packet copied once, into TF's buffer. Errors come back as a TF_Code (negated) and
+//! a message naming the file.
+
+use std::collections::HashMap;
+use std::ffi::{c_char, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::{Buf, Bytes};
+use futures::stream::{BoxStream, StreamExt};
+use hdfs_native::file::FileReader;
+use hdfs_native::{Client, ClientBuilder, HdfsError};
+use tokio::runtime::Runtime;
+
+// TF_Code values (tensorflow/c/tf_status.h)
+const INVALID_ARGUMENT: i64 = 3;
+const NOT_FOUND: i64 = 5;
+const PERMISSION_DENIED: i64 = 7;
+const INTERNAL: i64 = 13;
+const UNAVAILABLE: i64 = 14;
+const DATA_LOSS: i64 = 15;
+
+struct OpenFile {
+    uri: String,
+    reader: FileReader,
+    stream: Option<BoxStream<'static, hdfs_native::Result<Bytes>>>,
+    pos: usize,      // file offset of the next byte handed out (the first of `leftover`)
+    leftover: Bytes, // the rest of the last packet
+}
+
+struct State {
+    runtime: Runtime,
+    clients: Mutex<HashMap<String, Arc<Client>>>,
+    files: Mutex<HashMap<i64, Arc<Mutex<OpenFile>>>>,
+    next: AtomicI64,
+}
+
+fn state() -> &'static State {
+    static STATE: OnceLock<State> = OnceLock::new();
+    STATE.get_or_init(|| State {
+        runtime: tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tfoy-hdfs-io")
+            .enable_all()
+            .build()
+            .expect("tokio runtime"),
+        clients: Mutex::new(HashMap::new()),
+        files: Mutex::new(HashMap::new()),
+        next: AtomicI64::new(1),
+    })
+}
+
+struct Failure(i64, String);
+
+fn failure(uri: &str, err: HdfsError) -> Failure {
+    // server-side errors carry the Java class and the whole stack trace: keep the class and the first line
+    let text = match &err {
+        HdfsError::RPCError(class, message) | HdfsError::FatalRPCError(class, message) => {
+            let short = class.rsplit('.').next().unwrap_or(class);
+            format!("{short}: {}", message.lines().next().unwrap_or("").trim())
+        }
+        other => other.to_string(),
+    };
+    let code = match &err {
+        HdfsError::FileNotFound(_) => NOT_FOUND,
+        HdfsError::RPCError(class, _) if class.contains("FileNotFoundException") => NOT_FOUND,
+        HdfsError::RPCError(class, _) if class.contains("AccessControlException") => PERMISSION_DENIED,
+        HdfsError::IOError(_) | HdfsError::DataTransferError(_) => UNAVAILABLE,
+        HdfsError::ChecksumError => DATA_LOSS,
+        HdfsError::InvalidPath(_) | HdfsError::InvalidArgument(_) | HdfsError::UrlParseError(_) => INVALID_ARGUMENT,
+        _ => INTERNAL,
+    };
+    let message = match code {
+        NOT_FOUND => format!("{uri}: no such file or directory"),
+        PERMISSION_DENIED => {
+            let user = std::env::var("HADOOP_USER_NAME").or_else(|_| std::env::var("USER")).unwrap_or_default();
+            let detail = text.split("Permission denied:").last().unwrap_or("").trim();
+            format!("{uri}: permission denied for HDFS user '{user}' ({detail})")
+        }
+        _ => format!("{uri}: {text}"),
+    };
+    Failure(code, message)
+}
+
+/// "tfoyrec://3/hdfs://nn:8020/p" -> ("hdfs://nn:8020/p", "hdfs://nn:8020", "/p")
+fn split_name(name: &str) -> Result<(String, String, String), Failure> {
+    let bad = || Failure(INVALID_ARGUMENT, format!("{name}: not a tfoy bridge name"));
+    let rest = &name[name.find("://").ok_or_else(bad)? + 3..];
+    let uri = &rest[rest.find('/').ok_or_else(bad)? + 1..];
+    let after_scheme = uri.find("://").ok_or_else(bad)? + 3;
+    let path_at = uri[after_scheme..].find('/').map(|i| i + after_scheme).unwrap_or(uri.len());
+    let path = if path_at < uri.len() { &uri[path_at..] } else { "/" };
+    Ok((uri.to_string(), uri[..path_at].to_string(), path.to_string()))
+}
+
+fn client(base: &str) -> Result<Arc<Client>, Failure> {
+    let st = state();
+    // one client per filesystem, user and configuration, as the Python side keeps them
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    let key = format!("{base}\n{}\n{}", env("HADOOP_USER_NAME"), env("HADOOP_CONF_DIR"));
+    let mut clients = st.clients.lock().unwrap();
+    if let Some(c) = clients.get(&key) {
+        return Ok(Arc::clone(c));
+    }
+    // configuration from HADOOP_CONF_DIR and the user from HADOOP_USER_NAME, as the Python client does
+    let built = ClientBuilder::new()
+        .with_url(base)
+        .with_io_runtime(st.runtime.handle().clone())
+        .build()
+        .map_err(|e| failure(base, e))?;
+    let c = Arc::new(built);
+    clients.insert(key, Arc::clone(&c));
+    Ok(c)
+}
+
+fn open(name: &str) -> Result<(i64, i64), Failure> {
+    let (uri, base, path) = split_name(name)?;
+    let c = client(&base)?;
+    let st = state();
+    let reader = st.runtime.block_on(c.read(&path)).map_err(|e| failure(&uri, e))?;
+    let size = reader.file_length() as i64;
+    let handle = st.next.fetch_add(1, Ordering::Relaxed);
+    let file = OpenFile { uri, reader, stream: None, pos: 0, leftover: Bytes::new() };
+    st.files.lock().unwrap().insert(handle, Arc::new(Mutex::new(file)));
+    Ok((handle, size))
+}
+
+fn read(handle: i64, offset: usize, out: &mut [u8]) -> Result<usize, Failure> {
+    let st = state();
+    let file = st.files.lock().unwrap().get(&handle).cloned();
+    let file = file.ok_or_else(|| Failure(INTERNAL, format!("tfoy HDFS reader: no open file {handle}")))?;
+    let mut f = file.lock().unwrap();
+    let length = f.reader.file_length();
+    if offset != f.pos {
+        // not where the stream is: start a new one there (TF's readers go front to back, so this is rare)
+        f.stream = None;
+        f.leftover = Bytes::new();
+        f.pos = offset.min(length);
+    }
+    let mut got = 0;
+    while got < out.len() && f.pos < length {
+        if f.leftover.is_empty() {
+            if f.stream.is_none() {
+                let (pos, rest) = (f.pos, length - f.pos);
+                f.stream = Some(f.reader.read_range_stream(pos, rest).boxed());
+            }
+            let next = st.runtime.block_on(f.stream.as_mut().unwrap().next());
+            match next {
+                Some(Ok(bytes)) => f.leftover = bytes,
+                Some(Err(e)) => {
+                    f.stream = None;
+                    return Err(failure(&f.uri, e));
+                }
+                None => {
+                    let uri = f.uri.clone();
+                    return Err(Failure(DATA_LOSS, format!("{uri}: stream ended at {} of {length} bytes", f.pos)));
+                }
+            }
+        }
+        let take = (out.len() - got).min(f.leftover.len());
+        out[got..got + take].copy_from_slice(&f.leftover[..take]);
+        f.leftover.advance(take);
+        f.pos += take;
+        got += take;
+    }
+    Ok(got)
+}
+
+unsafe fn report(failure: Failure, err: *mut c_char, errlen: usize) -> i64 {
+    if !err.is_null() && errlen > 0 {
+        let bytes = failure.1.as_bytes();
+        let n = bytes.len().min(errlen - 1);
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), err as *mut u8, n);
+        *err.add(n) = 0;
+    }
+    -failure.0
+}
+
+fn guarded<T>(f: impl FnOnce() -> Result<T, Failure>) -> Result<T, Failure> {
+    catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(Failure(INTERNAL, "tfoy HDFS reader: internal panic".to_string())))
+}
+
+/// Opens a file by its bridge name; returns a handle and sets *size, or returns -(TF_Code) with a message.
+///
+/// # Safety
+/// `name` is a NUL-terminated string; `size` points to an i64; `err` has room for `errlen` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn tfoy_hdfs_open(name: *const c_char, size: *mut i64, err: *mut c_char, errlen: usize) -> i64 {
+    let name = CStr::from_ptr(name).to_string_lossy().into_owned();
+    match guarded(|| open(&name)) {
+        Ok((handle, length)) => {
+            *size = length;
+            handle
+        }
+        Err(f) => report(f, err, errlen),
+    }
+}
+
+/// Reads up to n bytes at offset into buf; fewer only at the end of the file. Returns bytes read or -(TF_Code).
+///
+/// # Safety
+/// `buf` has room for `n` bytes; `err` for `errlen`.
+#[no_mangle]
+pub unsafe extern "C" fn tfoy_hdfs_read(
+    handle: i64,
+    offset: u64,
+    n: usize,
+    buf: *mut c_char,
+    err: *mut c_char,
+    errlen: usize,
+) -> i64 {
+    let out = std::slice::from_raw_parts_mut(buf as *mut u8, n);
+    match guarded(|| read(handle, offset as usize, out)) {
+        Ok(got) => got as i64,
+        Err(f) => report(f, err, errlen),
+    }
+}
+
+/// Forgets an open file.
+#[no_mangle]
+pub extern "C" fn tfoy_hdfs_close(handle: i64) {
+    let _ = catch_unwind(|| {
+        state().files.lock().unwrap().remove(&handle);
+    });
+}

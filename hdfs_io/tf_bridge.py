@@ -1,0 +1,263 @@
+"""Lets TensorFlow's own C++ readers stream files from HDFS, through a small TF filesystem plugin.
+
+TF 2.21 has no hdfs:// (tensorflow-io does not load on it). native/tf_bridge.cc registers two private schemes with
+TF, `tfoyraw://` and `tfoyrec://`; their reads are served by hdfs-native's Rust client (native/hdfs_reader, called
+by the plugin directly on TF's threads, no GIL) or, when that is not built, by Python callbacks here. TF's
+TFRecordDataset / TextLineDataset then read HDFS files front to back as the bytes arrive: no staging copy, no wait
+for whole files. `tfoyrec` also checks each TFRecord's framing and CRCs as bytes pass, so a corrupt record fails
+with the file and byte offset named.
+
+`./build.sh setup` builds both (`python -m hdfs_io.tf_bridge`): the plugin with the system C++ compiler against the
+installed TF's headers (a few seconds; the first use does it too when it is missing), the Rust reader with cargo
+(about a minute; only at setup). Both land in native/ (and a cache shared by clones), named by a hash of their
+sources, and ship with the project code to YARN containers. Without a C++ compiler `get()` is None and readers
+stage files instead; without the Rust reader the Python callbacks serve reads. Process-wide by nature: TF's
+filesystem registry is.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import itertools
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hdfs_io import fs
+
+log = logging.getLogger(__name__)
+
+NATIVE = Path(__file__).resolve().parent / "native"
+PLUGIN_SOURCE = NATIVE / "tf_bridge.cc"
+READER_CRATE = NATIVE / "hdfs_reader"
+RAW, RECORDS = "tfoyraw", "tfoyrec"
+
+# TF_Code values (tensorflow/c/tf_status.h) the Python callbacks report
+_NOT_FOUND, _PERMISSION_DENIED, _INTERNAL, _UNAVAILABLE = 5, 7, 13, 14
+
+_OPEN = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int64), ctypes.c_void_p,
+                         ctypes.c_size_t)
+_READ = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64, ctypes.c_uint64, ctypes.c_size_t, ctypes.c_void_p,
+                         ctypes.c_void_p, ctypes.c_size_t)
+_CLOSE = ctypes.CFUNCTYPE(None, ctypes.c_int64)
+_DONE = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_uint64)
+
+
+def _key(*parts: bytes) -> str:
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:12]
+
+
+def plugin_path() -> Path:
+    """Where the plugin for this source and this TF lives (it may not be built yet)."""
+    import tensorflow as tf
+
+    return NATIVE / f"libtfoy_tf_bridge-{_key(PLUGIN_SOURCE.read_bytes(), tf.__version__.encode())}.so"
+
+
+def reader_path() -> Path:
+    """Where the Rust reader for these sources lives (it may not be built yet)."""
+    files = [READER_CRATE / "Cargo.toml", READER_CRATE / "Cargo.lock", *sorted((READER_CRATE / "src").glob("*.rs"))]
+    return NATIVE / f"libtfoy_hdfs_reader-{_key(*(f.read_bytes() for f in files))}.so"
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("TFOY_CACHE", os.path.expanduser("~/.cache/tfoy"))) / "native"
+
+
+def _install(target: Path, build: Any) -> Path:
+    """Puts the library in place: from the cache shared by all clones (keyed by the same hash), else by running
+    build(tmp) and caching what it made. Older builds of the same library are removed from native/."""
+    cached = _cache_dir() / target.name
+    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", dir=NATIVE)
+    os.close(fd)
+    try:
+        if cached.exists():
+            shutil.copyfile(cached, tmp)
+        else:
+            build(tmp)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(tmp, f"{cached}.{os.getpid()}")
+            os.replace(f"{cached}.{os.getpid()}", cached)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    for old in NATIVE.glob(target.name.rsplit("-", 1)[0] + "-*.so"):
+        if old != target:
+            old.unlink(missing_ok=True)
+    return target
+
+
+def _run(cmd: list[str], what: str, **kwargs: Any) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, **kwargs)
+    if done.returncode != 0:
+        raise RuntimeError(f"building {what} failed ({' '.join(cmd)}):\n{done.stderr[-4000:]}")
+
+
+def build_plugin() -> Path:
+    """Compiles the TF plugin (a few seconds) unless it is there; raises with the compiler's output."""
+    import tensorflow as tf
+
+    target = plugin_path()
+    if target.exists():
+        return target
+    tf_dir = Path(tf.__file__).resolve().parent
+
+    def compile_to(tmp: str) -> None:
+        _run([os.environ.get("CXX", "g++"), "-O2", "-shared", "-fPIC", "-fvisibility=hidden",
+              *tf.sysconfig.get_compile_flags(), str(PLUGIN_SOURCE), "-o", tmp,
+              *tf.sysconfig.get_link_flags(), f"-Wl,-rpath,{tf_dir}"], target.name)
+
+    return _install(target, compile_to)
+
+
+def build_reader(target_dir: str | None = None) -> Path:
+    """Builds the Rust reader with cargo unless it is there (crates come from crates.io the first time)."""
+    target = reader_path()
+    if target.exists():
+        return target
+    cargo = shutil.which("cargo") or os.path.expanduser("~/.cargo/bin/cargo")
+    target_dir = target_dir or os.environ.get("CARGO_TARGET_DIR") or str(_cache_dir() / "cargo-target")
+
+    def cargo_build(tmp: str) -> None:
+        _run([cargo, "build", "--release", "--locked", "--target-dir", target_dir], target.name, cwd=READER_CRATE)
+        shutil.copyfile(Path(target_dir) / "release" / "libtfoy_hdfs_reader.so", tmp)
+
+    return _install(target, cargo_build)
+
+
+@dataclass
+class _Open:
+    """A file open through the Python callbacks."""
+
+    reader: Any
+    uri: str
+    pos: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Bridge:
+    """The loaded plugin, its reader (Rust, or the Python callbacks below) and the statistics it reports to."""
+
+    def __init__(self, plugin: Path, reader: Path | None):
+        import tensorflow as tf
+
+        self.backend = "rust" if reader else "python"
+        self._files: dict[int, _Open] = {}
+        self._handles = itertools.count(1)
+        self._stats: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+        self._tokens = itertools.count(1)
+        # ctypes keeps no reference to callbacks: the bridge (alive as long as the process) does
+        self._done = _DONE(self._file_done)
+        if reader is not None:
+            self._reader = ctypes.CDLL(str(reader))
+            functions = [ctypes.cast(getattr(self._reader, f"tfoy_hdfs_{op}"), ctypes.c_void_p)
+                         for op in ("open", "read", "close")]
+        else:
+            self._callbacks = (_OPEN(self._open), _READ(self._read), _CLOSE(self._close))
+            functions = [ctypes.cast(c, ctypes.c_void_p) for c in self._callbacks]
+        self._functions = [*functions, ctypes.cast(self._done, ctypes.c_void_p)]
+        self._plugin = ctypes.CDLL(str(plugin))
+        self._plugin.tfoy_bridge_set_callbacks.argtypes = [ctypes.c_void_p] * 4
+        self.activate()
+        if RECORDS not in tf.io.gfile.get_registered_schemes():
+            tf.experimental.register_filesystem_plugin(str(plugin))
+
+    def activate(self) -> None:
+        """Makes this bridge's reader serve the plugin (there is one plugin per process; tests switch readers)."""
+        self._plugin.tfoy_bridge_set_callbacks(*self._functions)
+
+    def name(self, uri: str, records: bool, stats: Any = None) -> str:
+        """The name TF opens for a file: records=True checks TFRecord framing and CRCs as it streams. Files read
+        are counted in stats (files_streamed, bytes_streamed) when TF is done with them."""
+        token = 0
+        if stats is not None:
+            token = next(self._tokens)
+            self._stats[token] = stats
+        return f"{RECORDS if records else RAW}://{token}/{fs.absolute_uri(uri)}"
+
+    # -- callbacks, on TF's threads (ctypes takes the GIL); they must not raise --
+    def _file_done(self, name: bytes, nbytes: int) -> None:
+        try:
+            token = int(name.decode().split("://", 1)[1].split("/", 1)[0])
+            stats = self._stats.get(token) if token else None
+            if stats is not None:
+                stats.add(files_streamed=1, bytes_streamed=nbytes)
+        except Exception:  # noqa: BLE001 - statistics only
+            log.exception("tfoy HDFS bridge: counting %r", name)
+
+    def _open(self, name: bytes, size: Any, err: int, errlen: int) -> int:
+        try:
+            uri = name.decode().split("://", 1)[1].split("/", 1)[1]
+            reader = fs.hdfs_reader(uri)
+            size[0] = reader.size
+            handle = next(self._handles)
+            self._files[handle] = _Open(reader, uri)
+            return handle
+        except BaseException as exc:  # noqa: BLE001 - reported to TF as a status
+            return _report(exc, err, errlen)
+
+    def _read(self, handle: int, offset: int, n: int, buf: int, err: int, errlen: int) -> int:
+        f = self._files.get(handle)
+        try:
+            assert f is not None, f"no open file {handle}"
+            got = 0
+            with f.lock:
+                if f.pos != offset:
+                    f.reader.seek(offset)
+                while got < n:
+                    chunk = f.reader.read(min(n - got, fs.IO_CHUNK))
+                    if not chunk:
+                        break
+                    ctypes.memmove(buf + got, chunk, len(chunk))
+                    got += len(chunk)
+                f.pos = offset + got
+            return got
+        except BaseException as exc:  # noqa: BLE001
+            return _report(fs.translate_error(exc, f.uri) if f else exc, err, errlen)
+
+    def _close(self, handle: int) -> None:
+        self._files.pop(handle, None)
+
+
+def _report(exc: BaseException, err: int, errlen: int) -> int:
+    code = _INTERNAL
+    if isinstance(exc, FileNotFoundError):
+        code = _NOT_FOUND
+    elif isinstance(exc, PermissionError):
+        code = _PERMISSION_DENIED
+    elif isinstance(exc, OSError):
+        code = _UNAVAILABLE
+    message = (str(exc) or type(exc).__name__).encode()[: errlen - 1]
+    ctypes.memmove(err, message + b"\0", len(message) + 1)
+    return -code
+
+
+@functools.cache
+def get() -> Bridge | None:
+    """The process's bridge, loaded on first use; None (readers then stage files) when the plugin cannot be
+    built or loaded. TFOY_HDFS_READER=python uses the Python callbacks even when the Rust reader is built."""
+    try:
+        plugin = build_plugin()
+    except Exception as exc:  # noqa: BLE001 - a missing compiler must not stop reading; it only costs speed
+        log.warning("HDFS streaming into TensorFlow unavailable, files will be staged instead: %s", exc)
+        return None
+    reader = reader_path()
+    if not reader.exists() or os.environ.get("TFOY_HDFS_READER") == "python":
+        log.info("Rust HDFS reader %s not built (./build.sh setup builds it): Python serves TF's reads", reader.name)
+        reader = None
+    return Bridge(plugin, reader)
+
+
+if __name__ == "__main__":  # ./build.sh setup: python -m hdfs_io.tf_bridge
+    print(build_plugin())
+    print(build_reader())
