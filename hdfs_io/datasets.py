@@ -446,6 +446,62 @@ def _bridge_names(files: list[str], records: bool, stats: ReadStats | None) -> l
     return [bridge.name(f, records, stats) for f in files] if bridge else None
 
 
+def _then(fn: Any, args: list[Any], like: Any) -> Any:
+    """An empty dataset shaped like `like` that calls the Python function fn(*args) when it is reached."""
+    import tensorflow as tf
+
+    call = tf.data.Dataset.from_tensors(args[0]).map(lambda _: tf.py_function(fn, args, tf.string))
+    return call.filter(lambda _: False).flat_map(lambda _: like.take(0))
+
+
+class _CsvCheck:
+    """Checked CSV streamed from HDFS. TF's decode errors name neither file nor line, so TF decodes each file's
+    batches of lines with errors ignored, every decoded batch is counted (one py_function per batch, not per
+    row), and after the file the count is compared with the lines tf_bridge saw go by. A file that came up short
+    had a bad line: it is fetched once more and scanned in Python to name the file and line."""
+
+    def __init__(self, bridge: Any, spec: _CsvSpec, per_batch: int, stage_dir: str | None):
+        self.bridge, self.spec, self.per_batch, self.stage_dir = bridge, spec, per_batch, stage_dir
+        self._decoded: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def one_pass(self, name: Any) -> Any:
+        return self.bridge.one_pass(name.numpy().decode())
+
+    def decoded(self, name: Any) -> Any:
+        key = name.numpy().decode()
+        with self._lock:
+            self._decoded[key] = self._decoded.get(key, 0) + 1
+        return name
+
+    def verify(self, name: Any, uri: Any) -> Any:
+        key, uri_text = name.numpy().decode(), uri.numpy().decode()
+        with self._lock:
+            decoded = self._decoded.pop(key, 0)
+        lines = self.bridge.lines_seen(key)
+        if lines is None:
+            raise CsvFormatError(uri_text, 0, "internal: TensorFlow had not closed the file when it was checked")
+        rows = max(lines - self.spec.header, 0)
+        if decoded < -(-rows // self.per_batch):
+            stager = _Stager(_stage_dir(self.stage_dir), None, "raise", True, None)
+            local, _ = stager._download(uri_text)
+            stager.explain_csv(uri_text, local, self.spec)
+        return name
+
+    def read(self, name: Any, uri: Any) -> Any:
+        """One file: its lines in batches, decoded, counted, then the check."""
+        import tensorflow as tf
+
+        one = tf.ensure_shape(tf.py_function(self.one_pass, [name], tf.string), [])
+        batches = self.spec.lines(one).batch(self.per_batch).map(self.spec.decode).ignore_errors()
+
+        def count(*cols: Any) -> Any:
+            with tf.control_dependencies([tf.py_function(self.decoded, [one], tf.string)]):
+                return tuple(tf.identity(c) for c in cols)
+
+        return batches.map(count).concatenate(_then(self.verify, [one, uri], batches))
+
+
 def _staged(ds: Any, stager: _Stager, stage_fn: Any, explain_fn: Any, reader: Any, cycle_length: int,
             block_length: int, deterministic: bool | None) -> Any:
     """Interleaves the files' records: `stage_fn(uri)` stages a file and returns (local, count), `reader(local)`
@@ -463,11 +519,10 @@ def _staged(ds: Any, stager: _Stager, stage_fn: Any, explain_fn: Any, reader: An
 
     def explain(path: Any, uri: Any) -> Any:
         explain_fn(uri.numpy().decode(), path.numpy().decode())
+        return path
 
     def then(fn: Any, local: Any, *more: Any) -> Any:
-        """An empty dataset shaped like the reader's that calls fn(local, *more) when reached."""
-        call = tf.data.Dataset.from_tensors(local).map(lambda p: tf.py_function(fn, [p, *more], tf.string))
-        return call.filter(lambda _: False).flat_map(lambda _: reader(local).take(0))
+        return _then(fn, [local, *more], reader(local))
 
     def read_staged(uri: Any, local: Any, count: Any) -> Any:
         out = reader(local)
@@ -579,12 +634,21 @@ def csv_dataset(
         return local, -(-rows // batch_size) if batch_size and rows > 0 else rows
 
     names = None
-    if not verify and on_bad_line == "raise" and not compression:
+    if on_bad_line == "raise" and not compression:
         if all(tf_native(f) for f in files):
-            names = [re.sub("^file://", "", f) for f in files]
+            names = [re.sub("^file://", "", f) for f in files] if not verify else None
         else:
             names = _bridge_names(files, False, stats)
-    if names is not None:  # TF reads the files itself
+    if names is not None and verify:  # streamed, each file's decoded batches counted against its lines
+        check = _CsvCheck(tf_bridge.get(), spec, batch_size or 1024, stage_dir)
+        pairs = _names_dataset(list(zip(names, files, strict=True)), shuffle_files, seed)
+
+        def read_checked(pair: Any) -> Any:
+            batches = check.read(pair[0], pair[1])
+            return batches if batch_size else batches.unbatch()
+
+        out = _interleave(pairs, read_checked, cycle_length, block_length, deterministic)
+    elif names is not None:  # TF reads the files itself
         out = _interleave(_names_dataset(names, shuffle_files, seed), read, cycle_length, block_length, deterministic)
     else:
         stager = _Stager(_stage_dir(stage_dir), compression, on_bad_line, verify, stats)

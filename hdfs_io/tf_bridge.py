@@ -49,7 +49,7 @@ _OPEN = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_char_p, ctypes.POINTER(ctypes.
 _READ = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64, ctypes.c_uint64, ctypes.c_size_t, ctypes.c_void_p,
                          ctypes.c_void_p, ctypes.c_size_t)
 _CLOSE = ctypes.CFUNCTYPE(None, ctypes.c_int64)
-_DONE = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_uint64)
+_DONE = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_uint64, ctypes.c_uint64)
 
 
 def _key(*parts: bytes) -> str:
@@ -156,6 +156,8 @@ class Bridge:
         self._handles = itertools.count(1)
         self._stats: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         self._tokens = itertools.count(1)
+        self._passes = itertools.count(1)
+        self._lines: dict[str, int] = {}  # per-pass name -> lines the plugin saw
         # ctypes keeps no reference to callbacks: the bridge (alive as long as the process) does
         self._done = _DONE(self._file_done)
         if reader is not None:
@@ -185,11 +187,25 @@ class Bridge:
             self._stats[token] = stats
         return f"{RECORDS if records else RAW}://{token}/{fs.absolute_uri(uri)}"
 
+    def one_pass(self, name: str) -> str:
+        """A name for one pass over a file (`scheme://token.pass/uri`): when TF is done with it, the number of
+        lines the plugin saw is kept for `lines_seen`."""
+        scheme, rest = name.split("://", 1)
+        token, uri = rest.split("/", 1)
+        return f"{scheme}://{token}.{next(self._passes)}/{uri}"
+
+    def lines_seen(self, name: str) -> int | None:
+        """Lines (newlines, plus an unterminated last line) in a one_pass() file TF has read and closed."""
+        return self._lines.pop(name, None)
+
     # -- callbacks, on TF's threads (ctypes takes the GIL); they must not raise --
-    def _file_done(self, name: bytes, nbytes: int) -> None:
+    def _file_done(self, name: bytes, nbytes: int, lines: int) -> None:
         try:
-            token = int(name.decode().split("://", 1)[1].split("/", 1)[0])
-            stats = self._stats.get(token) if token else None
+            text = name.decode()
+            token = text.split("://", 1)[1].split("/", 1)[0]
+            if "." in token:
+                self._lines[text] = lines
+            stats = self._stats.get(int(token.split(".")[0]))
             if stats is not None:
                 stats.add(files_streamed=1, bytes_streamed=nbytes)
         except Exception:  # noqa: BLE001 - statistics only
@@ -251,9 +267,13 @@ def get() -> Bridge | None:
     except Exception as exc:  # noqa: BLE001 - a missing compiler must not stop reading; it only costs speed
         log.warning("HDFS streaming into TensorFlow unavailable, files will be staged instead: %s", exc)
         return None
-    reader = reader_path()
-    if not reader.exists() or os.environ.get("TFOY_HDFS_READER") == "python":
-        log.info("Rust HDFS reader %s not built (./build.sh setup builds it): Python serves TF's reads", reader.name)
+    try:
+        reader: Path | None = reader_path()
+    except OSError as exc:  # its sources did not travel (an old code zip): the Python callbacks serve
+        log.info("Rust HDFS reader unavailable (%s)", exc)
+        reader = None
+    if reader is None or not reader.exists() or os.environ.get("TFOY_HDFS_READER") == "python":
+        log.info("Rust HDFS reader not built (./build.sh setup builds it): Python serves TF's reads")
         reader = None
     return Bridge(plugin, reader)
 

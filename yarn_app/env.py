@@ -199,7 +199,7 @@ def build_code_zip(output: Path, root: Path | None = None) -> Path:
     root = root or Path(__file__).resolve().parent.parent
     with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as zf:
         for pkg in PROJECT_PACKAGES:
-            for pattern in ("*.py", "*.so", "*.cc"):
+            for pattern in ("*.py", "*.so", "*.cc", "*.rs", "Cargo.toml", "Cargo.lock"):
                 for f in sorted((root / pkg).rglob(pattern)):
                     if "target" not in f.relative_to(root).parts:
                         zf.write(f, f.relative_to(root).as_posix())

@@ -31,8 +31,9 @@ typedef int64_t (*tfoy_open_fn)(const char* name, int64_t* size, char* err, size
 // bytes read (fewer than n only at the end of the file), or -(TF_Code) with a message in err
 typedef int64_t (*tfoy_read_fn)(int64_t handle, uint64_t offset, size_t n, char* buf, char* err, size_t errlen);
 typedef void (*tfoy_close_fn)(int64_t handle);
-// told when TF is done with a file and how many bytes it read (for the reader's statistics)
-typedef void (*tfoy_done_fn)(const char* name, uint64_t bytes);
+// told when TF is done with a file: bytes read and lines seen (newlines, plus an unterminated last line), which
+// hdfs_io compares with the CSV rows TF parsed to find files with bad lines
+typedef void (*tfoy_done_fn)(const char* name, uint64_t bytes, uint64_t lines);
 }
 
 namespace {
@@ -160,6 +161,8 @@ struct File {
   std::string name;  // as TF opened it
   std::string uri;   // for messages
   uint64_t bytes = 0;
+  uint64_t newlines = 0;
+  char last = '\n';
   bool walk;
   std::mutex mu;
   RecordWalk rec;
@@ -182,7 +185,7 @@ void SetStatusFromCallback(int64_t code, const char* err, TF_Status* status) {
 void FileCleanup(TF_RandomAccessFile* file) {
   auto* f = static_cast<File*>(file->plugin_file);
   if (tfoy_close_fn close = g_close.load()) close(f->handle);
-  if (tfoy_done_fn done = g_done.load()) done(f->name.c_str(), f->bytes);
+  if (tfoy_done_fn done = g_done.load()) done(f->name.c_str(), f->bytes, f->newlines + (f->last != '\n'));
   delete f;
 }
 
@@ -205,6 +208,13 @@ int64_t FileRead(const TF_RandomAccessFile* file, uint64_t offset, size_t n, cha
     return -1;
   }
   f->bytes += got;
+  if (!f->walk && got > 0 && offset == f->bytes - got) {  // raw streams read in order: count their lines
+    const char* end = buffer + got;
+    for (const char* p = buffer; (p = static_cast<const char*>(std::memchr(p, '\n', end - p))) != nullptr; ++p) {
+      ++f->newlines;
+    }
+    f->last = buffer[got - 1];
+  }
   if (f->walk && !f->rec.off) {
     if (offset != f->rec.pos) {
       f->rec.off = true;
