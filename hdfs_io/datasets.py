@@ -481,9 +481,12 @@ class _CsvCheck:
         key, uri_text = name.numpy().decode(), uri.numpy().decode()
         with self._lock:
             decoded = self._decoded.pop(key, 0)
-        lines = self.bridge.lines_seen(key)
-        if lines is None:
-            raise CsvFormatError(uri_text, 0, "internal: TensorFlow had not closed the file when it was checked")
+        done = self.bridge.pass_done(key)
+        if done is None:
+            raise OSError(f"{uri_text}: TensorFlow had not finished reading the file when it was checked")
+        lines, error = done
+        if error is not None:  # a failed open or read, which ignore_errors() hid
+            raise OSError(error)
         rows = max(lines - self.spec.header, 0)
         if decoded < -(-rows // self.per_batch):
             stager = _Stager(_stage_dir(self.stage_dir), None, "raise", True, None)

@@ -49,7 +49,7 @@ _OPEN = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_char_p, ctypes.POINTER(ctypes.
 _READ = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64, ctypes.c_uint64, ctypes.c_size_t, ctypes.c_void_p,
                          ctypes.c_void_p, ctypes.c_size_t)
 _CLOSE = ctypes.CFUNCTYPE(None, ctypes.c_int64)
-_DONE = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_uint64, ctypes.c_uint64)
+_DONE = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_char_p)
 
 
 def _key(*parts: bytes) -> str:
@@ -157,7 +157,7 @@ class Bridge:
         self._stats: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         self._tokens = itertools.count(1)
         self._passes = itertools.count(1)
-        self._lines: dict[str, int] = {}  # per-pass name -> lines the plugin saw
+        self._passes_done: dict[str, tuple[int, str | None]] = {}  # per-pass name -> (lines seen, error)
         # ctypes keeps no reference to callbacks: the bridge (alive as long as the process) does
         self._done = _DONE(self._file_done)
         if reader is not None:
@@ -194,17 +194,18 @@ class Bridge:
         token, uri = rest.split("/", 1)
         return f"{scheme}://{token}.{next(self._passes)}/{uri}"
 
-    def lines_seen(self, name: str) -> int | None:
-        """Lines (newlines, plus an unterminated last line) in a one_pass() file TF has read and closed."""
-        return self._lines.pop(name, None)
+    def pass_done(self, name: str) -> tuple[int, str | None] | None:
+        """For a one_pass() file TF is done with: (lines seen, what went wrong reading it or None), else None.
+        Lines are newlines plus an unterminated last line."""
+        return self._passes_done.pop(name, None)
 
     # -- callbacks, on TF's threads (ctypes takes the GIL); they must not raise --
-    def _file_done(self, name: bytes, nbytes: int, lines: int) -> None:
+    def _file_done(self, name: bytes, nbytes: int, lines: int, error: bytes | None) -> None:
         try:
             text = name.decode()
             token = text.split("://", 1)[1].split("/", 1)[0]
             if "." in token:
-                self._lines[text] = lines
+                self._passes_done[text] = (lines, error.decode(errors="replace") if error else None)
             stats = self._stats.get(int(token.split(".")[0]))
             if stats is not None:
                 stats.add(files_streamed=1, bytes_streamed=nbytes)

@@ -31,9 +31,10 @@ typedef int64_t (*tfoy_open_fn)(const char* name, int64_t* size, char* err, size
 // bytes read (fewer than n only at the end of the file), or -(TF_Code) with a message in err
 typedef int64_t (*tfoy_read_fn)(int64_t handle, uint64_t offset, size_t n, char* buf, char* err, size_t errlen);
 typedef void (*tfoy_close_fn)(int64_t handle);
-// told when TF is done with a file: bytes read and lines seen (newlines, plus an unterminated last line), which
-// hdfs_io compares with the CSV rows TF parsed to find files with bad lines
-typedef void (*tfoy_done_fn)(const char* name, uint64_t bytes, uint64_t lines);
+// told when TF is done with a file (or failed to open it): bytes read, lines seen (newlines, plus an unterminated
+// last line), which hdfs_io compares with the CSV rows TF parsed to find files with bad lines, and what went wrong
+// (null if nothing did): a reader that ignores errors to count rows must not lose a failed read.
+typedef void (*tfoy_done_fn)(const char* name, uint64_t bytes, uint64_t lines, const char* error);
 }
 
 namespace {
@@ -164,9 +165,11 @@ struct File {
   uint64_t newlines = 0;
   char last = '\n';
   bool walk;
+  bool tracked;  // a one-pass name (token "T.P"): failures end the file and go to the done callback instead
   std::mutex mu;
   RecordWalk rec;
-  std::string error;  // sticky: the file is bad from here on
+  std::string error;  // sticky: the file is bad, or unreadable, from here on
+  TF_Code code = TF_OK;
 };
 
 // "tfoyrec://3/hdfs://nn:8020/p" -> "hdfs://nn:8020/p"
@@ -184,8 +187,14 @@ void SetStatusFromCallback(int64_t code, const char* err, TF_Status* status) {
 
 void FileCleanup(TF_RandomAccessFile* file) {
   auto* f = static_cast<File*>(file->plugin_file);
-  if (tfoy_close_fn close = g_close.load()) close(f->handle);
-  if (tfoy_done_fn done = g_done.load()) done(f->name.c_str(), f->bytes, f->newlines + (f->last != '\n'));
+  tfoy_close_fn close = g_close.load();
+  if (close != nullptr && f->handle >= 0) close(f->handle);
+  if (f->error.empty() && f->bytes < static_cast<uint64_t>(f->size)) {
+    f->error = f->uri + ": read stopped at byte " + std::to_string(f->bytes) + " of " + std::to_string(f->size);
+  }
+  if (tfoy_done_fn done = g_done.load()) {
+    done(f->name.c_str(), f->bytes, f->newlines + (f->last != '\n'), f->error.empty() ? nullptr : f->error.c_str());
+  }
   delete f;
 }
 
@@ -197,15 +206,20 @@ int64_t FileRead(const TF_RandomAccessFile* file, uint64_t offset, size_t n, cha
     return -1;
   }
   std::lock_guard<std::mutex> lock(f->mu);
-  if (!f->error.empty()) {
-    TF_SetStatus(status, TF_DATA_LOSS, f->error.c_str());
-    return -1;
+  if (f->code != TF_OK) {
+    // A reader that ignores errors (checked CSV) would retry a failing file forever: a tracked file just ends,
+    // and its error reaches hdfs_io through the done callback.
+    TF_SetStatus(status, f->tracked ? TF_OUT_OF_RANGE : f->code, f->error.c_str());
+    return f->tracked ? 0 : -1;
   }
   char err[kErrLen] = {0};
   int64_t got = read(f->handle, offset, n, buffer, err, sizeof err);
   if (got < 0) {
     SetStatusFromCallback(got, err, status);
-    return -1;
+    f->code = TF_GetCode(status);
+    f->error = TF_Message(status);
+    if (f->tracked) TF_SetStatus(status, TF_OUT_OF_RANGE, f->error.c_str());
+    return f->tracked ? 0 : -1;
   }
   f->bytes += got;
   if (!f->walk && got > 0 && offset == f->bytes - got) {  // raw streams read in order: count their lines
@@ -223,6 +237,7 @@ int64_t FileRead(const TF_RandomAccessFile* file, uint64_t offset, size_t n, cha
       if (bad.empty() && offset + got >= static_cast<uint64_t>(f->size)) bad = f->rec.End(f->size);
       if (!bad.empty()) {
         f->error = f->uri + ": " + bad;
+        f->code = TF_DATA_LOSS;
         TF_SetStatus(status, TF_DATA_LOSS, f->error.c_str());
         return -1;
       }
@@ -254,16 +269,24 @@ void NewRandomAccessFile(const TF_Filesystem*, const char* path, TF_RandomAccess
   char err[kErrLen] = {0};
   int64_t size = 0;
   int64_t handle = open(path, &size, err, sizeof err);
-  if (handle < 0) {
-    SetStatusFromCallback(handle, err, status);
-    return;
-  }
   auto* f = new File();
   f->handle = handle;
-  f->size = size;
+  f->size = handle < 0 ? 0 : size;
   f->name = path;
   f->uri = UriOf(path);
   f->walk = std::strncmp(path, "tfoyrec://", 10) == 0;
+  const char* token = std::strstr(path, "://");
+  const char* slash = token ? std::strchr(token + 3, '/') : nullptr;
+  f->tracked = slash != nullptr && std::memchr(token + 3, '.', slash - (token + 3)) != nullptr;
+  if (handle < 0) {
+    SetStatusFromCallback(handle, err, status);
+    f->code = TF_GetCode(status);
+    f->error = TF_Message(status);
+    if (!f->tracked) {
+      delete f;
+      return;
+    }
+  }
   file->plugin_file = f;
   TF_SetStatus(status, TF_OK, "");
 }

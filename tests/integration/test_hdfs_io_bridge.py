@@ -79,6 +79,15 @@ def test_file_gone_after_listing_is_named(hdfs_tmp):
         list(ds)
 
 
+def test_csv_read_errors_are_not_ignored_with_bad_lines(hdfs_tmp):
+    # checked CSV ignores TF's decode errors to count rows; a file it cannot read must still fail, named
+    fs.write_bytes(f"{hdfs_tmp}/a.csv", b"a,b\n1,2\n")
+    ds = datasets.csv_dataset(f"{hdfs_tmp}/*.csv", [tf.int32, tf.int32])
+    fs.delete(f"{hdfs_tmp}/a.csv")
+    with pytest.raises(tf.errors.OpError, match=f"{fs.absolute_uri(hdfs_tmp)}/a.csv: no such file"):
+        list(ds)
+
+
 READ_AS_NOBODY = """
 import sys
 import tensorflow as tf
