@@ -1,15 +1,17 @@
 """tf.data readers for TFRecord and CSV files on HDFS (or anything else tfoy paths name).
 
-When TensorFlow itself has a filesystem for the scheme (`file`, or `hdfs` with tensorflow-io on older TF) the
-files go straight to TF's readers. Otherwise each file is *staged*: streamed from HDFS with hdfs-native in 1 MiB
-reads (GIL released) into a private folder (RAM under /dev/shm when it has room), then read by TF's own C++
-TFRecordDataset / TextLineDataset + decode_csv, so per-record work (framing, CRC, parsing) stays in C++. Files are
-staged side by side on the interleave's workers and each is deleted as soon as it has been read.
+Per-record work (framing, CRC, parsing) always stays in TF's C++ readers; what differs is how bytes reach them.
+When TensorFlow has a filesystem for the scheme (`file`, or `hdfs` with tensorflow-io on older TF) it opens the
+files itself. HDFS files are *streamed*: tf_bridge's filesystem plugin lets TF's TFRecordDataset / TextLineDataset
+read them as the bytes arrive. GZIP files, the skip modes, and machines without the plugin *stage* instead: each
+file is copied with hdfs-native into a private folder (RAM under /dev/shm when it has room), side by side on the
+interleave's workers, read from there and deleted.
 
 TF's own errors say only "corrupted record at <offset>" or "Expect 3 fields but have 2 in record", without a file.
-So the stager counts what a file holds (records by their length fields, lines by their newlines), TF reads it with
-errors ignored, and a file that yields fewer than counted is scanned in Python to raise an error naming the file
-and the byte offset or line. Good files pay only the count.
+Streamed TFRecords are checked by the plugin as they pass (file and offset named); streamed CSV counts decoded
+batches against the lines the plugin saw; staged files are counted first (records by their length fields, lines
+by their newlines) and read with errors ignored. A file that comes up short is scanned in Python to name the file
+and the line or byte offset. Good files pay only the count.
 """
 
 from __future__ import annotations
