@@ -72,6 +72,9 @@ def translate_error(exc: BaseException, uri: str) -> BaseException:
         return FileExistsError(f"{uri}: already exists")
     if "ParentNotDirectoryException" in text or isinstance(exc, NotADirectoryError):
         return NotADirectoryError(f"{uri}: a parent is not a directory")
+    if "All DataNodes failed" in text:  # followed by a dump of every replica's location
+        return OSError(f"{uri}: no DataNode could serve this part of the file: every replica was unreachable or "
+                       "failed its checksum")
     return exc
 
 

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 NATIVE = Path(__file__).resolve().parent / "native"
 PLUGIN_SOURCE = NATIVE / "tf_bridge.cc"
 READER_CRATE = NATIVE / "hdfs_reader"
+CRC_SHIM = NATIVE / "crc_shim"  # patched in for hdfs-native's `crc` (hardware CRC32C), see its src/lib.rs
 RAW, RECORDS = "tfoyraw", "tfoyrec"
 
 # TF_Code values (tensorflow/c/tf_status.h) the Python callbacks report
@@ -65,7 +66,9 @@ def plugin_path() -> Path:
 
 def reader_path() -> Path:
     """Where the Rust reader for these sources lives (it may not be built yet)."""
-    files = [READER_CRATE / "Cargo.toml", READER_CRATE / "Cargo.lock", *sorted((READER_CRATE / "src").glob("*.rs"))]
+    files = [READER_CRATE / "Cargo.lock"]
+    for crate in (READER_CRATE, CRC_SHIM):
+        files += [crate / "Cargo.toml", *sorted((crate / "src").glob("*.rs"))]
     return NATIVE / f"libtfoy_hdfs_reader-{_key(*(f.read_bytes() for f in files))}.so"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import tensorflow as tf
 
 from hdfs_io import datasets, fs, tf_bridge
 from hdfs_io.records import make_example, scan_frames, write_tfrecords
+from tests.conftest import _site_value
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +71,47 @@ def test_tfrecords_stream_and_corruption_is_named(hdfs_tmp, reader, request):
     with pytest.raises(tf.errors.DataLossError, match=expected):
         for _ in tf.data.TFRecordDataset(bridge.name(uri, True), buffer_size=1 << 16):
             pass
+
+
+def _block_file(hadoop_conf, data: bytes) -> Path:
+    """The DataNode's file holding this single-block content (the embedded cluster keeps it on this machine)."""
+    data_dir = _site_value(hadoop_conf, "hdfs-site.xml", "dfs.datanode.data.dir") or ""
+    root = Path(data_dir.removeprefix("file://"))
+    if not root.is_dir():
+        pytest.fail(f"dfs.datanode.data.dir={data_dir!r} is not on this machine: this test needs the embedded cluster")
+    blocks = [p for p in root.rglob("blk_*") if not p.name.endswith(".meta") and p.stat().st_size == len(data)]
+    for path in sorted(blocks, key=lambda p: p.stat().st_mtime, reverse=True):
+        if path.read_bytes() == data:
+            return path
+    pytest.fail(f"no block file under {root} holds the {len(data)} bytes just written")
+
+
+@pytest.mark.parametrize("reader", ["rust", "python"])
+def test_replica_failing_hdfs_checksum_is_named(hadoop_conf, hdfs_tmp, reader, request):
+    # a raw (CSV) stream has no record CRCs of its own: HDFS's chunk checksums are what catch a rotten replica
+    bridge = request.getfixturevalue("python_reader") if reader == "python" else tf_bridge.get()
+    data = np.random.default_rng(2).bytes(3 << 20)
+    uri = fs.absolute_uri(f"{hdfs_tmp}/rotten.csv")
+    fs.write_bytes(uri, data)
+    name = bridge.name(uri, records=False)
+    assert tf.io.read_file(name).numpy() == data  # the checksums pass as written
+    with open(_block_file(hadoop_conf, data), "r+b") as block:
+        block.seek((2 << 20) + 7)
+        block.write(bytes([data[(2 << 20) + 7] ^ 0x01]))
+    with pytest.raises(tf.errors.OpError, match=f"{uri}: .*(checksum|DataNodes? failed)") as failed:
+        tf.io.read_file(name).numpy()
+    assert len(failed.value.message) < 600, failed.value.message  # the reason, not a dump of block locations
+
+
+def test_reader_threads_yield_to_tensorflow(hdfs_tmp):
+    fs.write_bytes(f"{hdfs_tmp}/a.bin", b"x" * 1000)
+    bridge = tf_bridge.get()
+    assert tf.io.read_file(bridge.name(fs.absolute_uri(f"{hdfs_tmp}/a.bin"), records=False)).numpy() == b"x" * 1000
+    nice = {}
+    for task in Path("/proc/self/task").iterdir():
+        if (task / "comm").read_text().strip() == "tfoy-hdfs-io":
+            nice[task.name] = int((task / "stat").read_text().rsplit(")", 1)[1].split()[16])
+    assert nice and set(nice.values()) == {10}, nice  # TFOY_HDFS_READER_NICE's default
 
 
 def test_file_gone_after_listing_is_named(hdfs_tmp):
