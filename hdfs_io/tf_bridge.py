@@ -64,12 +64,17 @@ def plugin_path() -> Path:
     return NATIVE / f"libtfoy_tf_bridge-{_key(PLUGIN_SOURCE.read_bytes(), tf.__version__.encode())}.so"
 
 
-def reader_path() -> Path:
-    """Where the Rust reader for these sources lives (it may not be built yet)."""
+def reader_sources() -> list[Path]:
+    """What the Rust reader is built from, and so what its name is derived from (containers need them all)."""
     files = [READER_CRATE / "Cargo.lock"]
     for crate in (READER_CRATE, CRC_SHIM):
         files += [crate / "Cargo.toml", *sorted((crate / "src").glob("*.rs"))]
-    return NATIVE / f"libtfoy_hdfs_reader-{_key(*(f.read_bytes() for f in files))}.so"
+    return files
+
+
+def reader_path() -> Path:
+    """Where the Rust reader for these sources lives (it may not be built yet)."""
+    return NATIVE / f"libtfoy_hdfs_reader-{_key(*(f.read_bytes() for f in reader_sources()))}.so"
 
 
 def _cache_dir() -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hdfs_io import tf_bridge
 from tfnode import barrier as kvb
 from tfnode.bootstrap import JobRuntime, cuda_visible_devices
 from yarn_app import cluster
@@ -179,6 +180,9 @@ def test_code_zip_contains_the_packages(tmp_path):
     # the native libraries ./build.sh setup built travel with the code (containers cannot build them)
     built = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "hdfs_io" / "native").glob("*.so"))
     assert built and all(name in names for name in built)
+    # and what their names are derived from: a container without them would not find the reader
+    sources = [p.relative_to(ROOT).as_posix() for p in tf_bridge.reader_sources()]
+    assert "hdfs_io/native/crc_shim/src/lib.rs" in sources and all(name in names for name in sources)
 
 
 def test_env_key_is_stable_and_depends_on_exclusions():
