@@ -13,6 +13,7 @@ JAVA_HOME, TFOY_START_TIMEOUT (seconds, default 180), TFOY_HADOOP_PORT_OFFSET (a
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import re
@@ -125,7 +126,8 @@ class Cluster:
         for d in (self.conf, self.logs, self.pids, self.state / "tmp", self.state / "nm-local", self.state / "nm-logs"):
             d.mkdir(parents=True, exist_ok=True)
         values = {**{k: str(v) for k, v in PORTS.items()}, **{k: str(v) for k, v in SIZING.items()}}
-        values.update(STATE=str(self.state), HADOOP_CONF_DIR=str(self.conf), HADOOP_LIB=str(self.lib))
+        values.update(STATE=str(self.state), HADOOP_CONF_DIR=str(self.conf), HADOOP_LIB=str(self.lib),
+                      USER=getpass.getuser())
         for template in sorted(TEMPLATES.glob("*.in")):
             text = template.read_text()
             for key, value in values.items():

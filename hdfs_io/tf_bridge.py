@@ -153,6 +153,17 @@ class _Open:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+@dataclass(frozen=True)
+class LocalReads:
+    """Files the Rust reader read from local block replicas, files it streamed from DataNodes, local reads that
+    failed mid-file (then served by the DataNode), and why the last file was not, or no longer, read locally."""
+
+    local_files: int
+    streamed_files: int
+    fallbacks: int
+    last_reason: str
+
+
 class Bridge:
     """The loaded plugin, its reader (Rust, or the Python callbacks below) and the statistics it reports to."""
 
@@ -185,6 +196,16 @@ class Bridge:
     def activate(self) -> None:
         """Makes this bridge's reader serve the plugin (there is one plugin per process; tests switch readers)."""
         self._plugin.tfoy_bridge_set_callbacks(*self._functions)
+
+    def local_reads(self) -> LocalReads:
+        """How the Rust reader has read files so far in this process (short-circuit local reads, see
+        native/hdfs_reader/src/local.rs); all zero for the Python reader, which always streams."""
+        if self.backend != "rust":
+            return LocalReads(0, 0, 0, "the Python reader streams every file")
+        counts = (ctypes.c_int64 * 3)()
+        reason = ctypes.create_string_buffer(1024)
+        self._reader.tfoy_hdfs_local_stats(counts, reason, ctypes.c_size_t(len(reason)))
+        return LocalReads(counts[0], counts[1], counts[2], reason.value.decode(errors="replace"))
 
     def name(self, uri: str, records: bool, stats: Any = None) -> str:
         """The name TF opens for a file: records=True checks TFRecord framing and CRCs as it streams. Files read

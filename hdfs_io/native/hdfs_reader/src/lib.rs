@@ -6,7 +6,10 @@
 //! file read front to back, each packet copied once, into TF's buffer. Errors come back as a TF_Code (negated) and
 //! a message naming the file.
 
-use std::collections::HashMap;
+mod local;
+mod rpc;
+
+use std::collections::{HashMap, HashSet};
 use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -28,7 +31,11 @@ const DATA_LOSS: i64 = 15;
 
 struct OpenFile {
     uri: String,
-    reader: FileReader,
+    base: String,
+    path: String,
+    length: usize,
+    local: Option<local::LocalFile>, // every block from a local replica (local.rs), else the DataNode stream:
+    reader: Option<FileReader>,      // opened when first needed
     stream: Option<BoxStream<'static, hdfs_native::Result<Bytes>>>,
     pos: usize,      // file offset of the next byte handed out (the first of `leftover`)
     leftover: Bytes, // the rest of the last packet
@@ -39,6 +46,11 @@ struct State {
     clients: Mutex<HashMap<String, Arc<Client>>>,
     files: Mutex<HashMap<i64, Arc<Mutex<OpenFile>>>>,
     next: AtomicI64,
+    refused: Mutex<HashSet<String>>, // "DataNode-ipc-address user" that refused short-circuit reads
+    local_files: AtomicI64,
+    streamed_files: AtomicI64,
+    local_fallbacks: AtomicI64, // local reads that failed mid-file and went on through the DataNode
+    last_fallback: Mutex<String>,
 }
 
 fn state() -> &'static State {
@@ -54,6 +66,11 @@ fn state() -> &'static State {
         clients: Mutex::new(HashMap::new()),
         files: Mutex::new(HashMap::new()),
         next: AtomicI64::new(1),
+        refused: Mutex::new(HashSet::new()),
+        local_files: AtomicI64::new(0),
+        streamed_files: AtomicI64::new(0),
+        local_fallbacks: AtomicI64::new(0),
+        last_fallback: Mutex::new(String::new()),
     })
 }
 
@@ -141,14 +158,77 @@ fn client(base: &str) -> Result<Arc<Client>, Failure> {
 
 fn open(name: &str) -> Result<(i64, i64), Failure> {
     let (uri, base, path) = split_name(name)?;
-    let c = client(&base)?;
     let st = state();
-    let reader = st.runtime.block_on(c.read(&path)).map_err(|e| failure(&uri, e))?;
-    let size = reader.file_length() as i64;
+    let mut file = OpenFile {
+        uri,
+        base,
+        path,
+        length: 0,
+        local: None,
+        reader: None,
+        stream: None,
+        pos: 0,
+        leftover: Bytes::new(),
+    };
+    match open_local(&file) {
+        Ok(lf) => {
+            file.length = lf.length() as usize;
+            file.local = Some(lf);
+            st.local_files.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(reason) => {
+            if let Some(reason) = reason {
+                *st.last_fallback.lock().unwrap() = format!("{}: {reason}", file.uri);
+            }
+            let reader = open_stream(&file)?;
+            file.length = reader.file_length();
+            file.reader = Some(reader);
+            st.streamed_files.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let size = file.length as i64;
     let handle = st.next.fetch_add(1, Ordering::Relaxed);
-    let file = OpenFile { uri, reader, stream: None, pos: 0, leftover: Bytes::new() };
     st.files.lock().unwrap().insert(handle, Arc::new(Mutex::new(file)));
     Ok((handle, size))
+}
+
+/// The file from local replicas, or why not (None: short-circuit reads are off, or not an hdfs:// file).
+fn open_local(f: &OpenFile) -> Result<local::LocalFile, Option<String>> {
+    let settings = local::Settings::load();
+    let authority = f.base.strip_prefix("hdfs://").filter(|a| !a.is_empty());
+    let (true, Some(authority)) = (settings.enabled, authority) else {
+        return Err(None);
+    };
+    let st = state();
+    let refused = st.refused.lock().unwrap().clone();
+    local::open(&settings, authority, &f.path, &hdfs_user(), &refused).map_err(|fb| {
+        if let Some(key) = fb.refused {
+            st.refused.lock().unwrap().insert(key);
+        }
+        Some(fb.reason)
+    })
+}
+
+fn open_stream(f: &OpenFile) -> Result<FileReader, Failure> {
+    let c = client(&f.base)?;
+    state().runtime.block_on(c.read(&f.path)).map_err(|e| failure(&f.uri, e))
+}
+
+/// The HDFS user under SIMPLE authentication, as hdfs-native decides it: HADOOP_USER_NAME, else the login name.
+fn hdfs_user() -> String {
+    if let Ok(u) = std::env::var("HADOOP_USER_NAME") {
+        return u;
+    }
+    // SAFETY: getpwuid_r writes into the buffers given; the name is copied out before they go
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0 as c_char; 4096];
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        if libc::getpwuid_r(libc::geteuid(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut out) == 0 && !out.is_null() {
+            return CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned();
+        }
+    }
+    std::env::var("USER").unwrap_or_else(|_| "unknown".to_string())
 }
 
 fn read(handle: i64, offset: usize, out: &mut [u8]) -> Result<usize, Failure> {
@@ -156,7 +236,26 @@ fn read(handle: i64, offset: usize, out: &mut [u8]) -> Result<usize, Failure> {
     let file = st.files.lock().unwrap().get(&handle).cloned();
     let file = file.ok_or_else(|| Failure(INTERNAL, format!("tfoy HDFS reader: no open file {handle}")))?;
     let mut f = file.lock().unwrap();
-    let length = f.reader.file_length();
+    let length = f.length;
+    if let Some(lf) = f.local.as_mut() {
+        match lf.read(offset as u64, out) {
+            Ok(got) => {
+                f.pos = offset + got;
+                return Ok(got);
+            }
+            Err(reason) => {
+                // a failed checksum or a vanished block file: the DataNode decides (another replica, or the error)
+                *st.last_fallback.lock().unwrap() = format!("{}: {reason}", f.uri);
+                st.local_fallbacks.fetch_add(1, Ordering::Relaxed);
+                f.local = None;
+                f.pos = usize::MAX;
+            }
+        }
+    }
+    if f.reader.is_none() {
+        let reader = open_stream(&f)?;
+        f.reader = Some(reader);
+    }
     if offset != f.pos {
         // not where the stream is: start a new one there (TF's readers go front to back, so this is rare)
         f.stream = None;
@@ -168,7 +267,7 @@ fn read(handle: i64, offset: usize, out: &mut [u8]) -> Result<usize, Failure> {
         if f.leftover.is_empty() {
             if f.stream.is_none() {
                 let (pos, rest) = (f.pos, length - f.pos);
-                f.stream = Some(f.reader.read_range_stream(pos, rest).boxed());
+                f.stream = Some(f.reader.as_ref().unwrap().read_range_stream(pos, rest).boxed());
             }
             let next = st.runtime.block_on(f.stream.as_mut().unwrap().next());
             match next {
@@ -242,6 +341,21 @@ pub unsafe extern "C" fn tfoy_hdfs_read(
         Ok(got) => got as i64,
         Err(f) => report(f, err, errlen),
     }
+}
+
+/// How files were read so far: counts[0] from local replicas, [1] through DataNode streams, [2] local reads that
+/// failed and went on through the DataNode; `reason` gets why the last file was not (or no longer) read locally.
+///
+/// # Safety
+/// `counts` points to 3 i64; `reason` has room for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn tfoy_hdfs_local_stats(counts: *mut i64, reason: *mut c_char, len: usize) {
+    let st = state();
+    *counts = st.local_files.load(Ordering::Relaxed);
+    *counts.add(1) = st.streamed_files.load(Ordering::Relaxed);
+    *counts.add(2) = st.local_fallbacks.load(Ordering::Relaxed);
+    let text = st.last_fallback.lock().unwrap().clone();
+    report(Failure(0, text), reason, len);
 }
 
 /// Forgets an open file.

@@ -1,0 +1,330 @@
+//! Short-circuit local reads: when the reader runs on a host whose DataNode holds the file's blocks (a YARN
+//! container beside its DataNode, the embedded cluster), read the block files from the local disk instead of
+//! having the DataNode stream them over a socket. It is HDFS's own fast path for co-located readers, in the
+//! "legacy" form (HDFS-2246) that needs no native library: the DataNode tells an allowed user
+//! (`dfs.block.local-path-access.user`) where a block's data and checksum files are (getBlockLocalPathInfo), and
+//! the client reads and checks them itself. The domain-socket form needs libhadoop on the DataNode, which the Maven
+//! jars do not ship.
+//!
+//! Like Hadoop's client it is on when `dfs.client.read.shortcircuit` and `dfs.client.use.legacy.blockreader.local`
+//! are both true, and checks the chunk checksums unless `dfs.client.read.shortcircuit.skip.checksum`.
+//! TFOY_HDFS_SHORT_CIRCUIT=0/1 overrides the first two. Anything short of a plain local replica of every block
+//! (a Kerberos cluster, a file being written, encryption, erasure coding, a DataNode elsewhere or refusing the
+//! user, an unreadable block file) keeps the DataNode stream, and the reason is kept for `tfoy_hdfs_local_stats`.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::net::IpAddr;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::rpc::{self, RpcClient, RpcError};
+
+const RPC_TIMEOUT: Duration = Duration::from_secs(10); // each read and write
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const META_HEADER: u64 = 7; // version (u16), checksum type (u8), bytes per checksum (u32), all big-endian
+
+#[derive(Clone, Copy)]
+enum Sum {
+    Crc32,
+    Crc32c,
+}
+
+struct Checksums {
+    meta: File,
+    sum: Sum,
+    chunk: u64,
+}
+
+struct LocalBlock {
+    start: u64, // offset of the block's first byte in the file
+    len: u64,
+    id: u64,
+    data: File,
+    checksums: Option<Checksums>, // None: dfs.client.read.shortcircuit.skip.checksum, or a NULL checksum type
+}
+
+/// A file whose every block is read from a local replica.
+pub struct LocalFile {
+    blocks: Vec<LocalBlock>,
+    scratch: Vec<u8>,
+}
+
+/// What this process's configuration says about short-circuit reads.
+pub struct Settings {
+    pub enabled: bool,
+    skip_checksum: bool,
+    kerberos: bool,
+    conf: HashMap<String, String>,
+}
+
+impl Settings {
+    pub fn load() -> Settings {
+        let conf = hadoop_conf();
+        let flag = |k: &str| conf.get(k).map(|v| v.trim().eq_ignore_ascii_case("true")).unwrap_or(false);
+        let enabled = match std::env::var("TFOY_HDFS_SHORT_CIRCUIT").ok().as_deref().map(str::trim) {
+            Some("1") | Some("true") => true,
+            Some("0") | Some("false") => false,
+            _ => flag("dfs.client.read.shortcircuit") && flag("dfs.client.use.legacy.blockreader.local"),
+        };
+        let kerberos = conf.get("hadoop.security.authentication").is_some_and(|v| v.trim() == "kerberos");
+        Settings { enabled, skip_checksum: flag("dfs.client.read.shortcircuit.skip.checksum"), kerberos, conf }
+    }
+
+    /// NameNode RPC addresses for an hdfs:// authority: host:port as is, a bare host on 8020, or the NameNodes of
+    /// an HA nameservice (dfs.ha.namenodes.<ns>, dfs.namenode.rpc-address.<ns>.<nn>).
+    fn namenodes(&self, authority: &str) -> Vec<String> {
+        if authority.contains(':') {
+            return vec![authority.to_string()];
+        }
+        match self.conf.get(&format!("dfs.ha.namenodes.{authority}")) {
+            Some(ids) => ids
+                .split(',')
+                .filter_map(|id| self.conf.get(&format!("dfs.namenode.rpc-address.{authority}.{}", id.trim())))
+                .map(|a| a.trim().to_string())
+                .collect(),
+            None => vec![format!("{authority}:8020")],
+        }
+    }
+}
+
+/// core-site.xml and hdfs-site.xml from HADOOP_CONF_DIR (or $HADOOP_HOME/etc/hadoop), as hdfs-native reads them.
+fn hadoop_conf() -> HashMap<String, String> {
+    let dir = std::env::var("HADOOP_CONF_DIR")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HADOOP_HOME").map(|h| PathBuf::from(h).join("etc/hadoop")));
+    let mut conf = HashMap::new();
+    let Ok(dir) = dir else { return conf };
+    for name in ["core-site.xml", "hdfs-site.xml"] {
+        let Ok(text) = std::fs::read_to_string(dir.join(name)) else {
+            continue;
+        };
+        let Ok(doc) = roxmltree::Document::parse(&text) else {
+            continue;
+        };
+        for prop in doc.descendants().filter(|n| n.has_tag_name("property")) {
+            let child = |tag: &str| prop.children().find(|n| n.has_tag_name(tag)).and_then(|n| n.text());
+            if let (Some(k), Some(v)) = (child("name"), child("value")) {
+                conf.insert(k.trim().to_string(), v.to_string());
+            }
+        }
+    }
+    conf
+}
+
+/// This host's addresses (a DataNode at one of them is local).
+fn local_addresses() -> &'static HashSet<IpAddr> {
+    static ADDRS: OnceLock<HashSet<IpAddr>> = OnceLock::new();
+    ADDRS.get_or_init(|| {
+        let mut out = HashSet::new();
+        // SAFETY: getifaddrs fills a list we only read and then free
+        unsafe {
+            let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+            if libc::getifaddrs(&mut list) == 0 {
+                let mut p = list;
+                while !p.is_null() {
+                    let sa = (*p).ifa_addr;
+                    if !sa.is_null() {
+                        match (*sa).sa_family as i32 {
+                            libc::AF_INET => {
+                                let a = &*(sa as *const libc::sockaddr_in);
+                                out.insert(IpAddr::from(u32::from_be(a.sin_addr.s_addr).to_be_bytes()));
+                            }
+                            libc::AF_INET6 => {
+                                let a = &*(sa as *const libc::sockaddr_in6);
+                                out.insert(IpAddr::from(a.sin6_addr.s6_addr));
+                            }
+                            _ => {}
+                        }
+                    }
+                    p = (*p).ifa_next;
+                }
+                libc::freeifaddrs(list);
+            }
+        }
+        out
+    })
+}
+
+fn is_local(ip: &str) -> bool {
+    ip.parse::<IpAddr>().map(|a| a.is_loopback() || local_addresses().contains(&a)).unwrap_or(false)
+}
+
+/// Why a file is not read locally; `refused` marks a DataNode that said no to this user (not asked again).
+pub struct Fallback {
+    pub reason: String,
+    pub refused: Option<String>,
+}
+
+fn fallback(reason: impl Into<String>) -> Fallback {
+    Fallback { reason: reason.into(), refused: None }
+}
+
+/// Opens every block of `path` (on the NameNode at `authority`) from its local replica, or says why not.
+/// `refused` holds the DataNodes (ipc address + user) that refused this user before.
+pub fn open(
+    settings: &Settings,
+    authority: &str,
+    path: &str,
+    user: &str,
+    refused: &HashSet<String>,
+) -> Result<LocalFile, Fallback> {
+    if settings.kerberos {
+        return Err(fallback("a Kerberos cluster (only SIMPLE authentication is spoken here)"));
+    }
+    let request = rpc::GetBlockLocationsRequest { src: path.to_string(), offset: 0, length: u64::MAX >> 1 };
+    let mut last = fallback(format!("no NameNode address for {authority}"));
+    let mut located = None;
+    for nn in settings.namenodes(authority) {
+        let answer = RpcClient::connect(&nn, rpc::NAMENODE_PROTOCOL, user, CONNECT_TIMEOUT, RPC_TIMEOUT)
+            .and_then(|mut c| c.call::<_, rpc::GetBlockLocationsResponse>("getBlockLocations", &request));
+        match answer {
+            Ok(r) => {
+                located = r.locations;
+                break;
+            }
+            Err(e) => last = fallback(format!("NameNode {nn}: {e}")),
+        }
+    }
+    let Some(located) = located else {
+        return Err(last);
+    };
+    if located.under_construction || !located.is_last_block_complete {
+        return Err(fallback("the file is being written"));
+    }
+    if located.file_encryption_info.is_some() || located.ec_policy.is_some() {
+        return Err(fallback("an encrypted or erasure-coded file"));
+    }
+    let mut datanodes: HashMap<String, RpcClient> = HashMap::new();
+    let mut blocks = Vec::with_capacity(located.blocks.len());
+    for lb in &located.blocks {
+        let len = lb.b.num_bytes.unwrap_or(0);
+        let Some(dn) = lb.locs.iter().map(|l| &l.id).find(|id| is_local(&id.ip_addr)) else {
+            return Err(fallback(format!("block {} has no replica on this host", lb.b.block_id)));
+        };
+        let ipc = format!("{}:{}", dn.ip_addr, dn.ipc_port);
+        let key = format!("{ipc} {user}");
+        if refused.contains(&key) {
+            return Err(Fallback { reason: format!("DataNode {ipc} refused user '{user}' before"), refused: None });
+        }
+        if !datanodes.contains_key(&ipc) {
+            let c = RpcClient::connect(&ipc, rpc::DATANODE_PROTOCOL, user, CONNECT_TIMEOUT, RPC_TIMEOUT)
+                .map_err(|e| fallback(format!("DataNode {ipc}: {e}")))?;
+            datanodes.insert(ipc.clone(), c);
+        }
+        let req = rpc::GetBlockLocalPathInfoRequest { block: lb.b.clone(), token: lb.block_token.clone() };
+        let info: rpc::GetBlockLocalPathInfoResponse =
+            match datanodes.get_mut(&ipc).unwrap().call("getBlockLocalPathInfo", &req) {
+                Ok(info) => info,
+                Err(RpcError::Remote(class, msg)) if class == "AccessControlException" => {
+                    return Err(Fallback {
+                        reason: format!(
+                            "DataNode {ipc} does not allow local reads by '{user}' ({msg}); the DataNode's \
+                                     dfs.block.local-path-access.user lists who may"
+                        ),
+                        refused: Some(key),
+                    });
+                }
+                Err(e) => return Err(fallback(format!("DataNode {ipc}: {e}"))),
+            };
+        let opened = |p: &str| File::open(p).map_err(|e| fallback(format!("block file {p}: {e}")));
+        let data = opened(&info.local_path)?;
+        let size = data.metadata().map(|m| m.len()).unwrap_or(0);
+        if size < len {
+            return Err(fallback(format!("block file {} holds {size} of {len} bytes", info.local_path)));
+        }
+        let checksums = if settings.skip_checksum {
+            None
+        } else {
+            read_meta(opened(&info.local_meta_path)?, &info.local_meta_path)?
+        };
+        blocks.push(LocalBlock { start: lb.offset, len, id: lb.b.block_id, data, checksums });
+    }
+    let covered: u64 = blocks.iter().map(|b| b.len).sum();
+    if covered != located.file_length {
+        return Err(fallback(format!("blocks cover {covered} of {} bytes", located.file_length)));
+    }
+    Ok(LocalFile { blocks, scratch: Vec::new() })
+}
+
+fn read_meta(meta: File, path: &str) -> Result<Option<Checksums>, Fallback> {
+    let mut head = [0u8; META_HEADER as usize];
+    meta.read_exact_at(&mut head, 0).map_err(|e| fallback(format!("checksum file {path}: {e}")))?;
+    let chunk = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as u64;
+    let sum = match head[2] {
+        0 => return Ok(None),
+        1 => Sum::Crc32,
+        2 => Sum::Crc32c,
+        t => return Err(fallback(format!("checksum file {path}: checksum type {t} not known here"))),
+    };
+    if chunk == 0 {
+        return Err(fallback(format!("checksum file {path}: 0 bytes per checksum")));
+    }
+    Ok(Some(Checksums { meta, sum, chunk }))
+}
+
+impl LocalFile {
+    pub fn length(&self) -> u64 {
+        self.blocks.last().map(|b| b.start + b.len).unwrap_or(0)
+    }
+
+    /// Fills `out` from file offset `pos` (fewer bytes only at the end), checking every chunk it touches.
+    /// An error (a failed checksum, a vanished block file) is for the caller to retry through the DataNode.
+    pub fn read(&mut self, pos: u64, out: &mut [u8]) -> Result<usize, String> {
+        let mut got = 0;
+        let length = self.length();
+        while got < out.len() && pos + (got as u64) < length {
+            let at = pos + got as u64;
+            let i = self.blocks.partition_point(|b| b.start + b.len <= at);
+            let b = &self.blocks[i];
+            let within = at - b.start;
+            let n = ((out.len() - got) as u64).min(b.len - within) as usize;
+            let dest = &mut out[got..got + n];
+            let io = |e: std::io::Error| format!("block {}: reading the local replica: {e}", b.id);
+            match &b.checksums {
+                None => b.data.read_exact_at(dest, within).map_err(io)?,
+                Some(c) => {
+                    // checksums cover whole chunks: read from the chunk boundary, via scratch when not aligned
+                    let first = within / c.chunk * c.chunk;
+                    let end = (within + n as u64).div_ceil(c.chunk) * c.chunk;
+                    let end = end.min(b.len);
+                    if first == within && end == within + n as u64 {
+                        b.data.read_exact_at(dest, within).map_err(io)?;
+                        verify(b, c, first, dest)?;
+                    } else {
+                        self.scratch.resize((end - first) as usize, 0);
+                        b.data.read_exact_at(&mut self.scratch, first).map_err(io)?;
+                        verify(b, c, first, &self.scratch)?;
+                        let skip = (within - first) as usize;
+                        dest.copy_from_slice(&self.scratch[skip..skip + n]);
+                    }
+                }
+            }
+            got += n;
+        }
+        Ok(got)
+    }
+}
+
+/// Checks `data`, the block's bytes from `first` (a chunk boundary), against the checksum file.
+fn verify(b: &LocalBlock, c: &Checksums, first: u64, data: &[u8]) -> Result<(), String> {
+    let chunks = (data.len() as u64).div_ceil(c.chunk) as usize;
+    let mut sums = vec![0u8; chunks * 4];
+    c.meta
+        .read_exact_at(&mut sums, META_HEADER + first / c.chunk * 4)
+        .map_err(|e| format!("block {}: reading its checksums: {e}", b.id))?;
+    for (k, piece) in data.chunks(c.chunk as usize).enumerate() {
+        let want = u32::from_be_bytes([sums[4 * k], sums[4 * k + 1], sums[4 * k + 2], sums[4 * k + 3]]);
+        let have = match c.sum {
+            Sum::Crc32c => crc32c::crc32c(piece),
+            Sum::Crc32 => crc32fast::hash(piece),
+        };
+        if have != want {
+            let at = b.start + first + (k as u64) * c.chunk;
+            return Err(format!("block {}: the local replica fails its checksum at file byte {at}", b.id));
+        }
+    }
+    Ok(())
+}
