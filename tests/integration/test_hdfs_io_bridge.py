@@ -98,9 +98,14 @@ def test_replica_failing_hdfs_checksum_is_named(hadoop_conf, hdfs_tmp, reader, r
     with open(_block_file(hadoop_conf, data), "r+b") as block:
         block.seek((2 << 20) + 7)
         block.write(bytes([data[(2 << 20) + 7] ^ 0x01]))
+    before = bridge.local_reads()
     with pytest.raises(tf.errors.OpError, match=f"{uri}: .*(checksum|DataNodes? failed)") as failed:
         tf.io.read_file(name).numpy()
     assert len(failed.value.message) < 600, failed.value.message  # the reason, not a dump of block locations
+    if reader == "rust":  # read from the local replica first (short-circuit), which fails its checksum too
+        after = bridge.local_reads()
+        assert after.fallbacks == before.fallbacks + 1, after
+        assert f"the local replica fails its checksum at file byte {2 << 20}" in after.last_reason, after
 
 
 def test_reader_threads_yield_to_tensorflow(hdfs_tmp):
