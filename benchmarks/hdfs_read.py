@@ -4,7 +4,8 @@
 /usr/share/datasets/fashion-mnist, and the same rows as 4 CSV files (label + 784 pixels). Both sides use the same
 pipeline: interleave over the files (cycle 4, parallel) -> batch 256 -> parse (parse_example for TFRecord; CSV is
 decode_csv on the batch of lines) -> prefetch. Each configuration runs `--repeats` times, alternating, and the
-median counts.
+median counts. hdfs_io reads block files directly when the cluster allows short-circuit local reads (the embedded
+one does); the same files through the DataNode's stream (TFOY_HDFS_SHORT_CIRCUIT=0) run side by side.
 Last line: `RESULT tfrecord_ratio=… csv_ratio=… local_rps=… hdfs_rps=…` (rps of the TFRecord runs).
 """
 
@@ -25,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hdfs_io import datasets, fs  # noqa: E402
+from hdfs_io import datasets, fs, tf_bridge  # noqa: E402
 
 DATA = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_FILES = 4
@@ -108,6 +109,14 @@ def main() -> None:
         ds = datasets.tfrecord_dataset(f"{remote}/*.tfrecord", cycle_length=min(n_files, 4), verify=verify)
         return tfrecord_pipeline(ds)
 
+    def via_datanode(make):
+        """The same reads, streamed by the DataNode instead of short-circuited (the reader looks when TF opens a
+        file, i.e. during the run; the loop below resets it before each configuration)."""
+        def made():
+            os.environ["TFOY_HDFS_SHORT_CIRCUIT"] = "0"
+            return make()
+        return made
+
     defaults = [tf.int32] * 785
 
     def decode_csv(lines):
@@ -139,6 +148,7 @@ def main() -> None:
                 "tfrecord local tf.data": local_tfrecord,
                 "tfrecord hdfs_io": lambda: hdfs_tfrecord(True),
                 "tfrecord hdfs_io verify=False": lambda: hdfs_tfrecord(False),
+                "tfrecord hdfs_io DataNode stream": via_datanode(lambda: hdfs_tfrecord(True)),
             }
             if not args.no_csv:
                 configs |= {
@@ -150,12 +160,22 @@ def main() -> None:
             run(local_tfrecord(), len(images))  # warm-up: page cache, TF kernels
             for _ in range(args.repeats):
                 for name, make in configs.items():
+                    os.environ.pop("TFOY_HDFS_SHORT_CIRCUIT", None)  # the cluster's configuration decides
                     results[name].append(run(make(), len(images)))
             med = {name: statistics.median(v) for name, v in results.items()}
             for name, values in results.items():
-                print(f"{name:32s} median {med[name]:9.0f} records/s   runs: "
+                print(f"{name:34s} median {med[name]:9.0f} records/s   runs: "
                       + " ".join(f"{v:.0f}" for v in values))
+            bridge = tf_bridge.get()
+            if bridge is not None:
+                how = bridge.local_reads()
+                print(f"hdfs_io ({bridge.backend} reader) files read from local replicas: {how.local_files}, through "
+                      f"DataNode streams: {how.streamed_files}" + (f" (last reason: {how.last_reason})"
+                                                                   if how.last_reason else ""))
+            print(f"tfrecord DataNode-stream ratio "
+                  f"{med['tfrecord hdfs_io DataNode stream'] / med['tfrecord local tf.data']:.3f}")
         finally:
+            os.environ.pop("TFOY_HDFS_SHORT_CIRCUIT", None)
             fs.delete(remote, recursive=True)
     local_rps, hdfs_rps = med["tfrecord local tf.data"], med["tfrecord hdfs_io"]
     csv_ratio = med["csv hdfs_io"] / med["csv local tf.data"] if not args.no_csv else float("nan")

@@ -1,5 +1,7 @@
 """The Rust crates' own tests, built against the reader's lock file (hdfs_io/native): the crc stand-in must give
-the catalogue's check values, or hdfs-native would reject every DataNode packet (or, worse, accept bad ones)."""
+the catalogue's check values, or hdfs-native would reject every DataNode packet (or, worse, accept bad ones); the
+short-circuit reader must check every chunk it hands out, whatever the range (its cluster side is in
+tests/integration/test_hdfs_io_short_circuit.py)."""
 
 from __future__ import annotations
 
@@ -10,12 +12,23 @@ import subprocess
 from hdfs_io import tf_bridge
 
 
-def test_crc_stand_in_matches_the_catalogue():
+def _cargo_test(*args: str) -> str:
     cargo = shutil.which("cargo") or os.path.expanduser("~/.cargo/bin/cargo")
     done = subprocess.run(
-        [cargo, "test", "--release", "--locked", "--offline", "-p", "crc",
+        [cargo, "test", "--release", "--locked", "--offline", *args,
          "--target-dir", str(tf_bridge._cache_dir() / "cargo-target")],
         cwd=tf_bridge.READER_CRATE, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    assert "test tests::check_values ... ok" in done.stdout and "test tests::digest_in_pieces ... ok" in done.stdout
+    return done.stdout
+
+
+def test_crc_stand_in_matches_the_catalogue():
+    out = _cargo_test("-p", "crc")
+    assert "test tests::check_values ... ok" in out and "test tests::digest_in_pieces ... ok" in out
+
+
+def test_local_replica_reads_check_every_chunk():
+    out = _cargo_test("-p", "tfoy_hdfs_reader", "--lib")
+    for name in ("reads_any_range_and_checks_it", "a_flipped_byte_fails_its_chunk", "namenodes_of_a_nameservice"):
+        assert f"test local::tests::{name} ... ok" in out, out

@@ -46,6 +46,8 @@ struct State {
     clients: Mutex<HashMap<String, Arc<Client>>>,
     files: Mutex<HashMap<i64, Arc<Mutex<OpenFile>>>>,
     next: AtomicI64,
+    rpc: local::Pool,
+    settings: Mutex<HashMap<String, Arc<local::Settings>>>, // by HADOOP_CONF_DIR / HADOOP_HOME
     refused: Mutex<HashSet<String>>, // "DataNode-ipc-address user" that refused short-circuit reads
     local_files: AtomicI64,
     streamed_files: AtomicI64,
@@ -66,6 +68,8 @@ fn state() -> &'static State {
         clients: Mutex::new(HashMap::new()),
         files: Mutex::new(HashMap::new()),
         next: AtomicI64::new(1),
+        rpc: local::Pool::default(),
+        settings: Mutex::new(HashMap::new()),
         refused: Mutex::new(HashSet::new()),
         local_files: AtomicI64::new(0),
         streamed_files: AtomicI64::new(0),
@@ -194,14 +198,17 @@ fn open(name: &str) -> Result<(i64, i64), Failure> {
 
 /// The file from local replicas, or why not (None: short-circuit reads are off, or not an hdfs:// file).
 fn open_local(f: &OpenFile) -> Result<local::LocalFile, Option<String>> {
-    let settings = local::Settings::load();
+    let st = state();
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    let dir = format!("{}\n{}", env("HADOOP_CONF_DIR"), env("HADOOP_HOME"));
+    let settings =
+        Arc::clone(st.settings.lock().unwrap().entry(dir).or_insert_with(|| Arc::new(local::Settings::load())));
     let authority = f.base.strip_prefix("hdfs://").filter(|a| !a.is_empty());
-    let (true, Some(authority)) = (settings.enabled, authority) else {
+    let (true, Some(authority)) = (settings.enabled(), authority) else {
         return Err(None);
     };
-    let st = state();
     let refused = st.refused.lock().unwrap().clone();
-    local::open(&settings, authority, &f.path, &hdfs_user(), &refused).map_err(|fb| {
+    local::open(&st.rpc, &settings, authority, &f.path, &hdfs_user(), &refused).map_err(|fb| {
         if let Some(key) = fb.refused {
             st.refused.lock().unwrap().insert(key);
         }

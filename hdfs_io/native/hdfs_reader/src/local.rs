@@ -17,7 +17,7 @@ use std::fs::File;
 use std::net::IpAddr;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::rpc::{self, RpcClient, RpcError};
@@ -52,9 +52,9 @@ pub struct LocalFile {
     scratch: Vec<u8>,
 }
 
-/// What this process's configuration says about short-circuit reads.
+/// What the client configuration (HADOOP_CONF_DIR) says about short-circuit reads; loaded once per folder.
 pub struct Settings {
-    pub enabled: bool,
+    configured: bool,
     skip_checksum: bool,
     kerberos: bool,
     conf: HashMap<String, String>,
@@ -64,13 +64,18 @@ impl Settings {
     pub fn load() -> Settings {
         let conf = hadoop_conf();
         let flag = |k: &str| conf.get(k).map(|v| v.trim().eq_ignore_ascii_case("true")).unwrap_or(false);
-        let enabled = match std::env::var("TFOY_HDFS_SHORT_CIRCUIT").ok().as_deref().map(str::trim) {
+        let configured = flag("dfs.client.read.shortcircuit") && flag("dfs.client.use.legacy.blockreader.local");
+        let kerberos = conf.get("hadoop.security.authentication").is_some_and(|v| v.trim() == "kerberos");
+        Settings { configured, skip_checksum: flag("dfs.client.read.shortcircuit.skip.checksum"), kerberos, conf }
+    }
+
+    /// The configuration's choice unless TFOY_HDFS_SHORT_CIRCUIT says otherwise (looked up at each open).
+    pub fn enabled(&self) -> bool {
+        match std::env::var("TFOY_HDFS_SHORT_CIRCUIT").ok().as_deref().map(str::trim) {
             Some("1") | Some("true") => true,
             Some("0") | Some("false") => false,
-            _ => flag("dfs.client.read.shortcircuit") && flag("dfs.client.use.legacy.blockreader.local"),
-        };
-        let kerberos = conf.get("hadoop.security.authentication").is_some_and(|v| v.trim() == "kerberos");
-        Settings { enabled, skip_checksum: flag("dfs.client.read.shortcircuit.skip.checksum"), kerberos, conf }
+            _ => self.configured,
+        }
     }
 
     /// NameNode RPC addresses for an hdfs:// authority: host:port as is, a bare host on 8020, or the NameNodes of
@@ -152,6 +157,46 @@ fn is_local(ip: &str) -> bool {
     ip.parse::<IpAddr>().map(|a| a.is_loopback() || local_addresses().contains(&a)).unwrap_or(false)
 }
 
+/// Idle RPC connections by server, protocol and user, reused by later opens as Hadoop's client reuses its own: an
+/// open then costs its calls, not a TCP and connection-context handshake per server.
+/// Also remembers where blocks' files are, so a file opened again (the next epoch) needs only the NameNode's call.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<HashMap<PoolKey, Vec<RpcClient>>>,
+    paths: Mutex<HashMap<BlockKey, (String, String)>>, // -> the block's data and meta file
+}
+
+type PoolKey = (String, &'static str, String); // address, protocol, user
+type BlockKey = (String, u64, u64); // "DataNode-ipc-address user", block id, generation stamp
+
+impl Pool {
+    fn call<Req: prost::Message, Resp: prost::Message + Default>(
+        &self,
+        addr: &str,
+        protocol: &'static str,
+        user: &str,
+        method: &str,
+        req: &Req,
+    ) -> Result<Resp, RpcError> {
+        let key = (addr.to_string(), protocol, user.to_string());
+        let idle = self.idle.lock().unwrap().get_mut(&key).and_then(Vec::pop);
+        if let Some(mut c) = idle {
+            match c.call(method, req) {
+                Ok(r) => {
+                    self.idle.lock().unwrap().entry(key).or_default().push(c);
+                    return Ok(r);
+                }
+                Err(RpcError::Io(_)) => {} // the server closed it while idle: a new connection below
+                Err(e) => return Err(e),
+            }
+        }
+        let mut c = RpcClient::connect(addr, protocol, user, CONNECT_TIMEOUT, RPC_TIMEOUT)?;
+        let r = c.call(method, req)?;
+        self.idle.lock().unwrap().entry(key).or_default().push(c);
+        Ok(r)
+    }
+}
+
 /// Why a file is not read locally; `refused` marks a DataNode that said no to this user (not asked again).
 pub struct Fallback {
     pub reason: String,
@@ -165,6 +210,7 @@ fn fallback(reason: impl Into<String>) -> Fallback {
 /// Opens every block of `path` (on the NameNode at `authority`) from its local replica, or says why not.
 /// `refused` holds the DataNodes (ipc address + user) that refused this user before.
 pub fn open(
+    pool: &Pool,
     settings: &Settings,
     authority: &str,
     path: &str,
@@ -178,9 +224,13 @@ pub fn open(
     let mut last = fallback(format!("no NameNode address for {authority}"));
     let mut located = None;
     for nn in settings.namenodes(authority) {
-        let answer = RpcClient::connect(&nn, rpc::NAMENODE_PROTOCOL, user, CONNECT_TIMEOUT, RPC_TIMEOUT)
-            .and_then(|mut c| c.call::<_, rpc::GetBlockLocationsResponse>("getBlockLocations", &request));
-        match answer {
+        match pool.call::<_, rpc::GetBlockLocationsResponse>(
+            &nn,
+            rpc::NAMENODE_PROTOCOL,
+            user,
+            "getBlockLocations",
+            &request,
+        ) {
             Ok(r) => {
                 located = r.locations;
                 break;
@@ -197,7 +247,6 @@ pub fn open(
     if located.file_encryption_info.is_some() || located.ec_policy.is_some() {
         return Err(fallback("an encrypted or erasure-coded file"));
     }
-    let mut datanodes: HashMap<String, RpcClient> = HashMap::new();
     let mut blocks = Vec::with_capacity(located.blocks.len());
     for lb in &located.blocks {
         let len = lb.b.num_bytes.unwrap_or(0);
@@ -209,36 +258,47 @@ pub fn open(
         if refused.contains(&key) {
             return Err(Fallback { reason: format!("DataNode {ipc} refused user '{user}' before"), refused: None });
         }
-        if !datanodes.contains_key(&ipc) {
-            let c = RpcClient::connect(&ipc, rpc::DATANODE_PROTOCOL, user, CONNECT_TIMEOUT, RPC_TIMEOUT)
-                .map_err(|e| fallback(format!("DataNode {ipc}: {e}")))?;
-            datanodes.insert(ipc.clone(), c);
-        }
-        let req = rpc::GetBlockLocalPathInfoRequest { block: lb.b.clone(), token: lb.block_token.clone() };
-        let info: rpc::GetBlockLocalPathInfoResponse =
-            match datanodes.get_mut(&ipc).unwrap().call("getBlockLocalPathInfo", &req) {
-                Ok(info) => info,
-                Err(RpcError::Remote(class, msg)) if class == "AccessControlException" => {
-                    return Err(Fallback {
-                        reason: format!(
-                            "DataNode {ipc} does not allow local reads by '{user}' ({msg}); the DataNode's \
-                                     dfs.block.local-path-access.user lists who may"
-                        ),
-                        refused: Some(key),
-                    });
-                }
-                Err(e) => return Err(fallback(format!("DataNode {ipc}: {e}"))),
-            };
-        let opened = |p: &str| File::open(p).map_err(|e| fallback(format!("block file {p}: {e}")));
-        let data = opened(&info.local_path)?;
+        let ask = || {
+            let req = rpc::GetBlockLocalPathInfoRequest { block: lb.b.clone(), token: lb.block_token.clone() };
+            match pool.call::<_, rpc::GetBlockLocalPathInfoResponse>(
+                &ipc,
+                rpc::DATANODE_PROTOCOL,
+                user,
+                "getBlockLocalPathInfo",
+                &req,
+            ) {
+                Ok(info) => Ok((info.local_path, info.local_meta_path)),
+                Err(RpcError::Remote(class, msg)) if class == "AccessControlException" => Err(Fallback {
+                    reason: format!(
+                        "DataNode {ipc} does not allow local reads by '{user}' ({msg}); the DataNode's \
+                         dfs.block.local-path-access.user lists who may"
+                    ),
+                    refused: Some(key.clone()),
+                }),
+                Err(e) => Err(fallback(format!("DataNode {ipc}: {e}"))),
+            }
+        };
+        let cache_key = (key.clone(), lb.b.block_id, lb.b.generation_stamp);
+        let cached = pool.paths.lock().unwrap().get(&cache_key).cloned();
+        let (data_path, meta_path, data) = match cached.map(|(d, m)| (File::open(&d), d, m)) {
+            Some((Ok(data), d, m)) => (d, m, data),
+            _ => {
+                // not known, or moved since (a DataNode may move replicas between its disks): ask the DataNode
+                let (d, m) = ask()?;
+                let data = File::open(&d).map_err(|e| fallback(format!("block file {d}: {e}")))?;
+                pool.paths.lock().unwrap().insert(cache_key, (d.clone(), m.clone()));
+                (d, m, data)
+            }
+        };
         let size = data.metadata().map(|m| m.len()).unwrap_or(0);
         if size < len {
-            return Err(fallback(format!("block file {} holds {size} of {len} bytes", info.local_path)));
+            return Err(fallback(format!("block file {data_path} holds {size} of {len} bytes")));
         }
         let checksums = if settings.skip_checksum {
             None
         } else {
-            read_meta(opened(&info.local_meta_path)?, &info.local_meta_path)?
+            let meta = File::open(&meta_path).map_err(|e| fallback(format!("checksum file {meta_path}: {e}")))?;
+            read_meta(meta, &meta_path)?
         };
         blocks.push(LocalBlock { start: lb.offset, len, id: lb.b.block_id, data, checksums });
     }
@@ -327,4 +387,79 @@ fn verify(b: &LocalBlock, c: &Checksums, first: u64, data: &[u8]) -> Result<(), 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A block file and its .meta file as a DataNode writes them: version 1, the checksum type, bytes per chunk,
+    /// then one big-endian checksum per chunk.
+    fn block(dir: &std::path::Path, data: &[u8], chunk: usize, sum: u8) -> LocalBlock {
+        let (data_path, meta_path) = (dir.join("blk_1"), dir.join("blk_1_1001.meta"));
+        std::fs::write(&data_path, data).unwrap();
+        let mut meta = File::create(&meta_path).unwrap();
+        meta.write_all(&[0, 1, sum]).unwrap();
+        meta.write_all(&(chunk as u32).to_be_bytes()).unwrap();
+        for piece in data.chunks(chunk) {
+            let crc = if sum == 2 { crc32c::crc32c(piece) } else { crc32fast::hash(piece) };
+            meta.write_all(&crc.to_be_bytes()).unwrap();
+        }
+        let meta = File::open(&meta_path).unwrap();
+        let checksums = read_meta(meta, "meta").ok().unwrap();
+        LocalBlock { start: 0, len: data.len() as u64, id: 1, data: File::open(&data_path).unwrap(), checksums }
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tfoy-local-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn reads_any_range_and_checks_it() {
+        let dir = tmp("ranges");
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for sum in [1, 2] {
+            let mut file = LocalFile { blocks: vec![block(&dir, &data, 512, sum)], scratch: Vec::new() };
+            for (pos, n) in [(0, 512), (0, 5000), (3, 10), (510, 5), (1024, 1500), (4999, 10), (5000, 1)] {
+                let mut out = vec![0u8; n];
+                let got = file.read(pos as u64, &mut out).unwrap();
+                assert_eq!(&out[..got], &data[pos.min(5000)..(pos + n).min(5000)], "sum {sum} pos {pos} n {n}");
+            }
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_flipped_byte_fails_its_chunk() {
+        let dir = tmp("rot");
+        let data = vec![42u8; 3000];
+        let mut file = LocalFile { blocks: vec![block(&dir, &data, 512, 2)], scratch: Vec::new() };
+        let mut rotten = data.clone();
+        rotten[2000] ^= 1;
+        std::fs::write(dir.join("blk_1"), &rotten).unwrap();
+        let mut out = vec![0u8; 100];
+        assert!(file.read(0, &mut out).is_ok(), "chunks before the rotten one still pass");
+        let err = file.read(1990, &mut out).unwrap_err();
+        assert!(err.contains("fails its checksum at file byte 1536"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn namenodes_of_a_nameservice() {
+        let conf: HashMap<String, String> = [
+            ("dfs.ha.namenodes.prod", "nn1, nn2"),
+            ("dfs.namenode.rpc-address.prod.nn1", "a.example:8020"),
+            ("dfs.namenode.rpc-address.prod.nn2", "b.example:8020"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let settings = Settings { configured: true, skip_checksum: false, kerberos: false, conf };
+        assert_eq!(settings.namenodes("prod"), ["a.example:8020", "b.example:8020"]);
+        assert_eq!(settings.namenodes("nn.example:9000"), ["nn.example:9000"]);
+        assert_eq!(settings.namenodes("nn.example"), ["nn.example:8020"]);
+    }
 }
