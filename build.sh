@@ -173,10 +173,12 @@ cmd_bench() {
   hadoop_ctl start
   cd "$ROOT"
   local b
-  for b in benchmarks/${1:-*}.py; do
+  local name=${1:-*}
+  [ $# -gt 0 ] && shift  # the rest are the benchmark's own options (--repeats 21, --no-csv, …)
+  for b in benchmarks/${name}.py; do
     [ -f "$b" ] || die "no benchmark $b"
     log "benchmark $b"
-    python "$b"
+    python "$b" "$@"
   done
 }
 
