@@ -3,9 +3,12 @@
 60,000 tf.Examples (784 int64 pixels + label) in 4 files, made from the IDX files in
 /usr/share/datasets/fashion-mnist, and the same rows as 4 CSV files (label + 784 pixels). Both sides use the same
 pipeline: interleave over the files (cycle 4, parallel) -> batch 256 -> parse (parse_example for TFRecord; CSV is
-decode_csv on the batch of lines) -> prefetch. Each configuration runs `--repeats` times, alternating, and the
-median counts. hdfs_io reads block files directly when the cluster allows short-circuit local reads (the embedded
-one does); the same files through the DataNode's stream (TFOY_HDFS_SHORT_CIRCUIT=0) run side by side.
+decode_csv on the batch of lines) -> prefetch. Each configuration runs `--repeats` times, alternating. A ratio is
+the median of the repeats' ratios (each hdfs_io run against the local run just before it): the machine's speed
+drifts by ±20 % within a run, and a ratio of medians can pit local runs from a fast stretch against hdfs_io runs
+from a slow one; the ratio of medians is printed beside it. local_rps / hdfs_rps are medians. hdfs_io reads
+block files directly when the cluster allows short-circuit local reads (the embedded one does); the same files
+through the DataNode's stream (TFOY_HDFS_SHORT_CIRCUIT=0) run side by side.
 Last line: `RESULT tfrecord_ratio=… csv_ratio=… local_rps=… hdfs_rps=…` (rps of the TFRecord runs).
 """
 
@@ -84,7 +87,8 @@ def run(ds, expected: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7, help="runs per configuration (single runs vary ±20 %%)")
+    parser.add_argument("--repeats", type=int, default=15,
+                        help="runs per configuration (single runs vary ±20 %%; with 7 the ratio moved ±0.08)")
     parser.add_argument("--no-csv", action="store_true")
     parser.add_argument("--files", type=int, default=DEFAULT_FILES, help="files per format (same total records)")
     args = parser.parse_args()
@@ -172,15 +176,22 @@ def main() -> None:
                 print(f"hdfs_io ({bridge.backend} reader) files read from local replicas: {how.local_files}, through "
                       f"DataNode streams: {how.streamed_files}" + (f" (last reason: {how.last_reason})"
                                                                    if how.last_reason else ""))
-            print(f"tfrecord DataNode-stream ratio "
-                  f"{med['tfrecord hdfs_io DataNode stream'] / med['tfrecord local tf.data']:.3f}")
+            def paired(name: str, baseline: str) -> float:
+                return statistics.median(h / b for h, b in zip(results[name], results[baseline], strict=True))
+
+            print("hdfs_io / local tf.data, median of the repeats' ratios (ratio of the medians):")
+            for name, baseline in [("tfrecord hdfs_io", "tfrecord local tf.data"),
+                                   ("tfrecord hdfs_io DataNode stream", "tfrecord local tf.data"),
+                                   ("csv hdfs_io", "csv local tf.data")]:
+                if name in results:
+                    print(f"  {name:34s} {paired(name, baseline):.3f} ({med[name] / med[baseline]:.3f})")
+            tfrecord_ratio = paired("tfrecord hdfs_io", "tfrecord local tf.data")
+            csv_ratio = paired("csv hdfs_io", "csv local tf.data") if not args.no_csv else float("nan")
         finally:
             os.environ.pop("TFOY_HDFS_SHORT_CIRCUIT", None)
             fs.delete(remote, recursive=True)
-    local_rps, hdfs_rps = med["tfrecord local tf.data"], med["tfrecord hdfs_io"]
-    csv_ratio = med["csv hdfs_io"] / med["csv local tf.data"] if not args.no_csv else float("nan")
-    print(f"RESULT tfrecord_ratio={hdfs_rps / local_rps:.3f} csv_ratio={csv_ratio:.3f} "
-          f"local_rps={local_rps:.0f} hdfs_rps={hdfs_rps:.0f}")
+    print(f"RESULT tfrecord_ratio={tfrecord_ratio:.3f} csv_ratio={csv_ratio:.3f} "
+          f"local_rps={med['tfrecord local tf.data']:.0f} hdfs_rps={med['tfrecord hdfs_io']:.0f}")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 //! The plugin can be served by Python callbacks (hdfs_io/tf_bridge.py), but then every 1 MiB read of every file
 //! takes the GIL, and hdfs-native's Python `read(n)` opens a new DataNode stream per call. These three functions
 //! have the plugin's callback signatures, so the plugin calls them directly on TF's threads: one block stream per
-//! file read front to back, each packet copied once, into TF's buffer. Errors come back as a TF_Code (negated) and
-//! a message naming the file.
+//! file read front to back, each packet copied once, into TF's buffer; or, when this host's DataNode has every
+//! block and allows it, the block files themselves (short-circuit local reads, local.rs). Errors come back as a
+//! TF_Code (negated) and a message naming the file.
 
 mod local;
 mod rpc;
