@@ -10,7 +10,7 @@
 mod local;
 mod rpc;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -49,7 +49,6 @@ struct State {
     next: AtomicI64,
     rpc: local::Pool,
     settings: Mutex<HashMap<String, Arc<local::Settings>>>, // by HADOOP_CONF_DIR / HADOOP_HOME
-    refused: Mutex<HashSet<String>>, // "DataNode-ipc-address user" that refused short-circuit reads
     local_files: AtomicI64,
     streamed_files: AtomicI64,
     local_fallbacks: AtomicI64, // local reads that failed mid-file and went on through the DataNode
@@ -71,7 +70,6 @@ fn state() -> &'static State {
         next: AtomicI64::new(1),
         rpc: local::Pool::default(),
         settings: Mutex::new(HashMap::new()),
-        refused: Mutex::new(HashSet::new()),
         local_files: AtomicI64::new(0),
         streamed_files: AtomicI64::new(0),
         local_fallbacks: AtomicI64::new(0),
@@ -208,13 +206,7 @@ fn open_local(f: &OpenFile) -> Result<local::LocalFile, Option<String>> {
     let (true, Some(authority)) = (settings.enabled(), authority) else {
         return Err(None);
     };
-    let refused = st.refused.lock().unwrap().clone();
-    local::open(&st.rpc, &settings, authority, &f.path, &hdfs_user(), &refused).map_err(|fb| {
-        if let Some(key) = fb.refused {
-            st.refused.lock().unwrap().insert(key);
-        }
-        Some(fb.reason)
-    })
+    local::open(&st.rpc, &settings, authority, &f.path, &hdfs_user()).map_err(Some)
 }
 
 fn open_stream(f: &OpenFile) -> Result<FileReader, Failure> {

@@ -159,11 +159,13 @@ fn is_local(ip: &str) -> bool {
 
 /// Idle RPC connections by server, protocol and user, reused by later opens as Hadoop's client reuses its own: an
 /// open then costs its calls, not a TCP and connection-context handshake per server.
-/// Also remembers where blocks' files are, so a file opened again (the next epoch) needs only the NameNode's call.
+/// Also remembers where blocks' files are, so a file opened again (the next epoch) needs only the NameNode's call,
+/// and which DataNodes refused a user, so they are not asked again.
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<HashMap<PoolKey, Vec<RpcClient>>>,
     paths: Mutex<HashMap<BlockKey, (String, String)>>, // -> the block's data and meta file
+    refused: Mutex<HashSet<String>>,                   // "DataNode-ipc-address user"
 }
 
 type PoolKey = (String, &'static str, String); // address, protocol, user
@@ -197,26 +199,15 @@ impl Pool {
     }
 }
 
-/// Why a file is not read locally; `refused` marks a DataNode that said no to this user (not asked again).
-pub struct Fallback {
-    pub reason: String,
-    pub refused: Option<String>,
-}
+/// Why a file is not read locally.
+pub type Fallback = String;
 
 fn fallback(reason: impl Into<String>) -> Fallback {
-    Fallback { reason: reason.into(), refused: None }
+    reason.into()
 }
 
 /// Opens every block of `path` (on the NameNode at `authority`) from its local replica, or says why not.
-/// `refused` holds the DataNodes (ipc address + user) that refused this user before.
-pub fn open(
-    pool: &Pool,
-    settings: &Settings,
-    authority: &str,
-    path: &str,
-    user: &str,
-    refused: &HashSet<String>,
-) -> Result<LocalFile, Fallback> {
+pub fn open(pool: &Pool, settings: &Settings, authority: &str, path: &str, user: &str) -> Result<LocalFile, Fallback> {
     if settings.kerberos {
         return Err(fallback("a Kerberos cluster (only SIMPLE authentication is spoken here)"));
     }
@@ -255,8 +246,8 @@ pub fn open(
         };
         let ipc = format!("{}:{}", dn.ip_addr, dn.ipc_port);
         let key = format!("{ipc} {user}");
-        if refused.contains(&key) {
-            return Err(Fallback { reason: format!("DataNode {ipc} refused user '{user}' before"), refused: None });
+        if pool.refused.lock().unwrap().contains(&key) {
+            return Err(format!("DataNode {ipc} refused user '{user}' before"));
         }
         let ask = || {
             let req = rpc::GetBlockLocalPathInfoRequest { block: lb.b.clone(), token: lb.block_token.clone() };
@@ -268,13 +259,13 @@ pub fn open(
                 &req,
             ) {
                 Ok(info) => Ok((info.local_path, info.local_meta_path)),
-                Err(RpcError::Remote(class, msg)) if class == "AccessControlException" => Err(Fallback {
-                    reason: format!(
+                Err(RpcError::Remote(class, msg)) if class == "AccessControlException" => {
+                    pool.refused.lock().unwrap().insert(key.clone());
+                    Err(format!(
                         "DataNode {ipc} does not allow local reads by '{user}' ({msg}); the DataNode's \
                          dfs.block.local-path-access.user lists who may"
-                    ),
-                    refused: Some(key.clone()),
-                }),
+                    ))
+                }
                 Err(e) => Err(fallback(format!("DataNode {ipc}: {e}"))),
             }
         };
