@@ -11,7 +11,10 @@ import sys
 from tests.conftest import ROOT
 
 CLUSTER = str(ROOT / "embedded_hadoop" / "cluster.py")
-OFFSET = 23000  # far from the running embedded cluster's ports
+# far from the running embedded cluster's ports (8020-9870), and every shifted port (21020-22870) below the
+# kernel's ephemeral range (32768-60999): at 23000 an outgoing connection anywhere on the machine could hold one
+# (CI once saw "port 32866 (datanode DN_PORT) is already in use")
+OFFSET = 13000
 
 
 def run_cluster(tmp_path, *args, java_script: str | None = None):
