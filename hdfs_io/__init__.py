@@ -2,6 +2,8 @@
 checkpoints and atomic SavedModel export. Knows nothing of YARN or Spark.
 
 Names are imported lazily so `import hdfs_io` (and the filesystem facade) does not load TensorFlow or Keras.
+Importing it gives TensorFlow hdfs:// and viewfs:// (tf_bridge.register_when_tensorflow_loads): at once when TF is
+loaded already, else when it is.
 """
 
 from __future__ import annotations
@@ -50,6 +52,15 @@ _EXPORTS = {
 }
 
 __all__ = sorted(set(_EXPORTS) - {"open"})  # hdfs_io.open stays reachable, but `import *` must not shadow open
+
+
+def _register_filesystem() -> None:
+    from hdfs_io import tf_bridge
+
+    tf_bridge.register_when_tensorflow_loads()
+
+
+_register_filesystem()
 
 
 def __getattr__(name: str) -> Any:

@@ -1,18 +1,23 @@
-"""Lets TensorFlow's own C++ readers stream files from HDFS, through a small TF filesystem plugin.
+"""TensorFlow's filesystem for hdfs:// and viewfs://, and the private schemes hdfs_io's readers stream through.
 
-TF 2.21 has no hdfs:// (tensorflow-io does not load on it). native/tf_bridge.cc registers two private schemes with
-TF, `tfoyraw://` and `tfoyrec://`; their reads are served by hdfs-native's Rust client (native/hdfs_reader, called
-by the plugin directly on TF's threads, no GIL) or, when that is not built, by Python callbacks here. TF's
-TFRecordDataset / TextLineDataset then read HDFS files front to back as the bytes arrive: no staging copy, no wait
-for whole files. `tfoyrec` also checks each TFRecord's framing and CRCs as bytes pass, so a corrupt record fails
-with the file and byte offset named.
+TF 2.21 has no hdfs:// (tensorflow-io does not load on it). native/tf_bridge.cc is a TF filesystem plugin whose
+file operations are served by hdfs-native's Rust client (native/hdfs_reader, called by the plugin directly on TF's
+threads, no GIL, no JVM). It registers:
 
-`./build.sh setup` builds both (`python -m hdfs_io.tf_bridge`): the plugin with the system C++ compiler against the
-installed TF's headers (a few seconds; the first use does it too when it is missing), the Rust reader with cargo
-(about a minute; only at setup). Both land in native/ (and a cache shared by clones), named by a hash of their
-sources, and ship with the project code to YARN containers. Without a C++ compiler `get()` is None and readers
-stage files instead; without the Rust reader the Python callbacks serve reads. Process-wide by nature: TF's
-filesystem registry is.
+- `hdfs://` and `viewfs://`: TF's whole filesystem, so users' ordinary code runs unchanged (`tf.io.gfile`,
+  `tf.data.TFRecordDataset`, Keras saving and callbacks, `tf.train.Checkpoint`, SavedModel, `tf.summary`,
+  TensorBoard). Files written are published whole at close (see native/hdfs_reader/src/fs.rs).
+- `tfoyraw://` and `tfoyrec://`: hdfs_io's checked readers (datasets.py). TF's TFRecordDataset / TextLineDataset
+  read HDFS files front to back as the bytes arrive, and `tfoyrec` checks each TFRecord's framing and CRCs as
+  bytes pass, so a corrupt record fails with the file and byte offset named. Without the Rust reader these reads
+  are served by Python callbacks here (and hdfs:// says it needs the reader).
+
+`import hdfs_io` registers the plugin as soon as TensorFlow is imported (or at once, if it already is):
+`register_when_tensorflow_loads()`. `./build.sh setup` builds both libraries (`python -m hdfs_io.tf_bridge`): the
+plugin with the system C++ compiler against the installed TF's headers (a few seconds; the first use does it too
+when it is missing), the Rust reader with cargo (about a minute; only at setup). Both land in native/ (and a cache
+shared by clones), named by a hash of their sources, and ship with the project code to YARN containers. Without a
+C++ compiler `get()` is None and readers stage files instead. Process-wide by nature: TF's filesystem registry is.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import weakref
@@ -41,6 +47,7 @@ PLUGIN_SOURCE = NATIVE / "tf_bridge.cc"
 READER_CRATE = NATIVE / "hdfs_reader"
 CRC_SHIM = NATIVE / "crc_shim"  # patched in for hdfs-native's `crc` (hardware CRC32C), see its src/lib.rs
 RAW, RECORDS = "tfoyraw", "tfoyrec"
+HADOOP_SCHEMES = ("hdfs", "viewfs")  # served whole by the plugin (with the Rust reader)
 
 # TF_Code values (tensorflow/c/tf_status.h) the Python callbacks report
 _NOT_FOUND, _PERMISSION_DENIED, _INTERNAL, _UNAVAILABLE = 5, 7, 13, 14
@@ -179,16 +186,20 @@ class Bridge:
         self._passes_done: dict[str, tuple[int, str | None]] = {}  # per-pass name -> (lines seen, error)
         # ctypes keeps no reference to callbacks: the bridge (alive as long as the process) does
         self._done = _DONE(self._file_done)
+        self._fs_ops: int | None = None  # the Rust reader's table of filesystem functions (hdfs://, viewfs://)
         if reader is not None:
             self._reader = ctypes.CDLL(str(reader))
             functions = [ctypes.cast(getattr(self._reader, f"tfoy_hdfs_{op}"), ctypes.c_void_p)
                          for op in ("open", "read", "close")]
+            self._reader.tfoy_hdfs_fs_ops.restype = ctypes.c_void_p
+            self._fs_ops = self._reader.tfoy_hdfs_fs_ops()
         else:
             self._callbacks = (_OPEN(self._open), _READ(self._read), _CLOSE(self._close))
             functions = [ctypes.cast(c, ctypes.c_void_p) for c in self._callbacks]
         self._functions = [*functions, ctypes.cast(self._done, ctypes.c_void_p)]
         self._plugin = ctypes.CDLL(str(plugin))
         self._plugin.tfoy_bridge_set_callbacks.argtypes = [ctypes.c_void_p] * 4
+        self._plugin.tfoy_bridge_set_fs_ops.argtypes = [ctypes.c_void_p]
         self.activate()
         if RECORDS not in tf.io.gfile.get_registered_schemes():
             tf.experimental.register_filesystem_plugin(str(plugin))
@@ -196,6 +207,7 @@ class Bridge:
     def activate(self) -> None:
         """Makes this bridge's reader serve the plugin (there is one plugin per process; tests switch readers)."""
         self._plugin.tfoy_bridge_set_callbacks(*self._functions)
+        self._plugin.tfoy_bridge_set_fs_ops(self._fs_ops)
 
     def local_reads(self) -> LocalReads:
         """How the Rust reader has read files so far in this process (short-circuit local reads, see
@@ -243,7 +255,9 @@ class Bridge:
 
     def _open(self, name: bytes, size: Any, err: int, errlen: int) -> int:
         try:
-            uri = name.decode().split("://", 1)[1].split("/", 1)[1]
+            uri = name.decode()
+            if not uri.startswith(tuple(f"{s}://" for s in HADOOP_SCHEMES)):
+                uri = uri.split("://", 1)[1].split("/", 1)[1]  # a bridge name: scheme://token/uri
             reader = fs.hdfs_reader(uri)
             size[0] = reader.size
             handle = next(self._handles)
@@ -306,6 +320,63 @@ def get() -> Bridge | None:
         log.info("Rust HDFS reader not built (./build.sh setup builds it): Python serves TF's reads")
         reader = None
     return Bridge(plugin, reader)
+
+
+def register() -> Bridge | None:
+    """Registers hdfs:// and viewfs:// (and the private schemes) with TensorFlow now; None when the plugin cannot be
+    built or loaded (the reason is logged)."""
+    bridge = get()
+    if bridge is not None and bridge.backend != "rust":
+        log.warning("hdfs:// and viewfs:// for TensorFlow need the Rust HDFS reader (./build.sh setup builds it)")
+    return bridge
+
+
+def register_when_tensorflow_loads() -> None:
+    """Registers the filesystem at once if TensorFlow is imported, else right after its import (any later
+    `import tensorflow`, Keras included), so hdfs:// works in TF's own APIs without loading TF for processes that
+    never use it. A failure is logged, never raised into the user's import."""
+    if "tensorflow" in sys.modules and hasattr(sys.modules["tensorflow"], "experimental"):
+        _register_quietly()
+    elif not any(isinstance(f, _AfterTensorFlow) for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterTensorFlow())
+
+
+def _register_quietly() -> None:
+    try:
+        register()
+    except Exception:  # noqa: BLE001 - TF itself must still import
+        log.exception("tfoy: registering hdfs:// with TensorFlow failed")
+
+
+class _AfterTensorFlow:
+    """A meta-path finder that lets the normal finders load `tensorflow`, then registers the plugin once the
+    module has run (the plugin registration API lives in the finished module)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "tensorflow":
+            return None
+        import importlib.util
+
+        sys.meta_path.remove(self)  # once only; and the real finders must find the real spec
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _RegisteringLoader(spec.loader)
+        return spec
+
+
+class _RegisteringLoader:
+    def __init__(self, loader: Any):
+        self._loader = loader
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        _register_quietly()
 
 
 if __name__ == "__main__":  # ./build.sh setup: python -m hdfs_io.tf_bridge

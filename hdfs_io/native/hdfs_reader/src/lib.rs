@@ -7,6 +7,7 @@
 //! block and allows it, the block files themselves (short-circuit local reads, local.rs). Errors come back as a
 //! TF_Code (negated) and a message naming the file.
 
+mod fs;
 mod local;
 mod rpc;
 
@@ -24,8 +25,11 @@ use tokio::runtime::Runtime;
 
 // TF_Code values (tensorflow/c/tf_status.h)
 const INVALID_ARGUMENT: i64 = 3;
+const DEADLINE_EXCEEDED: i64 = 4;
 const NOT_FOUND: i64 = 5;
+const ALREADY_EXISTS: i64 = 6;
 const PERMISSION_DENIED: i64 = 7;
+const FAILED_PRECONDITION: i64 = 9;
 const INTERNAL: i64 = 13;
 const UNAVAILABLE: i64 = 14;
 const DATA_LOSS: i64 = 15;
@@ -107,10 +111,18 @@ fn failure(uri: &str, err: HdfsError) -> Failure {
         }
         other => other.to_string(),
     };
+    let remote = |name: &str| matches!(&err, HdfsError::RPCError(class, _) if class.contains(name));
     let code = match &err {
         HdfsError::FileNotFound(_) => NOT_FOUND,
-        HdfsError::RPCError(class, _) if class.contains("FileNotFoundException") => NOT_FOUND,
-        HdfsError::RPCError(class, _) if class.contains("AccessControlException") => PERMISSION_DENIED,
+        _ if remote("FileNotFoundException") => NOT_FOUND,
+        _ if remote("AccessControlException") => PERMISSION_DENIED,
+        _ if remote("FileAlreadyExistsException") => ALREADY_EXISTS,
+        _ if remote("ParentNotDirectoryException") || remote("PathIsNotEmptyDirectoryException") => {
+            FAILED_PRECONDITION
+        }
+        // another writer holds the file's lease, the NameNode is starting: worth trying again later
+        _ if remote("AlreadyBeingCreatedException") || remote("RecoveryInProgressException") => UNAVAILABLE,
+        _ if remote("SafeModeException") || remote("StandbyException") => UNAVAILABLE,
         HdfsError::IOError(_) | HdfsError::DataTransferError(_) => UNAVAILABLE,
         HdfsError::ChecksumError => DATA_LOSS,
         HdfsError::InvalidPath(_) | HdfsError::InvalidArgument(_) | HdfsError::UrlParseError(_) => INVALID_ARGUMENT,
@@ -123,16 +135,27 @@ fn failure(uri: &str, err: HdfsError) -> Failure {
             let detail = text.split("Permission denied:").last().unwrap_or("").trim();
             format!("{uri}: permission denied for HDFS user '{user}' ({detail})")
         }
+        FAILED_PRECONDITION if remote("ParentNotDirectoryException") => {
+            format!("{uri}: a parent of this path is a file, not a directory ({text})")
+        }
+        FAILED_PRECONDITION => format!("{uri}: directory not empty"),
+        ALREADY_EXISTS => format!("{uri}: already exists"),
         _ => format!("{uri}: {text}"),
     };
     Failure(code, message)
 }
 
-/// "tfoyrec://3/hdfs://nn:8020/p" -> ("hdfs://nn:8020/p", "hdfs://nn:8020", "/p")
+/// "tfoyrec://3/hdfs://nn:8020/p" (a bridge name) or "hdfs://nn:8020/p" (TF's own name for an hdfs:// or
+/// viewfs:// file) -> ("hdfs://nn:8020/p", "hdfs://nn:8020", "/p"). "hdfs:///p" has the base "hdfs://": the
+/// configuration's fs.defaultFS.
 fn split_name(name: &str) -> Result<(String, String, String), Failure> {
-    let bad = || Failure(INVALID_ARGUMENT, format!("{name}: not a tfoy bridge name"));
-    let rest = &name[name.find("://").ok_or_else(bad)? + 3..];
-    let uri = &rest[rest.find('/').ok_or_else(bad)? + 1..];
+    let bad = || Failure(INVALID_ARGUMENT, format!("{name}: not an hdfs://, viewfs:// or tfoy bridge name"));
+    let uri = if fs::is_hadoop_uri(name) {
+        name
+    } else {
+        let rest = &name[name.find("://").ok_or_else(bad)? + 3..];
+        &rest[rest.find('/').ok_or_else(bad)? + 1..]
+    };
     let after_scheme = uri.find("://").ok_or_else(bad)? + 3;
     let path_at = uri[after_scheme..].find('/').map(|i| i + after_scheme).unwrap_or(uri.len());
     let path = if path_at < uri.len() { &uri[path_at..] } else { "/" };
@@ -144,19 +167,28 @@ fn client(base: &str) -> Result<Arc<Client>, Failure> {
     // one client per filesystem, user and configuration, as the Python side keeps them
     let env = |k: &str| std::env::var(k).unwrap_or_default();
     let key = format!("{base}\n{}\n{}", env("HADOOP_USER_NAME"), env("HADOOP_CONF_DIR"));
-    let mut clients = st.clients.lock().unwrap();
-    if let Some(c) = clients.get(&key) {
+    if let Some(c) = st.clients.lock().unwrap().get(&key) {
         return Ok(Arc::clone(c));
     }
-    // configuration from HADOOP_CONF_DIR and the user from HADOOP_USER_NAME, as the Python client does
-    let built = ClientBuilder::new()
-        .with_url(base)
-        .with_io_runtime(st.runtime.handle().clone())
-        .build()
-        .map_err(|e| failure(base, e))?;
-    let c = Arc::new(built);
-    clients.insert(key, Arc::clone(&c));
+    // A NameNode that is down would have hdfs-native retry for minutes: a bounded TCP probe names it at once.
+    let settings = settings();
+    fs::probe_namenodes(&settings, base)?;
+    // configuration from HADOOP_CONF_DIR and the user from HADOOP_USER_NAME, as the Python client does;
+    // "hdfs://" (from hdfs:///path) is the configuration's fs.defaultFS
+    let mut builder = ClientBuilder::new().with_io_runtime(st.runtime.handle().clone());
+    if !base.ends_with("://") {
+        builder = builder.with_url(base);
+    }
+    let c = Arc::new(builder.build().map_err(|e| failure(base, e))?);
+    st.clients.lock().unwrap().insert(key, Arc::clone(&c));
     Ok(c)
+}
+
+/// The client settings of the current HADOOP_CONF_DIR / HADOOP_HOME, read once per folder.
+fn settings() -> Arc<local::Settings> {
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    let dir = format!("{}\n{}", env("HADOOP_CONF_DIR"), env("HADOOP_HOME"));
+    Arc::clone(state().settings.lock().unwrap().entry(dir).or_insert_with(|| Arc::new(local::Settings::load())))
 }
 
 fn open(name: &str) -> Result<(i64, i64), Failure> {
@@ -198,10 +230,7 @@ fn open(name: &str) -> Result<(i64, i64), Failure> {
 /// The file from local replicas, or why not (None: short-circuit reads are off, or not an hdfs:// file).
 fn open_local(f: &OpenFile) -> Result<local::LocalFile, Option<String>> {
     let st = state();
-    let env = |k: &str| std::env::var(k).unwrap_or_default();
-    let dir = format!("{}\n{}", env("HADOOP_CONF_DIR"), env("HADOOP_HOME"));
-    let settings =
-        Arc::clone(st.settings.lock().unwrap().entry(dir).or_insert_with(|| Arc::new(local::Settings::load())));
+    let settings = settings();
     let authority = f.base.strip_prefix("hdfs://").filter(|a| !a.is_empty());
     let (true, Some(authority)) = (settings.enabled(), authority) else {
         return Err(None);
@@ -211,7 +240,7 @@ fn open_local(f: &OpenFile) -> Result<local::LocalFile, Option<String>> {
 
 fn open_stream(f: &OpenFile) -> Result<FileReader, Failure> {
     let c = client(&f.base)?;
-    state().runtime.block_on(c.read(&f.path)).map_err(|e| failure(&f.uri, e))
+    fs::run(&f.uri, c.read(&f.path))
 }
 
 /// The HDFS user under SIMPLE authentication, as hdfs-native decides it: HADOOP_USER_NAME, else the login name.

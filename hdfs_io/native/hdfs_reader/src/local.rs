@@ -80,7 +80,7 @@ impl Settings {
 
     /// NameNode RPC addresses for an hdfs:// authority: host:port as is, a bare host on 8020, or the NameNodes of
     /// an HA nameservice (dfs.ha.namenodes.<ns>, dfs.namenode.rpc-address.<ns>.<nn>).
-    fn namenodes(&self, authority: &str) -> Vec<String> {
+    pub(crate) fn namenodes(&self, authority: &str) -> Vec<String> {
         if authority.contains(':') {
             return vec![authority.to_string()];
         }
@@ -92,6 +92,13 @@ impl Settings {
                 .collect(),
             None => vec![format!("{authority}:8020")],
         }
+    }
+}
+
+impl Settings {
+    /// A client configuration value (core-site.xml, hdfs-site.xml), trimmed.
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.conf.get(key).map(|v| v.trim())
     }
 }
 

@@ -1,0 +1,411 @@
+//! The rest of TensorFlow's filesystem for hdfs:// and viewfs:// (../tf_bridge.cc): metadata, directories,
+//! rename and writable files, on hdfs-native's client. Reads go through lib.rs's open / read / close.
+//!
+//! A file TF opens for writing is written beside its target under a hidden temporary name and renamed over it
+//! (HDFS rename with OVERWRITE: one NameNode operation) when TF closes it, as object stores publish a file only
+//! when it is whole. So a writer killed in the middle of a Keras checkpoint or a SavedModel variable file leaves
+//! the previous file as it was, and holds no lease on the target that would block the next writer until HDFS's
+//! lease soft limit. TensorBoard event files (".tfevents." in the name) and appended files are written in place
+//! instead: their readers follow them as they grow, and see what was written up to the writer's last Sync (hsync).
+//! TFOY_HDFS_ATOMIC_WRITES=0 writes every file in place.
+//!
+//! Every NameNode call is bounded (TFOY_HDFS_RPC_TIMEOUT seconds, 60 by default), and a client's first use probes
+//! the NameNode's address (TFOY_HDFS_CONNECT_TIMEOUT, 5 s), so a cluster that is down is named at once instead of
+//! after hdfs-native's minutes of retries.
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::future::Future;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hdfs_native::file::FileWriter;
+use hdfs_native::{Client, WriteOptions};
+
+use crate::local::Settings;
+use crate::{
+    client, failure, guarded, report, split_name, state, Failure, DEADLINE_EXCEEDED, FAILED_PRECONDITION,
+    INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE,
+};
+
+const WRITE_CHUNK: usize = 4 << 20; // TF appends records piece by piece: hand hdfs-native a few MiB at a time
+
+pub(crate) fn is_hadoop_uri(name: &str) -> bool {
+    name.starts_with("hdfs://") || name.starts_with("viewfs://")
+}
+
+fn seconds(var: &str, default: f64) -> Duration {
+    let v = std::env::var(var).ok().and_then(|v| v.trim().parse::<f64>().ok()).filter(|v| v.is_finite() && *v > 0.0);
+    Duration::from_secs_f64(v.unwrap_or(default))
+}
+
+/// Runs one hdfs-native call on the reader's runtime, bounded by TFOY_HDFS_RPC_TIMEOUT.
+pub(crate) fn run<T>(uri: &str, call: impl Future<Output = hdfs_native::Result<T>>) -> Result<T, Failure> {
+    let limit = seconds("TFOY_HDFS_RPC_TIMEOUT", 60.0);
+    match state().runtime.block_on(async { tokio::time::timeout(limit, call).await }) {
+        Ok(result) => result.map_err(|e| failure(uri, e)),
+        Err(_) => Err(Failure(
+            DEADLINE_EXCEEDED,
+            format!("{uri}: HDFS did not answer within {:.0}s (TFOY_HDFS_RPC_TIMEOUT)", limit.as_secs_f64()),
+        )),
+    }
+}
+
+/// Fails with UNAVAILABLE naming the addresses unless a NameNode of `base` ("hdfs://nn:8020", "hdfs://ns" of an
+/// HA nameservice, or "hdfs://" for fs.defaultFS) accepts a TCP connection in time. viewfs mounts are resolved
+/// inside hdfs-native and not probed.
+pub(crate) fn probe_namenodes(settings: &Settings, base: &str) -> Result<(), Failure> {
+    let mut authority = base.strip_prefix("hdfs://").unwrap_or("").to_string();
+    if base == "hdfs://" {
+        match settings.get("fs.defaultFS").and_then(|d| d.strip_prefix("hdfs://")) {
+            Some(a) => authority = a.trim_end_matches('/').to_string(),
+            None => return Ok(()),
+        }
+    }
+    if authority.is_empty() {
+        return Ok(());
+    }
+    let limit = seconds("TFOY_HDFS_CONNECT_TIMEOUT", 5.0);
+    let mut tried = Vec::new();
+    for nn in settings.namenodes(&authority) {
+        let addrs = match nn.to_socket_addrs() {
+            Ok(a) => a.collect::<Vec<_>>(),
+            Err(e) => {
+                tried.push(format!("{nn} ({e})"));
+                continue;
+            }
+        };
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, limit) {
+                Ok(_) => return Ok(()),
+                Err(e) => tried.push(format!("{nn} ({e})")),
+            }
+        }
+    }
+    if tried.is_empty() {
+        return Ok(());
+    }
+    Err(Failure(
+        UNAVAILABLE,
+        format!("NameNode of {base} not reachable within {:.0}s: {}", limit.as_secs_f64(), tried.join(", ")),
+    ))
+}
+
+fn target(name: &str) -> Result<(Arc<Client>, String, String), Failure> {
+    let (uri, base, path) = split_name(name)?;
+    Ok((client(&base)?, uri, path))
+}
+
+/// The status of a path, None when there is nothing there.
+fn status(c: &Client, uri: &str, path: &str) -> Result<Option<hdfs_native::client::FileStatus>, Failure> {
+    match run(uri, c.get_file_info(path)) {
+        Ok(s) => Ok(Some(s)),
+        Err(Failure(NOT_FOUND, _)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn not_found(uri: &str) -> Failure {
+    Failure(NOT_FOUND, format!("{uri}: no such file or directory"))
+}
+
+#[repr(C)]
+pub struct FileStat {
+    length: i64,
+    mtime_nsec: i64,
+    is_dir: i32,
+}
+
+fn stat(name: &str, out: &mut FileStat) -> Result<i64, Failure> {
+    let (c, uri, path) = target(name)?;
+    let s = status(&c, &uri, &path)?.ok_or_else(|| not_found(&uri))?;
+    *out = FileStat { length: s.length as i64, mtime_nsec: s.modification_time as i64 * 1_000_000, is_dir: s.isdir as i32 };
+    Ok(0)
+}
+
+fn list(name: &str, mut each: impl FnMut(&str)) -> Result<i64, Failure> {
+    let (c, uri, path) = target(name)?;
+    let s = status(&c, &uri, &path)?.ok_or_else(|| not_found(&uri))?;
+    if !s.isdir {
+        return Err(Failure(FAILED_PRECONDITION, format!("{uri}: not a directory")));
+    }
+    let entries = run(&uri, c.list_status(&path, false))?;
+    for e in &entries {
+        each(e.path.trim_end_matches('/').rsplit('/').next().unwrap_or(""));
+    }
+    Ok(entries.len() as i64)
+}
+
+fn mkdirs(name: &str, parents: bool) -> Result<i64, Failure> {
+    let (c, uri, path) = target(name)?;
+    if let Some(s) = status(&c, &uri, &path)? {
+        // TF's CreateDir says so when the directory is there; RecursivelyCreateDir only when a file is in the way
+        if !parents || !s.isdir {
+            let what = if s.isdir { "already exists" } else { "already exists as a file" };
+            return Err(Failure(crate::ALREADY_EXISTS, format!("{uri}: {what}")));
+        }
+        return Ok(0);
+    }
+    run(&uri, c.mkdirs(&path, 0o755, parents))?;
+    Ok(0)
+}
+
+/// mode 0: a file, 1: an empty directory, 2: anything, recursively.
+fn delete(name: &str, mode: i32) -> Result<i64, Failure> {
+    let (c, uri, path) = target(name)?;
+    let s = status(&c, &uri, &path)?.ok_or_else(|| not_found(&uri))?;
+    match (mode, s.isdir) {
+        (0, true) => return Err(Failure(FAILED_PRECONDITION, format!("{uri}: is a directory"))),
+        (1, false) => return Err(Failure(FAILED_PRECONDITION, format!("{uri}: not a directory"))),
+        _ => {}
+    }
+    if !run(&uri, c.delete(&path, mode == 2))? {
+        return Err(not_found(&uri));
+    }
+    Ok(0)
+}
+
+fn rename(src: &str, dst: &str) -> Result<i64, Failure> {
+    let (suri, sbase, spath) = split_name(src)?;
+    let (duri, dbase, dpath) = split_name(dst)?;
+    let what = format!("{suri} -> {duri}");
+    if sbase != dbase {
+        return Err(Failure(INVALID_ARGUMENT, format!("{what}: rename across filesystems")));
+    }
+    let c = client(&sbase)?;
+    // TF expects rename to replace a file at the destination: HDFS rename2 with OVERWRITE does, atomically
+    run(&what, c.rename(&spath, &dpath, true)).map_err(|Failure(code, m)| {
+        Failure(code, if code == NOT_FOUND { format!("{what}: the source or the destination's parent is missing") } else { m })
+    })?;
+    Ok(0)
+}
+
+struct Writer {
+    client: Arc<Client>,
+    uri: String,
+    path: String,
+    temp: Option<String>, // written under this name, renamed to `path` at close
+    inner: FileWriter,
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    fn push(&mut self) -> Result<(), Failure> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = Bytes::from(std::mem::take(&mut self.buf));
+        run(&self.uri, self.inner.write_bytes(data)).map(|_| ())
+    }
+
+    fn discard(mut self) {
+        let _ = run(&self.uri, self.inner.close()); // gives the lease back
+        if let Some(temp) = &self.temp {
+            let _ = run(&self.uri, self.client.delete(temp, false));
+        }
+    }
+}
+
+fn writers() -> &'static Mutex<HashMap<i64, Arc<Mutex<Writer>>>> {
+    static WRITERS: OnceLock<Mutex<HashMap<i64, Arc<Mutex<Writer>>>>> = OnceLock::new();
+    WRITERS.get_or_init(Default::default)
+}
+
+fn writer(handle: i64) -> Result<Arc<Mutex<Writer>>, Failure> {
+    writers().lock().unwrap().get(&handle).cloned().ok_or_else(|| Failure(FAILED_PRECONDITION, format!("tfoy HDFS writer: no open file {handle} (closed already?)")))
+}
+
+fn in_place(path: &str) -> bool {
+    std::env::var("TFOY_HDFS_ATOMIC_WRITES").is_ok_and(|v| v.trim() == "0") || path.contains(".tfevents.")
+}
+
+/// ".name.tfoy-tmp-<pid>-<n>" beside the target: hidden, as HDFS tools (MapReduce, Spark, Hive) treat "."-names.
+fn temp_name(path: &str) -> String {
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let n = state().next.fetch_add(1, Ordering::Relaxed);
+    format!("{dir}/.{name}.tfoy-tmp-{}-{n}", std::process::id())
+}
+
+fn create(name: &str, append: bool, initial: &mut i64) -> Result<i64, Failure> {
+    let (c, uri, path) = target(name)?;
+    let existing = status(&c, &uri, &path)?;
+    if existing.as_ref().is_some_and(|s| s.isdir) {
+        return Err(Failure(FAILED_PRECONDITION, format!("{uri}: is a directory")));
+    }
+    let options = WriteOptions::default().overwrite(true).create_parent(true);
+    let (inner, temp) = match existing {
+        Some(s) if append => {
+            *initial = s.length as i64;
+            (run(&uri, c.append(&path))?, None)
+        }
+        _ if append || in_place(&path) => (run(&uri, c.create(&path, &options))?, None),
+        _ => {
+            let temp = temp_name(&path);
+            (run(&uri, c.create(&temp, &options))?, Some(temp))
+        }
+    };
+    let handle = state().next.fetch_add(1, Ordering::Relaxed);
+    let w = Writer { client: c, uri, path, temp, inner, buf: Vec::with_capacity(WRITE_CHUNK) };
+    writers().lock().unwrap().insert(handle, Arc::new(Mutex::new(w)));
+    Ok(handle)
+}
+
+fn write(handle: i64, data: &[u8]) -> Result<i64, Failure> {
+    let w = writer(handle)?;
+    let mut w = w.lock().unwrap();
+    w.buf.extend_from_slice(data);
+    if w.buf.len() >= WRITE_CHUNK {
+        w.push()?;
+    }
+    Ok(0)
+}
+
+fn flush(handle: i64, sync: bool) -> Result<i64, Failure> {
+    let w = writer(handle)?;
+    let mut w = w.lock().unwrap();
+    w.push()?;
+    if sync {
+        let Writer { uri, inner, .. } = &mut *w;
+        run(uri, inner.hsync())?;
+    }
+    Ok(0)
+}
+
+fn close(handle: i64) -> Result<i64, Failure> {
+    let w = writers().lock().unwrap().remove(&handle);
+    let w = w.ok_or_else(|| Failure(FAILED_PRECONDITION, format!("tfoy HDFS writer: no open file {handle}")))?;
+    let mut w = Arc::try_unwrap(w).map_err(|_| Failure(FAILED_PRECONDITION, "tfoy HDFS writer: closed while in use".into()))?.into_inner().unwrap();
+    let done = w.push().and_then(|_| run(&w.uri, w.inner.close()));
+    if let Err(e) = done {
+        w.discard();
+        return Err(e);
+    }
+    if let Some(temp) = &w.temp {
+        if let Err(e) = run(&w.uri, w.client.rename(temp, &w.path, true)) {
+            let _ = run(&w.uri, w.client.delete(temp, false));
+            return Err(e);
+        }
+    }
+    Ok(0)
+}
+
+/// TF is done with a file it did not close (an error on its side): an in-place file keeps what was written, a
+/// temporary one goes, so the target stays as it was.
+fn abort(handle: i64) {
+    let w = writers().lock().unwrap().remove(&handle);
+    if let Some(w) = w.and_then(|w| Arc::try_unwrap(w).ok()) {
+        let mut w = w.into_inner().unwrap();
+        if w.temp.is_some() {
+            w.discard();
+        } else {
+            let _ = w.push().and_then(|_| run(&w.uri, w.inner.close()));
+        }
+    }
+}
+
+// ---- the C functions the plugin calls; each returns >= 0, or -(TF_Code) with a message in err ----------------
+
+type Names = unsafe extern "C" fn(ctx: *mut c_void, name: *const c_char);
+
+#[repr(C)]
+pub struct FsOps {
+    stat: unsafe extern "C" fn(*const c_char, *mut FileStat, *mut c_char, usize) -> i64,
+    list: unsafe extern "C" fn(*const c_char, Names, *mut c_void, *mut c_char, usize) -> i64,
+    mkdirs: unsafe extern "C" fn(*const c_char, i32, *mut c_char, usize) -> i64,
+    delete: unsafe extern "C" fn(*const c_char, i32, *mut c_char, usize) -> i64,
+    rename: unsafe extern "C" fn(*const c_char, *const c_char, *mut c_char, usize) -> i64,
+    create: unsafe extern "C" fn(*const c_char, i32, *mut i64, *mut c_char, usize) -> i64,
+    write: unsafe extern "C" fn(i64, *const u8, usize, *mut c_char, usize) -> i64,
+    flush: unsafe extern "C" fn(i64, i32, *mut c_char, usize) -> i64,
+    close: unsafe extern "C" fn(i64, *mut c_char, usize) -> i64,
+    abort: unsafe extern "C" fn(i64),
+}
+
+unsafe fn text(p: *const c_char) -> String {
+    CStr::from_ptr(p).to_string_lossy().into_owned()
+}
+
+unsafe fn answer(result: Result<i64, Failure>, err: *mut c_char, errlen: usize) -> i64 {
+    match result {
+        Ok(v) => v,
+        Err(f) => report(f, err, errlen),
+    }
+}
+
+unsafe extern "C" fn c_stat(name: *const c_char, out: *mut FileStat, err: *mut c_char, errlen: usize) -> i64 {
+    let name = text(name);
+    answer(guarded(|| stat(&name, &mut *out)), err, errlen)
+}
+
+unsafe extern "C" fn c_list(name: *const c_char, each: Names, ctx: *mut c_void, err: *mut c_char, errlen: usize) -> i64 {
+    let name = text(name);
+    let each = |entry: &str| {
+        if let Ok(s) = CString::new(entry) {
+            each(ctx, s.as_ptr());
+        }
+    };
+    answer(guarded(|| list(&name, each)), err, errlen)
+}
+
+unsafe extern "C" fn c_mkdirs(name: *const c_char, parents: i32, err: *mut c_char, errlen: usize) -> i64 {
+    let name = text(name);
+    answer(guarded(|| mkdirs(&name, parents != 0)), err, errlen)
+}
+
+unsafe extern "C" fn c_delete(name: *const c_char, mode: i32, err: *mut c_char, errlen: usize) -> i64 {
+    let name = text(name);
+    answer(guarded(|| delete(&name, mode)), err, errlen)
+}
+
+unsafe extern "C" fn c_rename(src: *const c_char, dst: *const c_char, err: *mut c_char, errlen: usize) -> i64 {
+    let (src, dst) = (text(src), text(dst));
+    answer(guarded(|| rename(&src, &dst)), err, errlen)
+}
+
+unsafe extern "C" fn c_create(name: *const c_char, append: i32, size: *mut i64, err: *mut c_char, errlen: usize) -> i64 {
+    let name = text(name);
+    *size = 0;
+    answer(guarded(|| create(&name, append != 0, &mut *size)), err, errlen)
+}
+
+unsafe extern "C" fn c_write(handle: i64, data: *const u8, n: usize, err: *mut c_char, errlen: usize) -> i64 {
+    let data = if n == 0 { &[][..] } else { std::slice::from_raw_parts(data, n) };
+    answer(guarded(|| write(handle, data)), err, errlen)
+}
+
+unsafe extern "C" fn c_flush(handle: i64, sync: i32, err: *mut c_char, errlen: usize) -> i64 {
+    answer(guarded(|| flush(handle, sync != 0)), err, errlen)
+}
+
+unsafe extern "C" fn c_close(handle: i64, err: *mut c_char, errlen: usize) -> i64 {
+    answer(guarded(|| close(handle)), err, errlen)
+}
+
+unsafe extern "C" fn c_abort(handle: i64) {
+    let _ = guarded(|| {
+        abort(handle);
+        Ok(())
+    });
+}
+
+static OPS: FsOps = FsOps {
+    stat: c_stat,
+    list: c_list,
+    mkdirs: c_mkdirs,
+    delete: c_delete,
+    rename: c_rename,
+    create: c_create,
+    write: c_write,
+    flush: c_flush,
+    close: c_close,
+    abort: c_abort,
+};
+
+/// The filesystem functions, for tfoy_bridge_set_fs_ops in the plugin (hdfs_io/tf_bridge.py passes them on).
+#[no_mangle]
+pub extern "C" fn tfoy_hdfs_fs_ops() -> *const FsOps {
+    &OPS
+}
