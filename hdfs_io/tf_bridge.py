@@ -30,7 +30,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import weakref
@@ -332,51 +331,11 @@ def register() -> Bridge | None:
 
 
 def register_when_tensorflow_loads() -> None:
-    """Registers the filesystem at once if TensorFlow is imported, else right after its import (any later
-    `import tensorflow`, Keras included), so hdfs:// works in TF's own APIs without loading TF for processes that
-    never use it. A failure is logged, never raised into the user's import."""
-    if "tensorflow" in sys.modules and hasattr(sys.modules["tensorflow"], "experimental"):
-        _register_quietly()
-    elif not any(isinstance(f, _AfterTensorFlow) for f in sys.meta_path):
-        sys.meta_path.insert(0, _AfterTensorFlow())
+    """Registers the filesystem once TensorFlow is imported (at once if it is), so hdfs:// works in TF's own APIs
+    without loading TF in processes that never use it. A failure is logged, never raised into the user's import."""
+    from hdfs_io.import_hooks import when_imported
 
-
-def _register_quietly() -> None:
-    try:
-        register()
-    except Exception:  # noqa: BLE001 - TF itself must still import
-        log.exception("tfoy: registering hdfs:// with TensorFlow failed")
-
-
-class _AfterTensorFlow:
-    """A meta-path finder that lets the normal finders load `tensorflow`, then registers the plugin once the
-    module has run (the plugin registration API lives in the finished module)."""
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if name != "tensorflow":
-            return None
-        import importlib.util
-
-        sys.meta_path.remove(self)  # once only; and the real finders must find the real spec
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-            spec.loader = _RegisteringLoader(spec.loader)
-        return spec
-
-
-class _RegisteringLoader:
-    def __init__(self, loader: Any):
-        self._loader = loader
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._loader, name)
-
-    def create_module(self, spec: Any) -> Any:
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module: Any) -> None:
-        self._loader.exec_module(module)
-        _register_quietly()
+    when_imported("tensorflow", lambda _tf: register())
 
 
 if __name__ == "__main__":  # ./build.sh setup: python -m hdfs_io.tf_bridge
