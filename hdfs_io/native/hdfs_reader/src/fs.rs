@@ -5,8 +5,9 @@
 //! (HDFS rename with OVERWRITE: one NameNode operation) when TF closes it, as object stores publish a file only
 //! when it is whole. So a writer killed in the middle of a Keras checkpoint or a SavedModel variable file leaves
 //! the previous file as it was, and holds no lease on the target that would block the next writer until HDFS's
-//! lease soft limit. TensorBoard event files (".tfevents." in the name) and appended files are written in place
-//! instead: their readers follow them as they grow, and see what was written up to the writer's last Sync (hsync).
+//! lease soft limit. Appended files are written in place (what was flushed is readable: hsync). TensorBoard event
+//! files (".tfevents." in the name) are published whole at every Flush instead, so TensorBoard can follow them
+//! while training writes them (see `Mode::Spooled`).
 //! TFOY_HDFS_ATOMIC_WRITES=0 writes every file in place.
 //!
 //! Every NameNode call is bounded (TFOY_HDFS_RPC_TIMEOUT seconds, 60 by default), and a client's first use probes
@@ -183,12 +184,24 @@ fn rename(src: &str, dst: &str) -> Result<i64, Failure> {
     Ok(0)
 }
 
+/// How a file TF writes reaches HDFS.
+enum Mode {
+    /// Written under a hidden temporary name beside the target, renamed over it at close.
+    Temp(String),
+    /// Written in place (appended files; TFOY_HDFS_ATOMIC_WRITES=0), what was flushed readable (hsync).
+    InPlace,
+    /// An event file: kept in a local spool and published whole at each Flush (temporary name, then rename).
+    /// hdfs-native cannot read the last block of a file still being written, so an event file written in place
+    /// would stay unreadable to TensorBoard until training ends; published whole, every Flush is visible.
+    Spooled { spool: std::fs::File, dirty: bool },
+}
+
 struct Writer {
     client: Arc<Client>,
     uri: String,
     path: String,
-    temp: Option<String>, // written under this name, renamed to `path` at close
-    inner: FileWriter,
+    mode: Mode,
+    inner: Option<FileWriter>, // the HDFS file being written (none between a spooled file's publications)
     buf: Vec<u8>,
 }
 
@@ -197,15 +210,70 @@ impl Writer {
         if self.buf.is_empty() {
             return Ok(());
         }
+        if let Mode::Spooled { spool, dirty } = &mut self.mode {
+            use std::io::Write;
+            spool.write_all(&self.buf).map_err(|e| Failure(crate::INTERNAL, format!("{}: local spool: {e}", self.uri)))?;
+            *dirty = true;
+            self.buf.clear();
+            return Ok(());
+        }
         let data = Bytes::from(std::mem::take(&mut self.buf));
-        run(&self.uri, self.inner.write_bytes(data)).map(|_| ())
+        let inner = self.inner.as_mut().expect("an open HDFS file");
+        run(&self.uri, inner.write_bytes(data)).map(|_| ())
     }
 
-    fn discard(mut self) {
-        let _ = run(&self.uri, self.inner.close()); // gives the lease back
-        if let Some(temp) = &self.temp {
-            let _ = run(&self.uri, self.client.delete(temp, false));
+    /// A spooled file's content so far, published whole under its name.
+    fn publish(&mut self) -> Result<(), Failure> {
+        let Mode::Spooled { spool, dirty } = &mut self.mode else { return Ok(()) };
+        if !*dirty {
+            return Ok(());
         }
+        use std::os::unix::fs::FileExt;
+        let temp = temp_name(&self.path);
+        let options = WriteOptions::default().overwrite(true).create_parent(true);
+        let mut out = run(&self.uri, self.client.create(&temp, &options))?;
+        let local = |e: std::io::Error| Failure(crate::INTERNAL, format!("{}: local spool: {e}", self.uri));
+        let size = spool.metadata().map_err(local)?.len();
+        let mut offset = 0u64;
+        let mut chunk = vec![0u8; WRITE_CHUNK];
+        let written = (|| {
+            while offset < size {
+                let n = spool.read_at(&mut chunk, offset).map_err(local)?;
+                if n == 0 {
+                    break;
+                }
+                run(&self.uri, out.write_bytes(Bytes::copy_from_slice(&chunk[..n])))?;
+                offset += n as u64;
+            }
+            run(&self.uri, out.close())?;
+            run(&self.uri, self.client.rename(&temp, &self.path, true))
+        })();
+        if written.is_err() {
+            let _ = run(&self.uri, self.client.delete(&temp, false));
+        }
+        *dirty = written.is_err();
+        written
+    }
+
+    /// Finishes the file: `keep` publishes what was written (as closing a local file does), else a temporary
+    /// file goes and the target stays as it was.
+    fn finish(mut self, keep: bool) -> Result<(), Failure> {
+        let pushed = self.push();
+        let closed = match self.inner.take() {
+            Some(mut inner) => run(&self.uri, inner.close()),
+            None => Ok(()),
+        };
+        let result = match (&self.mode, pushed.and(closed)) {
+            (Mode::Temp(temp), Ok(())) if keep => run(&self.uri, self.client.rename(temp, &self.path, true)),
+            (Mode::Spooled { .. }, Ok(())) if keep => self.publish(),
+            (_, r) => r,
+        };
+        if let Mode::Temp(temp) = &self.mode {
+            if result.is_err() || !keep {
+                let _ = run(&self.uri, self.client.delete(temp, false));
+            }
+        }
+        result
     }
 }
 
@@ -215,11 +283,31 @@ fn writers() -> &'static Mutex<HashMap<i64, Arc<Mutex<Writer>>>> {
 }
 
 fn writer(handle: i64) -> Result<Arc<Mutex<Writer>>, Failure> {
-    writers().lock().unwrap().get(&handle).cloned().ok_or_else(|| Failure(FAILED_PRECONDITION, format!("tfoy HDFS writer: no open file {handle} (closed already?)")))
+    writers().lock().unwrap().get(&handle).cloned().ok_or_else(|| {
+        Failure(FAILED_PRECONDITION, format!("tfoy HDFS writer: no open file {handle} (closed already?)"))
+    })
 }
 
-fn in_place(path: &str) -> bool {
-    std::env::var("TFOY_HDFS_ATOMIC_WRITES").is_ok_and(|v| v.trim() == "0") || path.contains(".tfevents.")
+fn take_writer(handle: i64) -> Option<Writer> {
+    let w = writers().lock().unwrap().remove(&handle)?;
+    // TF uses a file from one thread at a time; a call still under way keeps its reference until it returns
+    let w = Arc::try_unwrap(w).unwrap_or_else(|shared| {
+        let mut guard = shared.lock().unwrap();
+        let taken = Writer {
+            client: Arc::clone(&guard.client),
+            uri: guard.uri.clone(),
+            path: guard.path.clone(),
+            mode: std::mem::replace(&mut guard.mode, Mode::InPlace),
+            inner: guard.inner.take(),
+            buf: std::mem::take(&mut guard.buf),
+        };
+        Mutex::new(taken)
+    });
+    Some(w.into_inner().unwrap())
+}
+
+fn atomic_writes() -> bool {
+    !std::env::var("TFOY_HDFS_ATOMIC_WRITES").is_ok_and(|v| v.trim() == "0")
 }
 
 /// ".name.tfoy-tmp-<pid>-<n>" beside the target: hidden, as HDFS tools (MapReduce, Spark, Hive) treat "."-names.
@@ -229,6 +317,15 @@ fn temp_name(path: &str) -> String {
     format!("{dir}/.{name}.tfoy-tmp-{}-{n}", std::process::id())
 }
 
+fn spool_file(uri: &str) -> Result<std::fs::File, Failure> {
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!("tfoy-spool-{}-{}", std::process::id(), state().next.fetch_add(1, Ordering::Relaxed)));
+    let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path);
+    let file = file.map_err(|e| Failure(crate::INTERNAL, format!("{uri}: local spool in {}: {e}", dir.display())))?;
+    let _ = std::fs::remove_file(&path); // unlinked at once: it vanishes with the process, however that ends
+    Ok(file)
+}
+
 fn create(name: &str, append: bool, initial: &mut i64) -> Result<i64, Failure> {
     let (c, uri, path) = target(name)?;
     let existing = status(&c, &uri, &path)?;
@@ -236,19 +333,31 @@ fn create(name: &str, append: bool, initial: &mut i64) -> Result<i64, Failure> {
         return Err(Failure(FAILED_PRECONDITION, format!("{uri}: is a directory")));
     }
     let options = WriteOptions::default().overwrite(true).create_parent(true);
-    let (inner, temp) = match existing {
+    let (inner, mode) = match existing {
         Some(s) if append => {
             *initial = s.length as i64;
-            (run(&uri, c.append(&path))?, None)
+            (Some(run(&uri, c.append(&path))?), Mode::InPlace)
         }
-        _ if append || in_place(&path) => (run(&uri, c.create(&path, &options))?, None),
+        _ if append || !atomic_writes() => (Some(run(&uri, c.create(&path, &options))?), Mode::InPlace),
+        _ if path.contains(".tfevents.") => {
+            let mut w = Writer {
+                client: Arc::clone(&c),
+                uri: uri.clone(),
+                path: path.clone(),
+                mode: Mode::Spooled { spool: spool_file(&uri)?, dirty: true },
+                inner: None,
+                buf: Vec::new(),
+            };
+            w.publish()?; // the file is there (empty) from the start, as TF's other filesystems have it
+            (None, w.mode)
+        }
         _ => {
             let temp = temp_name(&path);
-            (run(&uri, c.create(&temp, &options))?, Some(temp))
+            (Some(run(&uri, c.create(&temp, &options))?), Mode::Temp(temp))
         }
     };
     let handle = state().next.fetch_add(1, Ordering::Relaxed);
-    let w = Writer { client: c, uri, path, temp, inner, buf: Vec::with_capacity(WRITE_CHUNK) };
+    let w = Writer { client: c, uri, path, mode, inner, buf: Vec::with_capacity(WRITE_CHUNK) };
     writers().lock().unwrap().insert(handle, Arc::new(Mutex::new(w)));
     Ok(handle)
 }
@@ -267,42 +376,31 @@ fn flush(handle: i64, sync: bool) -> Result<i64, Failure> {
     let w = writer(handle)?;
     let mut w = w.lock().unwrap();
     w.push()?;
-    if sync {
-        let Writer { uri, inner, .. } = &mut *w;
-        run(uri, inner.hsync())?;
+    let Writer { uri, inner, mode, .. } = &mut *w;
+    match (mode, inner) {
+        (Mode::Spooled { .. }, _) => w.publish()?,
+        // in place, readers follow the file: a Flush makes what it has readable too (Python's GFile has flush()
+        // but no sync())
+        (Mode::InPlace, Some(inner)) => run(uri, inner.hsync())?,
+        (_, Some(inner)) if sync => run(uri, inner.hsync())?,
+        _ => {}
     }
     Ok(0)
 }
 
 fn close(handle: i64) -> Result<i64, Failure> {
-    let w = writers().lock().unwrap().remove(&handle);
-    let w = w.ok_or_else(|| Failure(FAILED_PRECONDITION, format!("tfoy HDFS writer: no open file {handle}")))?;
-    let mut w = Arc::try_unwrap(w).map_err(|_| Failure(FAILED_PRECONDITION, "tfoy HDFS writer: closed while in use".into()))?.into_inner().unwrap();
-    let done = w.push().and_then(|_| run(&w.uri, w.inner.close()));
-    if let Err(e) = done {
-        w.discard();
-        return Err(e);
-    }
-    if let Some(temp) = &w.temp {
-        if let Err(e) = run(&w.uri, w.client.rename(temp, &w.path, true)) {
-            let _ = run(&w.uri, w.client.delete(temp, false));
-            return Err(e);
-        }
-    }
+    let w = take_writer(handle)
+        .ok_or_else(|| Failure(FAILED_PRECONDITION, format!("tfoy HDFS writer: no open file {handle}")))?;
+    w.finish(true)?;
     Ok(0)
 }
 
-/// TF is done with a file it did not close (an error on its side): an in-place file keeps what was written, a
-/// temporary one goes, so the target stays as it was.
+/// TF is done with a file it did not close (an error on its side): an in-place or spooled file keeps what was
+/// written, a temporary one goes, so the target stays as it was.
 fn abort(handle: i64) {
-    let w = writers().lock().unwrap().remove(&handle);
-    if let Some(w) = w.and_then(|w| Arc::try_unwrap(w).ok()) {
-        let mut w = w.into_inner().unwrap();
-        if w.temp.is_some() {
-            w.discard();
-        } else {
-            let _ = w.push().and_then(|_| run(&w.uri, w.inner.close()));
-        }
+    if let Some(w) = take_writer(handle) {
+        let keep = !matches!(w.mode, Mode::Temp(_));
+        let _ = w.finish(keep);
     }
 }
 

@@ -44,6 +44,7 @@ struct OpenFile {
     stream: Option<BoxStream<'static, hdfs_native::Result<Bytes>>>,
     pos: usize,      // file offset of the next byte handed out (the first of `leftover`)
     leftover: Bytes, // the rest of the last packet
+    follows: bool,   // opened by TF's own name: the file may be growing (an event file TensorBoard follows)
 }
 
 struct State {
@@ -204,6 +205,7 @@ fn open(name: &str) -> Result<(i64, i64), Failure> {
         stream: None,
         pos: 0,
         leftover: Bytes::new(),
+        follows: fs::is_hadoop_uri(name),
     };
     match open_local(&file) {
         Ok(lf) => {
@@ -225,6 +227,29 @@ fn open(name: &str) -> Result<(i64, i64), Failure> {
     let handle = st.next.fetch_add(1, Ordering::Relaxed);
     st.files.lock().unwrap().insert(handle, Arc::new(Mutex::new(file)));
     Ok((handle, size))
+}
+
+/// Reopens a file whose end was reached, keeping the new version when it is longer.
+fn refresh(f: &mut OpenFile) -> Result<(), Failure> {
+    match open_local(f) {
+        Ok(lf) if lf.length() as usize > f.length => {
+            f.length = lf.length() as usize;
+            f.local = Some(lf);
+        }
+        Ok(_) => {}
+        Err(_) => {
+            let reader = open_stream(f)?;
+            if reader.file_length() > f.length {
+                f.length = reader.file_length();
+                f.local = None;
+                f.reader = Some(reader);
+            }
+        }
+    }
+    f.stream = None;
+    f.leftover = Bytes::new();
+    f.pos = usize::MAX;
+    Ok(())
 }
 
 /// The file from local replicas, or why not (None: short-circuit reads are off, or not an hdfs:// file).
@@ -265,6 +290,11 @@ fn read(handle: i64, offset: usize, out: &mut [u8]) -> Result<usize, Failure> {
     let file = st.files.lock().unwrap().get(&handle).cloned();
     let file = file.ok_or_else(|| Failure(INTERNAL, format!("tfoy HDFS reader: no open file {handle}")))?;
     let mut f = file.lock().unwrap();
+    if f.follows && offset >= f.length {
+        // At the end of a file that may still be written: a newer, longer version (an event file published
+        // again, see fs.rs) or what an appending writer has synced since is readable. One NameNode call per end.
+        refresh(&mut f)?;
+    }
     let length = f.length;
     if let Some(lf) = f.local.as_mut() {
         match lf.read(offset as u64, out) {
