@@ -18,9 +18,9 @@ log() { printf '[build.sh] %s\n' "$*" >&2; }
 die() { printf '[build.sh] error: %s\n' "$*" >&2; exit 1; }
 hash_of() { cat "$@" | sha256sum | cut -c1-12; }  # contents only: every clone shares the cache
 
-VENV="$TFOY_CACHE/venv-py311-$(hash_of "$ROOT/requirements.lock")"
+VENV="$TFOY_CACHE/venv-py311-$(hash_of "$ROOT/requirements.lock" "$ROOT/requirements-nodeps.lock")"
 HADOOP_LIB="$TFOY_CACHE/hadoop-$(hash_of "$ROOT/conf/hadoop/pom.xml")/lib"
-AIRFLOW_VENV="$TFOY_CACHE/airflow-$(hash_of "$ROOT/requirements.lock" "$ROOT/conf/airflow-requirements.txt")"
+AIRFLOW_VENV="$TFOY_CACHE/airflow-$(hash_of "$ROOT/requirements.lock" "$ROOT/requirements-nodeps.lock" "$ROOT/conf/airflow-requirements.txt")"
 
 find_java17() {
   local candidate
@@ -60,6 +60,7 @@ setup_venv() {
     rm -rf "$VENV"
     "$py" -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/requirements.lock"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps -r "$ROOT/requirements-nodeps.lock"
     touch "$VENV/.complete"
   fi
   # The project itself: editable, no deps, so a fresh clone re-points the cached venv in a second.

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from tfnode import barrier as kvb
 from tfnode.cluster_spec import build_cluster_spec, tf_config
+from tfnode.prepare import prepare_node
 
 log = logging.getLogger("tfnode.bootstrap")
 
@@ -303,6 +304,7 @@ def load_entry_point(entry_point: str):
 
 def run_child() -> int:
     _die_with_parent()
+    prepare_node()  # TF_USE_LEGACY_KERAS, if the spec chose Keras 2, came with the container's environment
     data = json.loads(os.environ[CTX_ENV])
     try:
         if data["serve"]:

@@ -124,6 +124,13 @@ def _mean_over_workers(original: Any, multi_worker: Any) -> Any:
     return reduce_per_replica
 
 
-def legacy_keras_selected() -> bool:
-    """True when this process's `tf.keras` is tf-keras (Keras 2)."""
-    return os.environ.get(LEGACY_ENV, "").strip().lower() in ("1", "true", "yes")
+def chosen_keras(keras: int | None, spark_conf_value: str | None = None) -> int | None:
+    """The Keras version a Spark-mode job asked for: the `keras` argument, else TF_USE_LEGACY_KERAS from the
+    Spark conf's executor environment or the driver's own environment, else None (the nodes' default)."""
+    if keras is not None:
+        keras_env(keras)  # validates
+        return keras
+    for value in (spark_conf_value, os.environ.get(LEGACY_ENV)):
+        if value is not None and value.strip():
+            return 2 if value.strip().lower() in ("1", "true", "yes") else 3
+    return None

@@ -27,7 +27,9 @@ from typing import Any
 
 from tfnode.context import NodeContext
 from tfnode.feed import NodeFeed
+from tfnode.prepare import prepare_node
 from tfnode.reservation import ReservationClient, host_address
+from tfnode.tensorboard import tensorboard_command
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class NodeLaunch:
     log_dir: str | None
     tensorboard: bool
     release_port: bool
+    keras: int | None = None  # 2: tf-keras as tf.keras (set in the node's environment by the start task)
 
 
 class Node:
@@ -146,9 +149,9 @@ class Node:
         with socket.socket() as s:
             s.bind(("0.0.0.0", 0))
             tb_port = s.getsockname()[1]
-        logdir = self.launch.log_dir or str(self.folder / "tensorboard")
+        logdir = self.launch.log_dir or f"file://{self.folder / 'tensorboard'}"
         self.tensorboard = subprocess.Popen(
-            [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--port", str(tb_port), "--bind_all"],
+            tensorboard_command(logdir, tb_port),
             stdout=subprocess.DEVNULL, stderr=open(self.folder / "tensorboard.log", "ab"), start_new_session=True)
         self._report({"op": "tensorboard", "url": f"http://{host}:{tb_port}"})
 
@@ -169,6 +172,7 @@ def main(argv: list[str]) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     launch_file = Path(argv[1])
+    prepare_node()  # before the launch is unpickled: that imports the user's modules (TF, Keras) already
     with open(launch_file, "rb") as f:
         launch: NodeLaunch = pickle.load(f)  # written by our own start task into a 0700 folder
     launch_file.unlink()

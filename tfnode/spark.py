@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
+from tfnode import keras_compat
 from tfnode.feed import FeedTarget, feed_partition, infer_partition, state_dir
 from tfnode.node import FEEDLESS_ROLES, NodeLaunch
 from tfnode.reservation import NodeState, ReservationServer, Slot
@@ -68,6 +69,8 @@ def _start_node(template: NodeLaunch, cluster_id: str, slots: list[Slot], _itera
     launch_file.write_bytes(dumps(launch, protocol=pickle.HIGHEST_PROTOCOL))
     launch_file.chmod(0o600)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    if template.keras is not None:
+        env.update(keras_compat.keras_env(template.keras))
     with open(folder / "node.log", "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "tfnode.node", str(launch_file)], stdout=out, stderr=out,
                                 env=env, start_new_session=True)
@@ -203,16 +206,20 @@ class TFCluster:
 def run(sc: Any, map_fun: Any, tf_args: Any, num_executors: int, num_ps: int, tensorboard: bool = False,
         input_mode: int = InputMode.TENSORFLOW, log_dir: str | None = None, driver_ps_nodes: bool = False,
         master_node: str | None = None, reservation_timeout: float = 600, queues: Any = None,
-        eval_node: bool = False, release_port: bool = True) -> TFCluster:
+        eval_node: bool = False, release_port: bool = True, keras: int | None = None) -> TFCluster:
     """Starts one TF process per executor running `map_fun(tf_args, ctx)` and returns once all registered.
 
     Raises TimeoutError after reservation_timeout naming the registered and missing executors, or RuntimeError
     with the node's traceback if a start task fails first. `queues` is accepted for compatibility and unused.
+    keras: 2 trains with tf-keras (Keras 2) as `tf.keras` on every node, 3 with TF's default Keras 3; None takes
+    TF_USE_LEGACY_KERAS from the driver's environment or the Spark conf (spark.executorEnv.TF_USE_LEGACY_KERAS),
+    so a TFoS-era script needs no change.
     """
     from pyspark import InheritableThread
 
     if driver_ps_nodes:
         raise NotImplementedError("driver_ps_nodes=True is not supported: run ps on executors")
+    keras = keras_compat.chosen_keras(keras, sc.getConf().get(f"spark.executorEnv.{keras_compat.LEGACY_ENV}", None))
     slots = assign_roles(num_executors, num_ps, master_node, eval_node)
     cluster_id = uuid.uuid4().hex[:12]
     secret = secrets.token_bytes(32)
@@ -220,7 +227,7 @@ def run(sc: Any, map_fun: Any, tf_args: Any, num_executors: int, num_ps: int, te
     template = NodeLaunch(map_fun=map_fun, tf_args=tf_args, executor_id=-1, job_name="", task_index=-1,
                           server_address=server.address, secret=secret, spark_feed=input_mode == InputMode.SPARK,
                           reservation_timeout=reservation_timeout, log_dir=log_dir, tensorboard=tensorboard,
-                          release_port=release_port)
+                          release_port=release_port, keras=keras)
     group = f"tfoy-{cluster_id}-start"
     outcome: dict[str, BaseException] = {}
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import skein
 
 from tfnode.bootstrap import JOB_ENV, ROLE_ENV, JobRuntime
+from tfnode.keras_compat import keras_env
 from yarn_app.spec import JobSpec
 
 ENV_LINK = "tfoy_env"  # the unpacked env archive in each container
@@ -66,6 +67,7 @@ def build_application_spec(spec: JobSpec, ship: Shipping) -> skein.ApplicationSp
     for name, source in spec.files.items():
         kind = "archive" if source.endswith((".zip", ".tar.gz", ".tgz")) else "file"
         files[name] = skein.File(source=source, type=kind)
+    env.update(keras_env(spec.keras))  # before spec.env: an explicit TF_USE_LEGACY_KERAS there wins
     env.update(spec.env)
 
     services = {}

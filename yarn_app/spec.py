@@ -20,6 +20,7 @@ import yaml
 
 ROLE_NAMES = ("chief", "worker", "ps", "evaluator", "tensorboard")
 STRATEGIES = ("auto", "multi_worker_mirrored", "parameter_server")
+KERAS_VERSIONS = (2, 3)
 _MEM_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.I)
 _MEM_UNITS = {"": 1, "k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
 
@@ -161,6 +162,7 @@ class JobSpec:
     python_env: PythonEnvSpec = field(default_factory=PythonEnvSpec)
     timeouts: TimeoutSpec = field(default_factory=TimeoutSpec)
     strategy: str = "auto"
+    keras: int = 3  # 2: tf-keras (Keras 2) as tf.keras in every task (TF_USE_LEGACY_KERAS=1)
     model_dir: str | None = None
     export_dir: str | None = None
     log_dir: str | None = None
@@ -188,6 +190,8 @@ class JobSpec:
             if key in d:
                 m = _check_keys(d[key], {str(k) for k in (d[key] or {})}, key)
                 setattr(spec, key, {str(k): str(_check_type(v, (str, int, float), f"{key}.{k}")) for k, v in m.items()})
+        if "keras" in d:
+            spec.keras = _check_type(d["keras"], int, "keras")
         if "python_env" in d:
             spec.python_env = PythonEnvSpec.from_dict(d["python_env"])
         if "timeouts" in d:
@@ -223,6 +227,8 @@ class JobSpec:
     # ---- rules ------------------------------------------------------------------------------------------
     def validate(self) -> None:
         """Offline checks: roles make a TensorFlow cluster, strategy fits the roles, names are sane."""
+        if self.keras not in KERAS_VERSIONS:
+            raise SpecError(f"keras: 2 (tf-keras) or 3 (TF's default Keras), got {self.keras!r}")
         if self.strategy not in STRATEGIES:
             raise SpecError(f"strategy: one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         workers = self.roles.get("worker")

@@ -126,7 +126,7 @@ def test_mwms_job_with_shipped_env_trains_and_exports(tmp_path, toy_data, hdfs, 
     assert versions == ["1"]
     files = {os.path.basename(s.path) for s in hdfs.list_status(f"{export}/1", recursive=True)}
     assert {"saved_model.pb", "variables.index"} <= files
-    state = json.loads(hdfs.read(f"{toy_data}/{name}/model/backup/state.json").read())
+    state = json.loads(hdfs.read(f"{toy_data}/{name}/model/state.json").read())
     assert state["epoch"] == 1
 
     # A second job reuses the env archive from the NodeManager's public cache: same localized path.
@@ -139,7 +139,7 @@ def test_mwms_job_with_shipped_env_trains_and_exports(tmp_path, toy_data, hdfs, 
 
 
 def test_parameter_server_job_trains(tmp_path, toy_data, hdfs, skein_client):
-    spec = make_spec(tmp_path, toy_data, strategy="parameter_server",
+    spec = make_spec(tmp_path, toy_data, strategy="parameter_server", keras=2,
                      roles={"chief": {"memory": 1024}, "ps": {"memory": 768},
                             "worker": {"instances": 2, "memory": 768}, "evaluator": {"memory": 768}})
     proc = submit(spec)
@@ -195,7 +195,7 @@ def test_kill_9_restarts_the_task_and_training_resumes(tmp_path, toy_data, hdfs,
                 app_id = m.group(1)
         app = skein_client.connect(app_id)
         deadline = time.monotonic() + 300
-        state_file = f"{toy_data}/{name}/model/backup/state.json"
+        state_file = f"{toy_data}/{name}/model/state.json"
         while time.monotonic() < deadline:  # wait for the first checkpoint on HDFS
             try:
                 hdfs.get_file_info(state_file)

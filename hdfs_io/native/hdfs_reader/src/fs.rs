@@ -160,7 +160,7 @@ fn delete(name: &str, mode: i32) -> Result<i64, Failure> {
     let s = status(&c, &uri, &path)?.ok_or_else(|| not_found(&uri))?;
     match (mode, s.isdir) {
         (0, true) => return Err(Failure(FAILED_PRECONDITION, format!("{uri}: is a directory"))),
-        (1, false) => return Err(Failure(FAILED_PRECONDITION, format!("{uri}: not a directory"))),
+        (1 | 2, false) => return Err(Failure(FAILED_PRECONDITION, format!("{uri}: not a directory"))),
         _ => {}
     }
     if !run(&uri, c.delete(&path, mode == 2))? {

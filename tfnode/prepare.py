@@ -1,0 +1,22 @@
+"""What every tfoy node does before the user's code runs (YARN tasks, Spark-mode nodes, TFParallel tasks).
+
+- TensorFlow gets hdfs:// and viewfs:// (hdfs_io's filesystem plugin) as soon as it is imported.
+- Keras 3 gets its multi-worker `fit` fix (tfnode.keras_compat), also when it is imported.
+- `keras=2` selects tf-keras as `tf.keras` (TF_USE_LEGACY_KERAS=1) for this process and its children; it must be
+  set before TensorFlow is imported, which is why the node does it first.
+Nothing is imported here that the user's code would not import itself.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tfnode import keras_compat
+
+
+def prepare_node(keras: int | None = None) -> None:
+    if keras is not None:
+        os.environ.update(keras_compat.keras_env(keras))
+    import hdfs_io  # noqa: F401 - importing it registers the filesystem when TF loads
+
+    keras_compat.install()
