@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import skein
 
+from hdfs_io.paths import absolute_uri
 from tfnode.bootstrap import JOB_ENV, ROLE_ENV, JobRuntime
 from tfnode.keras_compat import keras_env
 from yarn_app.spec import JobSpec
@@ -41,10 +42,16 @@ def job_runtime(spec: JobSpec) -> JobRuntime:
         barrier_timeout=spec.timeouts.barrier,
         restartable=any(spec.roles[r].max_restarts > 0 for r in tf_roles),
         gpus={r: s.gpus for r, s in spec.roles.items() if s.gpus},
-        model_dir=spec.model_dir,
-        export_dir=spec.export_dir,
-        log_dir=spec.log_dir,
+        # as the submitting user means them (relative to /user/<submitter> on the defaultFS, as with `hdfs dfs`):
+        # the tasks hand them to TF's own APIs, which take fully qualified URIs
+        model_dir=_qualified(spec.model_dir),
+        export_dir=_qualified(spec.export_dir),
+        log_dir=_qualified(spec.log_dir),
     )
+
+
+def _qualified(path: str | None) -> str | None:
+    return absolute_uri(path) if path else None
 
 
 def build_application_spec(spec: JobSpec, ship: Shipping) -> skein.ApplicationSpec:

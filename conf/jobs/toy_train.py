@@ -51,6 +51,7 @@ def build_model():
 
 def main(args: list[str], ctx) -> None:
     opts = _parse_args(args)
+    opts.data = ctx.absolute_path(opts.data)  # relative and /absolute paths are on the cluster's defaultFS
     me = f"{ctx.job_name}:{ctx.task_index}"
     if opts.fail == me:
         raise RuntimeError(f"toy_train: {me} fails on purpose")
