@@ -1,7 +1,9 @@
 """A Keras callback with BackupAndRestore semantics whose backups live on HDFS (or any tfoy path).
 
-After each epoch the chief writes weights + metadata locally, uploads them to `<dir>/ckpt-<epoch>.tmp` and renames
-that to `<dir>/ckpt-<epoch>` (one NameNode operation), keeping the last `keep`. On (re)start it restores the
+After each epoch the chief writes weights + metadata straight to `<dir>/ckpt-<epoch>.tmp` (Keras and TF write
+hdfs:// themselves through hdfs_io's TF filesystem) and renames that to `<dir>/ckpt-<epoch>` (one NameNode
+operation), keeping the last `keep`. Keras's own BackupAndRestore(backup_dir="hdfs://…") works on HDFS too; this
+one keeps several numbered checkpoints and never reads a half-written one. On (re)start it restores the
 highest complete `ckpt-<n>` (a `.tmp` or a folder without both files is never read) and training resumes at epoch n.
 Other workers save to a throwaway local folder so collective ops under MultiWorkerMirroredStrategy still match.
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 import tempfile
 from typing import Any
 
@@ -52,40 +53,33 @@ class HdfsBackupAndRestore(keras.callbacks.Callback):
         if not done:
             return
         epoch = done[-1]
-        local = tempfile.mkdtemp(prefix="tfoy-restore-")
-        try:
-            fs.get(f"{self.backup_dir}/ckpt-{epoch}", f"{local}/ckpt")
-            if self.model.optimizer is not None and not self.model.optimizer.built:
-                self.model.optimizer.build(self.model.trainable_variables)
-            self.model.load_weights(f"{local}/ckpt/{WEIGHTS}")
-            with open(f"{local}/ckpt/{METADATA}") as f:
-                meta = json.load(f)
-        finally:
-            shutil.rmtree(local, ignore_errors=True)
+        ckpt = f"{self.backup_dir}/ckpt-{epoch}"
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(fs.tf_path(f"{ckpt}/{WEIGHTS}"))
+        meta = json.loads(fs.read_bytes(f"{ckpt}/{METADATA}"))
         self.model._initial_epoch = int(meta["epoch"])  # what Keras's own BackupAndRestore sets
         self.restored_epoch = int(meta["epoch"])
-        log.info("restored %s/ckpt-%d: resuming at epoch %d", self.backup_dir, epoch, meta["epoch"])
+        log.info("restored %s: resuming at epoch %d", ckpt, meta["epoch"])
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         done_epochs = epoch + 1
-        local = tempfile.mkdtemp(prefix="tfoy-ckpt-")
-        try:
-            self.model.save_weights(f"{local}/{WEIGHTS}")
-            with open(f"{local}/{METADATA}", "w") as f:
-                json.dump({"epoch": done_epochs}, f)
-            if not self.is_chief:
-                return
-            final = f"{self.backup_dir}/ckpt-{done_epochs}"
-            tmp = f"{final}.tmp"
-            fs.delete(tmp, recursive=True)
-            fs.put(local, tmp)
-            fs.delete(final, recursive=True)  # a leftover from an earlier attempt of the same epoch
-            fs.rename(tmp, final)
-            log.info("checkpoint %s", final)
-            for old in complete_checkpoints(self.backup_dir)[:-self.keep]:
-                fs.delete(f"{self.backup_dir}/ckpt-{old}", recursive=True)
-        finally:
-            shutil.rmtree(local, ignore_errors=True)
+        if not self.is_chief:
+            # every worker saves (MultiWorkerMirroredStrategy's collectives must match); only the chief's counts
+            with tempfile.TemporaryDirectory(prefix="tfoy-ckpt-") as local:
+                self.model.save_weights(f"{local}/{WEIGHTS}")
+            return
+        final = f"{self.backup_dir}/ckpt-{done_epochs}"
+        tmp = f"{final}.tmp"
+        fs.delete(tmp, recursive=True)
+        fs.makedirs(tmp)
+        self.model.save_weights(fs.tf_path(f"{tmp}/{WEIGHTS}"))
+        fs.write_bytes(f"{tmp}/{METADATA}", json.dumps({"epoch": done_epochs}).encode())
+        fs.delete(final, recursive=True)  # a leftover from an earlier attempt of the same epoch
+        fs.rename(tmp, final)
+        log.info("checkpoint %s", final)
+        for old in complete_checkpoints(self.backup_dir)[:-self.keep]:
+            fs.delete(f"{self.backup_dir}/ckpt-{old}", recursive=True)
 
     def on_train_end(self, logs: Any = None) -> None:
         if self.delete_on_train_end and self.is_chief:

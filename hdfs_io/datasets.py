@@ -118,11 +118,12 @@ def _shard_args(ctx: Any, num_shards: int | None, shard_index: int | None) -> tu
 
 
 def tf_native(uri: str) -> bool:
-    """True when TensorFlow has its own filesystem for this URI's scheme (file always; hdfs with tensorflow-io)."""
+    """True when TensorFlow has its own filesystem for this URI's scheme (file; gs). hdfs:// and viewfs:// are
+    TF's through hdfs_io's plugin too, but its readers take the checked private names (tf_bridge) instead."""
     import tensorflow as tf
 
     scheme = split_uri(uri)[0]
-    return scheme == "file" or scheme in tf.io.gfile.get_registered_schemes()
+    return scheme == "file" or (scheme not in fs.HADOOP_SCHEMES and scheme in tf.io.gfile.get_registered_schemes())
 
 
 # ---- staging ---------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Atomic, versioned SavedModel export in TF Serving's layout: `<base>/<integer version>/`.
 
-A version is written to a local temp folder, uploaded to `<base>/.tmp-<version>-<uuid>/` and renamed to
+A version is written by TF itself to `<base>/.tmp-<version>-<uuid>/` (hdfs_io's TF filesystem) and renamed to
 `<base>/<version>` in one NameNode operation, then `_SUCCESS` is written inside. So a poller (TF Serving, a sync
 job, `latest_version`) never sees a half-written version; `latest_version` also ignores versions without
 `_SUCCESS` (e.g. the publisher died between rename and marker). Only the chief publishes: under
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import tempfile
 import uuid
 from typing import Any
@@ -66,34 +65,31 @@ def export_saved_model(
     retain (older ones deleted). Chief from `is_chief`, else `ctx.is_chief`, else True.
     """
     chief = is_chief if is_chief is not None else (ctx.is_chief if ctx is not None else True)
-    local = tempfile.mkdtemp(prefix="tfoy-export-")
+    if not chief:
+        with tempfile.TemporaryDirectory(prefix="tfoy-export-") as local:
+            _save(model, f"{local}/model", signatures)
+        log.info("not the chief: SavedModel written to a throwaway folder only")
+        return None
+    base = absolute_uri(base_path)
+    fs.makedirs(base)
+    if version is None:
+        existing = _versions(base, complete_only=False)
+        version = existing[-1] + 1 if existing else 1
+    target = f"{base}/{version}"
+    if fs.exists(target):
+        raise FileExistsError(f"{target}: version {version} already exists")
+    tmp = f"{base}/.tmp-{version}-{uuid.uuid4().hex[:12]}"
     try:
-        _save(model, f"{local}/model", signatures)
-        if not chief:
-            log.info("not the chief: SavedModel written to a throwaway folder only")
-            return None
-        base = absolute_uri(base_path)
-        fs.makedirs(base)
-        if version is None:
-            existing = _versions(base, complete_only=False)
-            version = existing[-1] + 1 if existing else 1
-        target = f"{base}/{version}"
-        if fs.exists(target):
-            raise FileExistsError(f"{target}: version {version} already exists")
-        tmp = f"{base}/.tmp-{version}-{uuid.uuid4().hex[:12]}"
-        try:
-            fs.put(f"{local}/model", tmp)
-            fs.rename(tmp, target)  # one NameNode operation: the version appears whole or not at all
-        except BaseException:
-            fs.delete(tmp, recursive=True)
-            raise
-        fs.write_bytes(f"{target}/{SUCCESS}", b"")
-        log.info("exported SavedModel version %s", target)
-        if keep:
-            prune_versions(base, keep)
-        return target
-    finally:
-        shutil.rmtree(local, ignore_errors=True)
+        _save(model, fs.tf_path(tmp), signatures)
+        fs.rename(tmp, target)  # one NameNode operation: the version appears whole or not at all
+    except BaseException:
+        fs.delete(tmp, recursive=True)
+        raise
+    fs.write_bytes(f"{target}/{SUCCESS}", b"")
+    log.info("exported SavedModel version %s", target)
+    if keep:
+        prune_versions(base, keep)
+    return target
 
 
 def prune_versions(base_path: str, keep: int) -> list[int]:

@@ -200,6 +200,13 @@ def local_path(path: str) -> str:
     return split_uri(uri)[2]
 
 
+def tf_path(path: str) -> str:
+    """The name TensorFlow opens for a tfoy path: a local file by its OS path, HDFS by its URI (hdfs:// and
+    viewfs:// are TF's own through hdfs_io's filesystem plugin)."""
+    uri = absolute_uri(path)
+    return local_path(uri) if is_local(uri) else uri
+
+
 def _join(scheme: str, authority: str, p: str) -> str:
     return f"{scheme}://{authority}{p}"
 

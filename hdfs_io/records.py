@@ -10,9 +10,7 @@ cost more than the whole tf.data pipeline.
 from __future__ import annotations
 
 import logging
-import os
 import struct
-import tempfile
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -119,18 +117,22 @@ def scan_frames(buf: bytes | memoryview, uri: str = "<buffer>") -> tuple[list[Fr
 
 
 class TFRecordWriter:
-    """Writes a TFRecord file to any tfoy path: locally through TF's writer (C++ CRCs, optional GZIP), then
-    uploaded and renamed into place on close, so readers never see a half-written file."""
+    """Writes a TFRecord file to any tfoy path with TF's own writer (C++ CRCs, optional GZIP), under a hidden
+    name beside the target, renamed into place on close: readers never see a half-written file, and a failure
+    inside the `with` block leaves nothing (the temporary is removed, the target untouched)."""
 
     def __init__(self, path: str, compression: str | None = None, overwrite: bool = True):
         import tensorflow as tf
 
         self.uri = absolute_uri(path)
         self.overwrite = overwrite
-        fd, self._local = tempfile.mkstemp(prefix="tfoy-tfrecord-", suffix=".tmp")
-        os.close(fd)
+        if not overwrite and fs.exists(self.uri):
+            raise FileExistsError(f"{self.uri}: already exists")
+        parent, name = self.uri.rsplit("/", 1)
+        fs.makedirs(parent)
+        self._tmp = f"{parent}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
         options = tf.io.TFRecordOptions(compression_type=compression or "")
-        self._writer = tf.io.TFRecordWriter(self._local, options)
+        self._writer = tf.io.TFRecordWriter(fs.tf_path(self._tmp), options)
         self.count = 0
 
     def write(self, record: bytes | Any) -> None:
@@ -143,25 +145,11 @@ class TFRecordWriter:
     def close(self) -> None:
         self._writer.close()
         try:
-            if fs.is_local(self.uri):
-                target = fs.local_path(self.uri)
-                os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
-                if not self.overwrite and os.path.exists(target):
-                    raise FileExistsError(f"{self.uri}: already exists")
-                os.replace(self._local, target)
-                return
-            parent, name = self.uri.rsplit("/", 1)
-            tmp = f"{parent}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
-            fs.put(self._local, tmp)
-            try:
-                fs.rename(tmp, self.uri, overwrite=self.overwrite)
-            except BaseException:
-                fs.delete(tmp)
-                raise
-            log.debug("wrote %d records to %s", self.count, self.uri)
-        finally:
-            if os.path.exists(self._local):
-                os.remove(self._local)
+            fs.rename(self._tmp, self.uri, overwrite=self.overwrite)
+        except BaseException:
+            fs.delete(self._tmp)
+            raise
+        log.debug("wrote %d records to %s", self.count, self.uri)
 
     def __enter__(self) -> TFRecordWriter:
         return self
@@ -171,7 +159,7 @@ class TFRecordWriter:
             self.close()
         else:
             self._writer.close()
-            os.remove(self._local)
+            fs.delete(self._tmp)
 
 
 def write_tfrecords(path: str, records: Iterable[bytes | Any], compression: str | None = None) -> int:

@@ -1,12 +1,12 @@
 """TensorBoard logs on HDFS.
 
-TF 2.21 cannot write hdfs:// itself, so summaries are written to a local folder and the folder is mirrored to
-HDFS at each epoch end and at train end (event files only grow: a sync re-uploads new or grown files, each written
-beside its target and renamed over it, so a TensorBoard reading HDFS never sees a truncated file).
+TF writes event files on hdfs:// itself (hdfs_io's TF filesystem publishes each one whole at every flush, so a
+TensorBoard reading HDFS follows training), so `HdfsTensorBoard` writes its summaries straight to `log_dir`; Keras's
+own `TensorBoard(log_dir="hdfs://…")` callback works as well. `sync_dir` stays for mirroring a local folder that
+something else writes (new or grown files, each uploaded beside its target and renamed over it).
 
 The callback writes epoch scalars itself with `tf.summary.write` and the "scalars" plugin metadata (what
-`tf.summary.scalar` produces) because `tf.summary.scalar` and keras.callbacks.TensorBoard need the `tensorboard`
-package, which is not in the tfoy venv; a TensorBoard reads the result as usual (`train/`, `validation/`,
+`tf.summary.scalar` produces), as light as that: a TensorBoard reads the result as usual (`train/`, `validation/`,
 `epoch_<metric>` tags, as Keras names them).
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import uuid
 from typing import Any
 
@@ -63,10 +62,12 @@ class HdfsTensorBoard(keras.callbacks.Callback):
     """Epoch scalars (loss, metrics, learning rate) for TensorBoard, in a log_dir that may be on HDFS."""
 
     def __init__(self, log_dir: str, *, local_dir: str | None = None, ctx: Any = None, is_chief: bool | None = None):
+        """local_dir: write there and mirror it to log_dir at each epoch end (only needed where TF cannot write
+        log_dir itself); by default the chief writes log_dir directly and other workers write nothing."""
         super().__init__()
         self.remote_dir = absolute_uri(log_dir)
         self.is_chief = is_chief if is_chief is not None else (ctx.is_chief if ctx is not None else True)
-        self.local_dir = local_dir or tempfile.mkdtemp(prefix="tfoy-tb-")
+        self.local_dir = local_dir
         self._synced: dict[str, int] = {}
         self._writers: dict[str, Any] = {}
 
@@ -74,12 +75,15 @@ class HdfsTensorBoard(keras.callbacks.Callback):
         import tensorflow as tf
 
         if split not in self._writers:
-            self._writers[split] = tf.summary.create_file_writer(os.path.join(self.local_dir, split))
+            where = os.path.join(self.local_dir, split) if self.local_dir else fs.tf_path(f"{self.remote_dir}/{split}")
+            self._writers[split] = tf.summary.create_file_writer(where)
         return self._writers[split]
 
     def write_scalars(self, step: int, logs: dict[str, Any]) -> None:
         import tensorflow as tf
 
+        if not self.is_chief and not self.local_dir:
+            return
         meta = _scalar_metadata()
         for key, value in (logs or {}).items():
             split, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
@@ -89,8 +93,8 @@ class HdfsTensorBoard(keras.callbacks.Callback):
             writer.flush()
 
     def sync(self) -> list[str]:
-        if not self.is_chief:
-            return []
+        if not self.is_chief or not self.local_dir:
+            return []  # written in place: nothing to mirror
         return sync_dir(self.local_dir, self.remote_dir, self._synced)
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:

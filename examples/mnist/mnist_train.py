@@ -2,8 +2,8 @@
 
 Every task reads its own shard of the `tfr` TFRecord files straight from HDFS (hdfs_io), trains the example CNN
 with MultiWorkerMirroredStrategy, backs up to HDFS after each epoch (a restarted task resumes from the last complete
-backup) and the chief exports a numbered SavedModel version for TF Serving. The training step is a custom loop:
-Keras 3's `fit` does not run under MultiWorkerMirroredStrategy with more than one worker.
+backup) and the chief exports a numbered SavedModel version for TF Serving. Training is plain `model.fit`
+(tfoy fixes Keras 3's multi-worker `fit` in every task, see tfnode/keras_compat.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import time
 
 log = logging.getLogger("mnist_train")
 
@@ -32,7 +31,6 @@ def main(args: list[str], ctx) -> None:
 
     from examples.mnist.formats import tf_feature_spec
     from examples.mnist.model import build_cnn
-    from hdfs_io import fs
     from hdfs_io.checkpoint import HdfsBackupAndRestore
     from hdfs_io.datasets import tfrecord_dataset
     from hdfs_io.export import export_saved_model
@@ -42,7 +40,7 @@ def main(args: list[str], ctx) -> None:
     workers = strategy.num_replicas_in_sync
     # Equal step counts on every worker (shards may be uneven): a collective op never waits for a finished peer.
     steps = math.ceil(opts.train_records / (opts.batch_size * workers))
-    files = fs.glob(f"{ctx.absolute_path(opts.data)}/train/part-*.tfrecord")
+    files = tf.io.gfile.glob(f"{ctx.absolute_path(opts.data)}/train/part-*.tfrecord")
     spec = tf_feature_spec()
 
     def parse(batch):
@@ -62,42 +60,13 @@ def main(args: list[str], ctx) -> None:
     )
     with strategy.scope():
         model = build_cnn(opts.learning_rate)
-        model.optimizer.build(model.trainable_variables)
-        loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(reduction="none")
+    # tfoy's backup callback: numbered ckpt-<epoch> folders on HDFS, the newest two kept (Keras's own
+    # BackupAndRestore(backup_dir="hdfs://…") works too, keeping one)
     backup = HdfsBackupAndRestore(f"{ctx.model_dir}/backup", ctx=ctx)
-    backup.set_model(model)
-    backup.on_train_begin()
-    start = backup.restored_epoch or 0
-
-    @tf.function
-    def train_step(iterator):
-        def step(x, y):
-            with tf.GradientTape() as tape:
-                probs = model(x, training=True)
-                loss = tf.nn.compute_average_loss(loss_fn(y, probs), global_batch_size=opts.batch_size * workers)
-            grads = tape.gradient(loss, model.trainable_variables)
-            model.optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-            acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(probs, 1), y), tf.float32))
-            return loss, acc
-
-        x, y = next(iterator)
-        loss, acc = strategy.run(step, args=(x, y))
-        return strategy.reduce("SUM", loss, axis=None), strategy.reduce("MEAN", acc, axis=None)
-
-    iterator = iter(strategy.experimental_distribute_dataset(ds))
+    model.fit(ds, epochs=opts.epochs, steps_per_epoch=steps, callbacks=[backup], verbose=2)
     me = f"{ctx.job_name}:{ctx.task_index}"
-    if start:
-        print(f"{me} resumed from {ctx.model_dir}/backup at epoch {start}", flush=True)
-    for epoch in range(start, opts.epochs):
-        t0 = time.monotonic()
-        total_loss = total_acc = 0.0
-        for _ in range(steps):
-            loss, acc = train_step(iterator)
-            total_loss += float(loss)
-            total_acc += float(acc)
-        print(f"{me} epoch {epoch + 1}/{opts.epochs}: loss {total_loss / steps:.4f} "
-              f"accuracy {total_acc / steps:.4f} ({steps} steps, {time.monotonic() - t0:.0f}s)", flush=True)
-        backup.on_epoch_end(epoch)
+    if backup.restored_epoch:
+        print(f"{me} had resumed from {ctx.model_dir}/backup at epoch {backup.restored_epoch}", flush=True)
     version = export_saved_model(model, ctx.export_dir, keep=opts.keep_versions, ctx=ctx)
     if version:
         print(f"{me} exported {version}", flush=True)

@@ -144,6 +144,40 @@ def tfrecord_fun(args, ctx):
         out.write(json.dumps({"files": len(mine), "count": count, "total": total}).encode())
 
 
+def keras_fit_fun(args, ctx):
+    """A TFoS-style Keras script: MultiWorkerMirroredStrategy, `model.fit` on the DataFeed, a ModelCheckpoint and
+    the export on hdfs://, all with TF's own APIs. `tfos_era` uses TF-2.x-era idioms that only Keras 2 accepts."""
+    import json
+
+    import tensorflow as tf
+
+    from tfnode import TFNode, compat
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    feed = TFNode.DataFeed(ctx.mgr, train_mode=True)
+    ds = feed.dataset(32).map(lambda x, y: (tf.reshape(tf.cast(x, tf.float32), (-1, 1)), tf.cast(y, tf.float32)))
+    options = tf.data.Options()
+    compat.disable_auto_shard(options)  # each node trains on what its feed brings
+    ds = ds.with_options(options)
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input((1,)), tf.keras.layers.Dense(1)])
+        model.compile(tf.keras.optimizers.Adam(0.1), "mse")
+    if args["tfos_era"]:
+        checkpoint = tf.keras.callbacks.ModelCheckpoint(filepath=args["model_dir"] + "/weights-{epoch:04d}",
+                                                        save_weights_only=True)
+        steps = float(args["steps"])
+    else:
+        checkpoint = tf.keras.callbacks.ModelCheckpoint(args["model_dir"] + "/weights-{epoch:04d}.weights.h5",
+                                                        save_weights_only=True)
+        steps = int(args["steps"])
+    history = model.fit(ds, epochs=2, steps_per_epoch=steps, callbacks=[checkpoint], verbose=0)
+    feed.terminate()
+    compat.export_saved_model(model, args["export_dir"], ctx.is_chief)
+    with tf.io.gfile.GFile(f"{args['out']}/{ctx.job_name}-{ctx.task_index}.json", "w") as f:
+        f.write(json.dumps({"keras": tf.keras.Model.__module__.split(".")[0],  # tf_keras (Keras 2) or keras
+                            "loss": history.history["loss"]}))
+
+
 def raise_fun(args, ctx):
     raise ValueError("boom-from-map-fun")
 
@@ -173,6 +207,38 @@ def test_train_then_inference_in_spark_mode(sc, tmp_path):
     assert len(results) == 1001
     assert sorted(x for x, _ in results) == sorted(i / 1001 for i in range(1001))
     assert all(abs(p - (2 * x + 1)) < 0.1 for x, p in results)
+
+
+@pytest.mark.parametrize("keras", [3, 2])
+def test_keras_fit_on_the_data_feed_with_two_nodes_exports_to_hdfs(sc, hdfs_tmp, keras, monkeypatch):
+    import tensorflow as tf
+
+    from hdfs_io import export
+    from hdfs_io.paths import absolute_uri
+    from tfnode import TFCluster
+
+    base = absolute_uri(hdfs_tmp)
+    args = {"model_dir": f"{base}/model", "export_dir": f"{base}/export", "out": f"{base}/out", "steps": 5,
+            "tfos_era": keras == 2}
+    if keras == 2:  # as a TFoS user would: the driver's environment, no code change
+        monkeypatch.setenv("TF_USE_LEGACY_KERAS", "1")
+    rdd = sc.parallelize([(float(i) / 1280, 2 * float(i) / 1280 + 1) for i in range(1280)], 2)
+    cluster = TFCluster.run(sc, keras_fit_fun, args, 2, 0, input_mode=TFCluster.InputMode.SPARK,
+                            reservation_timeout=120, master_node="chief")
+    monkeypatch.delenv("TF_USE_LEGACY_KERAS", raising=False)
+    cluster.train(rdd, num_epochs=1, feed_timeout=120)
+    cluster.shutdown(timeout=300)
+    _assert_no_node_left(cluster.cluster_id)
+    reports = [json.loads(tf.io.gfile.GFile(f"{base}/out/{name}").read())
+               for name in sorted(tf.io.gfile.listdir(f"{base}/out"))]
+    assert len(reports) == 2
+    assert all(r["keras"] == {2: "tf_keras", 3: "keras"}[keras] for r in reports), reports
+    assert reports[0]["loss"] == reports[1]["loss"]  # one model, trained in step on both nodes
+    assert export.latest_version(f"{base}/export") == 1
+    suffix = ".index" if keras == 2 else ".weights.h5"  # Keras 2 saves TF checkpoints when the name says nothing
+    assert f"weights-0002{suffix}" in tf.io.gfile.listdir(f"{base}/model")
+    served = tf.saved_model.load(f"{base}/export/1")
+    assert "serving_default" in served.signatures
 
 
 def test_tensorflow_mode_reads_tfrecords_from_hdfs(sc, hdfs, hdfs_tmp, tmp_path):

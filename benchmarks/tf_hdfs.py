@@ -1,0 +1,111 @@
+"""TensorFlow's own APIs on hdfs:// against local disk, side by side in one run (hdfs_io's plugin, no hdfs_io call).
+
+(a) read: plain `tf.data.TFRecordDataset` over the hdfs:// files vs the same files on local disk: 60,000
+    Fashion-MNIST tf.Examples (784 int64 pixels + label) in 4 files, the same pipeline on both sides (interleave
+    over the files, batch 256, parse_example, prefetch), as benchmarks/hdfs_read.py builds it.
+(b) write: `model.save(".keras")` and a `tf.train.Checkpoint` of a Keras model with ≥ 50 MB of weights, to hdfs://
+    vs to a local folder.
+Each configuration runs `--repeats` times, alternating; a ratio is the median of the repeats' paired ratios (each
+hdfs run against the local run just before it; see hdfs_read.py for why). read_ratio: hdfs records/s over local
+records/s; write_ratio: local seconds over hdfs seconds (both ≥ 1 would mean HDFS is faster).
+Last line: `RESULT read_ratio=… write_ratio=…`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import hdfs_io  # noqa: E402,F401 - registers hdfs:// with TensorFlow
+from benchmarks.hdfs_read import BATCH, load_fashion_mnist, run, write_local  # noqa: E402
+from hdfs_io import fs  # noqa: E402
+
+
+def paired(hdfs: list[float], local: list[float]) -> float:
+    return statistics.median(h / b for h, b in zip(hdfs, local, strict=True))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--files", type=int, default=4)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    import keras
+    import tensorflow as tf
+
+    spec = {"image": tf.io.FixedLenFeature([784], tf.int64), "label": tf.io.FixedLenFeature([], tf.int64)}
+
+    def pipeline(files: list[str]):
+        ds = tf.data.Dataset.from_tensor_slices(files).interleave(
+            lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20), cycle_length=min(len(files), 4),
+            num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.batch(BATCH).map(lambda s: tf.io.parse_example(s, spec),
+                                   num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((2048,)), keras.layers.Dense(4096), keras.layers.Dense(2048),
+                              keras.layers.Dense(10)])
+    weights_mb = sum(int(v.numpy().nbytes) for v in model.weights) / 1e6
+    checkpoint = tf.train.Checkpoint(model=model)
+
+    def save(base: str, n: int) -> float:
+        t = time.perf_counter()
+        model.save(f"{base}/m{n}.keras")
+        checkpoint.write(f"{base}/ckpt{n}/ckpt")
+        return time.perf_counter() - t
+
+    remote = fs.absolute_uri(f"/tmp/bench-tf-{uuid.uuid4().hex[:12]}")
+    local_dir = tempfile.mkdtemp(prefix="tf-hdfs-bench-")
+    try:
+        t = time.perf_counter()
+        images, labels = load_fashion_mnist()
+        local_tfr, _ = write_local(images, labels, local_dir, args.files)
+        tf.io.gfile.makedirs(f"{remote}/data")
+        for path in local_tfr:  # uploaded with TF's own copy, like a user would
+            tf.io.gfile.copy(path, f"{remote}/data/{os.path.basename(path)}")
+        remote_tfr = sorted(tf.io.gfile.glob(f"{remote}/data/*.tfrecord"))
+        print(f"data: {len(images)} records in {args.files} files "
+              f"({sum(os.path.getsize(p) for p in local_tfr) / 2**20:.0f} MiB) at {remote}/data, "
+              f"{time.perf_counter() - t:.1f}s; model {weights_mb:.0f} MB of weights")
+        run(pipeline(local_tfr), len(images))  # warm-up: page cache, TF kernels
+        save(f"{local_dir}/save", 0)
+        save(f"{remote}/save", 0)
+        reads: dict[str, list[float]] = {"local": [], "hdfs": []}
+        writes: dict[str, list[float]] = {"local": [], "hdfs": []}
+        for i in range(1, args.repeats + 1):
+            reads["local"].append(run(pipeline(local_tfr), len(images)))
+            reads["hdfs"].append(run(pipeline(remote_tfr), len(images)))
+            writes["local"].append(save(f"{local_dir}/save", i))
+            writes["hdfs"].append(save(f"{remote}/save", i))
+        hdfs_bytes = sum(tf.io.gfile.stat(f"{remote}/save/{n}").length for n in ("m1.keras",))
+        for name, values in reads.items():
+            print(f"read  {name:5s} median {statistics.median(values):9.0f} records/s  runs: "
+                  + " ".join(f"{v:.0f}" for v in values))
+        for name, values in writes.items():
+            print(f"write {name:5s} median {statistics.median(values):9.3f} s (model.save + Checkpoint)  runs: "
+                  + " ".join(f"{v:.2f}" for v in values))
+        read_ratio = paired(reads["hdfs"], reads["local"])
+        write_ratio = paired(writes["local"], writes["hdfs"])
+        print(f"model.keras on HDFS: {hdfs_bytes / 1e6:.0f} MB; ratios of medians: read "
+              f"{statistics.median(reads['hdfs']) / statistics.median(reads['local']):.3f}, write "
+              f"{statistics.median(writes['local']) / statistics.median(writes['hdfs']):.3f}")
+    finally:
+        shutil.rmtree(local_dir, ignore_errors=True)
+        if tf.io.gfile.exists(remote):
+            tf.io.gfile.rmtree(remote)
+    print(f"RESULT read_ratio={read_ratio:.3f} write_ratio={write_ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()
