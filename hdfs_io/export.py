@@ -10,6 +10,7 @@ throwaway local folder and never touch `<base>`.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import tempfile
@@ -44,7 +45,9 @@ def _save(model: Any, local_dir: str, signatures: Any) -> None:
     import tensorflow as tf
 
     if hasattr(model, "export") and signatures is None:
-        model.export(local_dir, verbose=False)  # Keras 3: inference SavedModel with a serving_default signature
+        # Keras 3 and tf-keras: an inference SavedModel with a serving_default signature (only Keras 3 has verbose)
+        quiet = {"verbose": False} if "verbose" in inspect.signature(model.export).parameters else {}
+        model.export(local_dir, **quiet)
     else:
         tf.saved_model.save(model, local_dir, signatures=signatures)
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from hdfs_io import fs
+from hdfs_io.paths import HADOOP_SCHEMES
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,6 @@ PLUGIN_SOURCE = NATIVE / "tf_bridge.cc"
 READER_CRATE = NATIVE / "hdfs_reader"
 CRC_SHIM = NATIVE / "crc_shim"  # patched in for hdfs-native's `crc` (hardware CRC32C), see its src/lib.rs
 RAW, RECORDS = "tfoyraw", "tfoyrec"
-HADOOP_SCHEMES = ("hdfs", "viewfs")  # served whole by the plugin (with the Rust reader)
 
 # TF_Code values (tensorflow/c/tf_status.h) the Python callbacks report
 _NOT_FOUND, _PERMISSION_DENIED, _INTERNAL, _UNAVAILABLE = 5, 7, 13, 14

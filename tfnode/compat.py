@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
 def export_saved_model(model: Any, export_dir: str, is_chief: bool = False) -> None:
-    """Exports a Keras/TF model as a SavedModel; non-chief workers write to a throw-away folder (as TFoS does,
-    because every worker of a multi-worker strategy must take part in saving).
+    """Exports a Keras (3 or 2) or TF model as a SavedModel version under export_dir
+    (`hdfs_io.export.export_saved_model`: `<export_dir>/<n>`, published whole). Every worker runs the same save,
+    because under MultiWorkerMirroredStrategy saving runs collectives that must match; non-chief workers write
+    to a throw-away folder (as TFoS does)."""
+    from hdfs_io.export import export_saved_model as export
 
-    Delegates to `hdfs_io.export.export_saved_model` when that module exists (atomic, HDFS-aware), else uses
-    tf.saved_model.save on a local or TF-supported path.
-    """
-    import tensorflow as tf
-
-    if not is_chief:
-        with tempfile.TemporaryDirectory(prefix="tfoy-export-") as tmp:
-            tf.saved_model.save(model, tmp)
-        return
-    try:
-        from hdfs_io.export import export_saved_model as hdfs_export
-    except ImportError:
-        hdfs_export = None
-    if hdfs_export is not None:
-        hdfs_export(model, export_dir)
-        return
-    tf.saved_model.save(model, export_dir)
+    export(model, export_dir, is_chief=is_chief)
 
 
 def disable_auto_shard(options: Any) -> None:
