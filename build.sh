@@ -94,8 +94,8 @@ setup_jars() {
 
 setup_native() {
   # hdfs_io's TensorFlow plugin (C++, seconds) and its Rust HDFS reader (cargo: about a minute the first time,
-  # then cached under $TFOY_CACHE/native by source hash). Without them hdfs_io still works, only slower, so a
-  # failure here is loud but not fatal; tests/integration/test_hdfs_io_bridge.py then fails.
+  # then cached under $TFOY_CACHE/native by source hash). Without them TensorFlow has no hdfs:// (hdfs_io's
+  # readers still stage files), so a failure here is loud; tests/integration/test_hdfs_io_bridge.py then fails.
   command -v g++ >/dev/null || { log "WARNING: g++ not found (apt-get install g++): hdfs_io will stage files"; return; }
   PATH="$PATH:$HOME/.cargo/bin" TFOY_CACHE="$TFOY_CACHE" "$VENV/bin/python" -m hdfs_io.tf_bridge >/dev/null 2>"$TFOY_CACHE/native-build.log" \
     || log "WARNING: building hdfs_io's native reader failed, see $TFOY_CACHE/native-build.log"

@@ -53,9 +53,10 @@ def test_bytes_across_blocks_and_seeks(hdfs_tmp, reader, request):
 
 @pytest.mark.parametrize("reader", ["rust", "python"])
 def test_tfrecords_stream_and_corruption_is_named(hdfs_tmp, reader, request):
-    bridge = request.getfixturevalue("python_reader") if reader == "python" else tf_bridge.get()
     uri = fs.absolute_uri(f"{hdfs_tmp}/part.tfrecord")
+    # written through TF's hdfs://, which only the Rust reader serves: before the Python one takes over
     write_tfrecords(uri, (make_example({"id": i, "pad": [i] * 50}) for i in range(2000)))
+    bridge = request.getfixturevalue("python_reader") if reader == "python" else tf_bridge.get()
     stats = datasets.ReadStats()
     ids = [int(tf.io.parse_single_example(r, {"id": tf.io.FixedLenFeature([], tf.int64)})["id"])
            for r in tf.data.TFRecordDataset(bridge.name(uri, True, stats), buffer_size=1 << 16)]
