@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 
 def export_saved_model(model: Any, export_dir: str, is_chief: bool = False) -> None:

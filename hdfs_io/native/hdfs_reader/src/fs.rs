@@ -339,25 +339,15 @@ fn create(name: &str, append: bool, initial: &mut i64) -> Result<i64, Failure> {
             (Some(run(&uri, c.append(&path))?), Mode::InPlace)
         }
         _ if append || !atomic_writes() => (Some(run(&uri, c.create(&path, &options))?), Mode::InPlace),
-        _ if path.contains(".tfevents.") => {
-            let mut w = Writer {
-                client: Arc::clone(&c),
-                uri: uri.clone(),
-                path: path.clone(),
-                mode: Mode::Spooled { spool: spool_file(&uri)?, dirty: true },
-                inner: None,
-                buf: Vec::new(),
-            };
-            w.publish()?; // the file is there (empty) from the start, as TF's other filesystems have it
-            (None, w.mode)
-        }
+        _ if path.contains(".tfevents.") => (None, Mode::Spooled { spool: spool_file(&uri)?, dirty: true }),
         _ => {
             let temp = temp_name(&path);
             (Some(run(&uri, c.create(&temp, &options))?), Mode::Temp(temp))
         }
     };
+    let mut w = Writer { client: c, uri, path, mode, inner, buf: Vec::with_capacity(WRITE_CHUNK) };
+    w.publish()?; // a spooled file is there (empty) from the start, as TF's other filesystems have it
     let handle = state().next.fetch_add(1, Ordering::Relaxed);
-    let w = Writer { client: c, uri, path, mode, inner, buf: Vec::with_capacity(WRITE_CHUNK) };
     writers().lock().unwrap().insert(handle, Arc::new(Mutex::new(w)));
     Ok(handle)
 }
