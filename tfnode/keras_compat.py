@@ -124,13 +124,15 @@ def _mean_over_workers(original: Any, multi_worker: Any) -> Any:
     return reduce_per_replica
 
 
-def chosen_keras(keras: int | None, spark_conf_value: str | None = None) -> int | None:
+def chosen_keras(keras: int | None, spark_conf: Any = None) -> int | None:
     """The Keras version a Spark-mode job asked for: the `keras` argument, else TF_USE_LEGACY_KERAS from the
-    Spark conf's executor environment or the driver's own environment, else None (the nodes' default)."""
+    Spark conf's executor environment (`spark.executorEnv.TF_USE_LEGACY_KERAS`) or the driver's own environment,
+    else None (the nodes' default). spark_conf: anything with SparkConf's `get(key, default)`."""
     if keras is not None:
         keras_env(keras)  # validates
         return keras
-    for value in (spark_conf_value, os.environ.get(LEGACY_ENV)):
+    conf_value = spark_conf.get(f"spark.executorEnv.{LEGACY_ENV}", None) if spark_conf is not None else None
+    for value in (conf_value, os.environ.get(LEGACY_ENV)):
         if value is not None and value.strip():
             return 2 if value.strip().lower() in ("1", "true", "yes") else 3
     return None

@@ -34,7 +34,7 @@ def run(sc: Any, map_fn: Any, tf_args: Any, num_executors: int, use_barrier: boo
         keras: int | None = None) -> list[Any]:
     """Runs `map_fn(tf_args, ctx)` once on each of `num_executors` executors; returns their return values.
     keras: as for TFCluster.run (it takes effect where the executor has not loaded TF's Keras yet)."""
-    keras = keras_compat.chosen_keras(keras, sc.getConf().get(f"spark.executorEnv.{keras_compat.LEGACY_ENV}", None))
+    keras = keras_compat.chosen_keras(keras, sc.getConf())
     rdd = sc.parallelize(range(num_executors), num_executors)
     fn = partial(_run_one, map_fn, tf_args, num_executors, use_barrier, keras)
     return (rdd.barrier() if use_barrier else rdd).mapPartitions(fn).collect()

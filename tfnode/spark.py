@@ -219,7 +219,7 @@ def run(sc: Any, map_fun: Any, tf_args: Any, num_executors: int, num_ps: int, te
 
     if driver_ps_nodes:
         raise NotImplementedError("driver_ps_nodes=True is not supported: run ps on executors")
-    keras = keras_compat.chosen_keras(keras, sc.getConf().get(f"spark.executorEnv.{keras_compat.LEGACY_ENV}", None))
+    keras = keras_compat.chosen_keras(keras, sc.getConf())
     slots = assign_roles(num_executors, num_ps, master_node, eval_node)
     cluster_id = uuid.uuid4().hex[:12]
     secret = secrets.token_bytes(32)

@@ -55,8 +55,8 @@ def test_keras_choice(monkeypatch):
     monkeypatch.delenv(keras_compat.LEGACY_ENV, raising=False)
     assert keras_compat.chosen_keras(None) is None
     assert keras_compat.chosen_keras(2) == 2
-    assert keras_compat.chosen_keras(None, "1") == 2
-    assert keras_compat.chosen_keras(None, "false") == 3
+    assert keras_compat.chosen_keras(None, {"spark.executorEnv.TF_USE_LEGACY_KERAS": "1"}) == 2
+    assert keras_compat.chosen_keras(None, {"spark.executorEnv.TF_USE_LEGACY_KERAS": "false"}) == 3
     monkeypatch.setenv(keras_compat.LEGACY_ENV, "True")
     assert keras_compat.chosen_keras(None) == 2
     assert keras_compat.chosen_keras(3) == 3
