@@ -7,7 +7,8 @@
     vs to a local folder.
 Each configuration runs `--repeats` times, alternating; a ratio is the median of the repeats' paired ratios (each
 hdfs run against the local run just before it; see hdfs_read.py for why). read_ratio: hdfs records/s over local
-records/s; write_ratio: local seconds over hdfs seconds (both ≥ 1 would mean HDFS is faster).
+records/s; write_ratio: local seconds over hdfs seconds (both ≥ 1 would mean HDFS is faster). For scale, Hadoop's own
+client writes the same files too (`hdfs dfs -put`, when `hdfs` is on PATH).
 Last line: `RESULT read_ratio=… write_ratio=…`.
 """
 
@@ -18,6 +19,7 @@ import logging
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -75,6 +77,17 @@ def main() -> None:
             fs.rename(f"{base}/.staged-{n}", f"{base}/staged-{n}")
         return time.perf_counter() - t
 
+    def java_put(local: str, remote_dir: str) -> float:
+        """Hadoop's own client (`hdfs dfs -put`) writing the same files: what this cluster takes from any client.
+        The JVM's start is taken out by timing a put of an empty file in the same way."""
+        def put(*paths: str) -> float:
+            t = time.perf_counter()
+            subprocess.run(["hdfs", "dfs", "-put", "-f", *paths, remote_dir], check=True, capture_output=True)
+            return time.perf_counter() - t
+        empty = Path(local_dir) / "empty"
+        empty.touch()
+        return put(*local) - put(str(empty))
+
     def close_latency(base: str) -> float:
         t = time.perf_counter()
         for i in range(5):
@@ -106,6 +119,9 @@ def main() -> None:
             writes["local"].append(save(f"{local_dir}/save", i))
             writes["hdfs"].append(save(f"{remote}/save", i))
             writes["hdfs staged"].append(save_staged(f"{remote}/save", i))
+        saved = [f"{local_dir}/save/m1.keras", f"{local_dir}/save/ckpt1"]
+        tf.io.gfile.makedirs(f"{remote}/java")
+        java = [java_put(saved, f"{remote}/java") for _ in range(3)] if shutil.which("hdfs") else []
         hdfs_bytes = sum(tf.io.gfile.stat(f"{remote}/save/{n}").length for n in ("m1.keras",))
         for name, values in reads.items():
             print(f"read  {name:5s} median {statistics.median(values):9.0f} records/s  runs: "
@@ -113,6 +129,9 @@ def main() -> None:
         for name, values in writes.items():
             print(f"write {name:11s} median {statistics.median(values):9.3f} s (model.save + Checkpoint)  runs: "
                   + " ".join(f"{v:.2f}" for v in values))
+        if java:
+            print(f"write hdfs dfs -put   median {statistics.median(java):9.3f} s (the same files; Hadoop's Java "
+                  f"client, JVM start taken out)  runs: " + " ".join(f"{v:.2f}" for v in java))
         print(f"closing one small file on HDFS: {close_latency(f'{remote}/save'):.3f} s (local: "
               f"{close_latency(f'{local_dir}/save'):.4f} s)")
         print(f"write: TF straight to hdfs:// over local + upload, paired median "

@@ -26,6 +26,7 @@ import ctypes
 import functools
 import hashlib
 import itertools
+import json
 import logging
 import os
 import shutil
@@ -46,6 +47,8 @@ NATIVE = Path(__file__).resolve().parent / "native"
 PLUGIN_SOURCE = NATIVE / "tf_bridge.cc"
 READER_CRATE = NATIVE / "hdfs_reader"
 CRC_SHIM = NATIVE / "crc_shim"  # patched in for hdfs-native's `crc` (hardware CRC32C), see its src/lib.rs
+# applied to hdfs-native's own source before the build (a file close waited 500 ms for nothing); see the patch
+HDFS_NATIVE_PATCH = NATIVE / "hdfs_native_close.patch"
 RAW, RECORDS = "tfoyraw", "tfoyrec"
 
 # TF_Code values (tensorflow/c/tf_status.h) the Python callbacks report
@@ -72,7 +75,7 @@ def plugin_path() -> Path:
 
 def reader_sources() -> list[Path]:
     """What the Rust reader is built from, and so what its name is derived from (containers need them all)."""
-    files = [READER_CRATE / "Cargo.lock"]
+    files = [READER_CRATE / "Cargo.lock", HDFS_NATIVE_PATCH]
     for crate in (READER_CRATE, CRC_SHIM):
         files += [crate / "Cargo.toml", *sorted((crate / "src").glob("*.rs"))]
     return files
@@ -143,10 +146,40 @@ def build_reader(target_dir: str | None = None) -> Path:
     target_dir = target_dir or os.environ.get("CARGO_TARGET_DIR") or str(_cache_dir() / "cargo-target")
 
     def cargo_build(tmp: str) -> None:
-        _run([cargo, "build", "--release", "--locked", "--target-dir", target_dir], target.name, cwd=READER_CRATE)
+        crate = stage_reader_crate(cargo, target_dir)
+        _run([cargo, "build", "--release", "--offline", "--target-dir", target_dir], target.name, cwd=crate)
         shutil.copyfile(Path(target_dir) / "release" / "libtfoy_hdfs_reader.so", tmp)
 
     return _install(target, cargo_build)
+
+
+def stage_reader_crate(cargo: str, target_dir: str) -> Path:
+    """A copy of the reader's crates under target_dir, built against hdfs-native with HDFS_NATIVE_PATCH applied.
+
+    Why a copy: patching hdfs-native in by path rewrites Cargo.lock's entry for it (a path has no checksum), and
+    the lock in the project must keep pinning the published crate that the patch applies to. The crates come from
+    crates.io (`cargo metadata --locked` fetches and unpacks them); the staged build then runs `--offline`, so
+    nothing but hdfs-native's source can differ from the lock. Returns the staged hdfs_reader folder."""
+    meta = subprocess.run([cargo, "metadata", "--locked", "--format-version", "1"], cwd=READER_CRATE,
+                          capture_output=True, text=True, timeout=900)
+    if meta.returncode != 0:
+        raise RuntimeError(f"fetching the reader's crates failed (cargo metadata --locked):\n{meta.stderr[-4000:]}")
+    (pristine,) = (Path(p["manifest_path"]).parent for p in json.loads(meta.stdout)["packages"]
+                   if p["name"] == "hdfs-native")
+    stage = Path(target_dir) / "staged-src"
+    shutil.rmtree(stage, ignore_errors=True)
+    ignore = shutil.ignore_patterns("target", "__pycache__")
+    for crate in (READER_CRATE, CRC_SHIM):
+        shutil.copytree(crate, stage / crate.name, ignore=ignore)
+    shutil.copytree(pristine, stage / "hdfs-native", ignore=ignore)
+    _run(["patch", "-p1", "--forward", "-i", str(HDFS_NATIVE_PATCH)], HDFS_NATIVE_PATCH.name,
+         cwd=stage / "hdfs-native")
+    manifest = stage / READER_CRATE.name / "Cargo.toml"
+    text = manifest.read_text()
+    if text.rstrip().rsplit("\n[", 1)[-1].split("]")[0] != "patch.crates-io":
+        raise RuntimeError(f"{READER_CRATE / 'Cargo.toml'} must end with its [patch.crates-io] section")
+    manifest.write_text(text.rstrip() + '\nhdfs-native = { path = "../hdfs-native" }\n')
+    return stage / READER_CRATE.name
 
 
 @dataclass

@@ -1,7 +1,7 @@
-"""The Rust crates' own tests, built against the reader's lock file (hdfs_io/native): the crc stand-in must give
-the catalogue's check values, or hdfs-native would reject every DataNode packet (or, worse, accept bad ones); the
-short-circuit reader must check every chunk it hands out, whatever the range (its cluster side is in
-tests/integration/test_hdfs_io_short_circuit.py)."""
+"""The Rust crates' own tests, built as the reader ships (its lock file, hdfs-native patched; hdfs_io/native):
+the crc stand-in must give the catalogue's check values, or hdfs-native would reject every DataNode packet (or,
+worse, accept bad ones); the short-circuit reader must check every chunk it hands out, whatever the range (its
+cluster side is in tests/integration/test_hdfs_io_short_circuit.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from hdfs_io import tf_bridge
 
 def _cargo_test(*args: str) -> str:
     cargo = shutil.which("cargo") or os.path.expanduser("~/.cargo/bin/cargo")
+    target_dir = str(tf_bridge._cache_dir() / "cargo-target")
     done = subprocess.run(
-        [cargo, "test", "--release", "--locked", "--offline", *args,
-         "--target-dir", str(tf_bridge._cache_dir() / "cargo-target")],
-        cwd=tf_bridge.READER_CRATE, capture_output=True, text=True, timeout=600,
+        [cargo, "test", "--release", "--offline", *args, "--target-dir", target_dir],
+        cwd=tf_bridge.stage_reader_crate(cargo, target_dir), capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done.stdout
