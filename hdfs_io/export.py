@@ -96,11 +96,19 @@ def export_saved_model(
 
 
 def prune_versions(base_path: str, keep: int) -> list[int]:
-    """Deletes all but the newest `keep` complete versions; returns the deleted ones."""
+    """Deletes all but the newest `keep` complete versions; returns the deleted ones.
+
+    Each is first renamed to a dot-named folder (one NameNode operation), so a poller never copies a version whose
+    files are being deleted."""
     if keep < 1:
         raise ValueError("keep must be >= 1")
     base = absolute_uri(base_path)
     old = list_versions(base)[:-keep]
     for v in old:
-        fs.delete(f"{base}/{v}", recursive=True)
+        doomed = f"{base}/.deleting-{v}-{uuid.uuid4().hex[:12]}"
+        try:
+            fs.rename(f"{base}/{v}", doomed)
+        except FileNotFoundError:
+            continue  # pruned by a concurrent run
+        fs.delete(doomed, recursive=True)
     return old

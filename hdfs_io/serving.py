@@ -64,10 +64,16 @@ def pull_latest(export_base: str, model_base_path: str | Path, keep: int | None 
         try:
             fs.get(f"{base}/{version}", str(staging))
             os.rename(staging, target)  # one rename on the local filesystem: Serving sees all of it or nothing
+            pulled = True
+        except OSError:
+            if not target.is_dir():
+                raise
+            pulled = False  # a concurrent pull put the same version in place first
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        log.info("pulled %s/%d into %s", base, version, target)
-        result = PullResult(version, target, pulled=True)
+        if pulled:
+            log.info("pulled %s/%d into %s", base, version, target)
+        result = PullResult(version, target, pulled=pulled)
     if keep:
         prune_local(target_root, keep)
     return result
@@ -93,10 +99,19 @@ def load_latest(export_base: str) -> tuple[int, object]:
 
 
 def prune_local(model_base_path: str | Path, keep: int) -> list[int]:
-    """Removes all but the newest `keep` local versions; returns the removed ones."""
+    """Removes all but the newest `keep` local versions; returns the removed ones.
+
+    Each goes in one rename to a dot-named folder (which Serving ignores) before it is deleted, so TF Serving never
+    loads or serves a version while its files are disappearing."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1, not {keep}")
-    old = local_versions(model_base_path)[:-keep]
+    base = Path(model_base_path)
+    old = local_versions(base)[:-keep]
     for version in old:
-        shutil.rmtree(Path(model_base_path) / str(version))
+        doomed = base / f".deleting-{version}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(base / str(version), doomed)
+        except FileNotFoundError:
+            continue  # pruned by a concurrent run
+        shutil.rmtree(doomed)
     return old

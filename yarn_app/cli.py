@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 
@@ -46,24 +47,51 @@ def _parser() -> argparse.ArgumentParser:
     mp.add_argument("model_base_path")
     mp.add_argument("--keep", type=int, help="then keep only the newest N local versions")
     mr = msub.add_parser("prune", help="keep only the newest N versions (local folder, or HDFS export base)")
-    mr.add_argument("path", help="local model_base_path or hdfs:// export base")
+    mr.add_argument("path", help="file:///… (a local TF Serving model_base_path) or hdfs://… (an export base); "
+                                 "a path without a scheme is refused, as it could be either")
     mr.add_argument("--keep", type=int, required=True)
     return p
 
 
+def _prune_target(path: str) -> tuple[str, bool]:
+    """(qualified path, is local) for `tfoy model prune`, which deletes: a path without a scheme could be the local
+    TF Serving folder (as for `pull`) or an HDFS export base (Hadoop's rule for bare paths), so it is refused."""
+    from urllib.parse import urlsplit
+
+    from hdfs_io.paths import HADOOP_SCHEMES, absolute_uri
+
+    scheme = urlsplit(path).scheme
+    if scheme == "file":
+        return path, True
+    if scheme in HADOOP_SCHEMES:
+        return absolute_uri(path), False
+    if scheme:
+        raise ValueError(f"{path}: prune works on file:// (a TF Serving folder) or hdfs:// / viewfs:// paths")
+    local = "file://" + os.path.abspath(path)
+    remote = absolute_uri(path)
+    if remote.startswith("file:"):
+        return remote, True  # no Hadoop configuration: a bare path can only be local
+    raise ValueError(f"{path}: ambiguous, and prune deletes; say {local} for the local TF Serving folder or "
+                     f"{remote} for the export base on HDFS")
+
+
 def _model(args: argparse.Namespace) -> int:
     """`tfoy model …`: the hand-off to TF Serving (which cannot read HDFS)."""
-    from hdfs_io import export, serving
-    from hdfs_io.fs import is_local
+    from hdfs_io import export, fs, serving
     from hdfs_io.paths import absolute_uri
 
     if args.model_command == "list":
-        versions = export.list_versions(args.export_base)
+        base = absolute_uri(args.export_base)
+        if not fs.exists(base):
+            print(f"tfoy: {base}: no such export base", file=sys.stderr)
+            return client.EXIT_BAD_INPUT
+        versions = export.list_versions(base)
         if args.json:
-            print(json.dumps({"export_base": absolute_uri(args.export_base), "versions": versions}))
-        else:
-            for v in versions:
-                print(f"{absolute_uri(args.export_base)}/{v}")
+            print(json.dumps({"export_base": base, "versions": versions}))
+        elif not versions:
+            print(f"tfoy: {base}: no complete version (a numbered folder with {export.SUCCESS})", file=sys.stderr)
+        for v in [] if args.json else versions:
+            print(f"{base}/{v}")
         return client.EXIT_OK if versions else client.EXIT_FAILED
     if args.keep is not None and args.keep < 1:
         print(f"tfoy: --keep must be >= 1, not {args.keep}", file=sys.stderr)
@@ -72,11 +100,17 @@ def _model(args: argparse.Namespace) -> int:
         result = serving.pull_latest(args.export_base, args.model_base_path, keep=args.keep)
         print(f"{'pulled' if result.pulled else 'already there:'} version {result.version} -> {result.path}")
         return client.EXIT_OK
-    if is_local(args.path):
-        removed = serving.prune_local(args.path, args.keep)
-    else:
-        removed = export.prune_versions(args.path, args.keep)
-    print(f"removed versions {removed}" if removed else "nothing to remove")
+    try:
+        target, local = _prune_target(args.path)
+    except ValueError as e:
+        print(f"tfoy: {e}", file=sys.stderr)
+        return client.EXIT_BAD_INPUT
+    if not (os.path.isdir(fs.local_path(target)) if local else fs.exists(target)):
+        print(f"tfoy: {target}: no such folder", file=sys.stderr)
+        return client.EXIT_BAD_INPUT
+    removed = serving.prune_local(fs.local_path(target), args.keep) if local else export.prune_versions(
+        target, args.keep)
+    print(f"{target}: removed versions {removed}" if removed else f"{target}: nothing to remove")
     return client.EXIT_OK
 
 
