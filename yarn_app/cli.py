@@ -6,12 +6,16 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 
+from hdfs_io.fs import NameNodeUnreachableError
 from yarn_app import client
 from yarn_app.cluster import ClusterError
 from yarn_app.spec import SpecError, load_spec
+
+APP_ID = re.compile(r"application_\d+_\d+")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
+        if args.command in ("status", "logs", "kill") and not APP_ID.fullmatch(args.app_id):
+            print(f"tfoy: {args.app_id!r} is not a YARN application id (application_<cluster timestamp>_<number>)",
+                  file=sys.stderr)
+            return client.EXIT_BAD_INPUT
         if args.command == "submit":
             tags = [t for t in (args.tags or "").split(",") if t] or None
             _kill_app_on_signals()
@@ -166,8 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as e:
         print(f"tfoy: bad job spec: {e}", file=sys.stderr)
         return client.EXIT_BAD_INPUT
-    except ClusterError as e:
-        print(f"tfoy: {e}", file=sys.stderr)
+    except (ClusterError, NameNodeUnreachableError) as e:  # as for an unreachable ResourceManager
+        print(f"tfoy: {e} (fs.defaultFS in {os.environ.get('HADOOP_CONF_DIR', 'the Hadoop configuration')})"
+              if isinstance(e, NameNodeUnreachableError) else f"tfoy: {e}", file=sys.stderr)
+        return client.EXIT_BAD_INPUT
+    except ValueError as e:
+        if "Unknown ApplicationId" not in str(e):  # skein's answer for an id the ResourceManager does not know
+            raise
+        print(f"tfoy: {args.app_id}: no such application on the ResourceManager", file=sys.stderr)
         return client.EXIT_BAD_INPUT
     except FileNotFoundError as e:
         print(f"tfoy: {e}", file=sys.stderr)

@@ -210,11 +210,12 @@ def submit(spec: JobSpec, detach: bool = False, out: Callable[[str], None] = say
     this name and tag is still active, it is watched instead of starting a second copy. on_app_id gets the id as
     soon as it is known (so a scheduler can kill it).
     """
-    from hdfs_native import Client
+    from hdfs_io.fs import hdfs_client as namenode
+    from hdfs_io.paths import default_fs
 
     spec.check_entry_point()
-    hdfs_client = Client()
-    cluster.check_against_cluster(spec, hdfs_client)
+    hdfs_client = namenode(default_fs())  # bounded: an unreachable NameNode is named within seconds
+    cluster.check_against_cluster(spec)
     if reattach_tag and reattach_tag.lower() not in {t.lower() for t in spec.tags}:
         spec.tags = [*spec.tags, reattach_tag]
     with tempfile.TemporaryDirectory(prefix="tfoy-submit-") as tmp:

@@ -12,7 +12,7 @@ import socket
 import urllib.request
 from collections.abc import Iterator
 
-from hdfs_io.paths import absolute_uri, hadoop_conf_value, split_uri
+from hdfs_io.paths import absolute_uri, hadoop_conf_value
 from yarn_app.spec import JobSpec, SpecError
 
 log = logging.getLogger(__name__)
@@ -89,38 +89,27 @@ def check_resources(spec: JobSpec, max_mb: int, max_vcores: int) -> None:
                             f"{max_vcores} (yarn.scheduler.maximum-allocation-vcores)")
 
 
-def check_hdfs_paths(spec: JobSpec, client) -> None:
-    """inputs must exist; a given env archive must exist."""
+def check_hdfs_paths(spec: JobSpec) -> None:
+    """inputs, files on HDFS and a given env archive must exist, each on its own filesystem (an input on another
+    NameNode is asked of that NameNode, through hdfs_io.fs: bounded, errors named)."""
+    from hdfs_io import fs
+
     for i, p in enumerate(spec.inputs):
-        if not _exists(client, p):
+        if not fs.exists(p):
             raise SpecError(f"inputs[{i}]: {absolute_uri(p)} does not exist")
+    for name, source in spec.files.items():
+        if "://" in source and not fs.exists(source):
+            raise SpecError(f"files.{name}: {absolute_uri(source)} does not exist")
     archive = spec.python_env.archive
-    if archive and archive != "auto" and not _exists(client, archive):
+    if archive and archive != "auto" and not fs.exists(archive):
         raise SpecError(f"python_env.archive: {absolute_uri(archive)} does not exist")
 
 
-def _exists(client, path: str) -> bool:
-    scheme, _, p = split_uri(absolute_uri(path))
-    if scheme == "file":
-        import os
-
-        return os.path.exists(p)
-    try:
-        client.get_file_info(p)
-        return True
-    except FileNotFoundError:
-        return False
-
-
-def check_against_cluster(spec: JobSpec, hdfs_client=None) -> None:
+def check_against_cluster(spec: JobSpec) -> None:
     """Everything that can be known before submission; raises SpecError / ClusterError."""
     check_reachable(rm_address(), "ResourceManager", "yarn.resourcemanager.address")
     check_resources(spec, *max_allocation())
     queues = queue_names()
     if queues is not None and spec.queue not in queues:
         raise SpecError(f"queue: {spec.queue!r} does not exist on the cluster (queues: {', '.join(sorted(queues))})")
-    if hdfs_client is None:
-        from hdfs_native import Client
-
-        hdfs_client = Client()
-    check_hdfs_paths(spec, hdfs_client)
+    check_hdfs_paths(spec)

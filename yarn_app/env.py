@@ -145,13 +145,13 @@ def pack(output: Path, excludes: tuple[str, ...] = DEFAULT_EXCLUDES, compresslev
 
 def ensure_env_archive(excludes: tuple[str, ...] = DEFAULT_EXCLUDES, client=None) -> EnvArchive:
     """The cached archive of this environment on HDFS, packing and uploading it only when missing."""
-    from hdfs_native import Client
+    from hdfs_io.fs import hdfs_client
 
     key = env_key(excludes)
     local = cache_dir() / f"{key}.tar.gz"
     hdfs_dir = hdfs_env_dir()
     uri = f"{hdfs_dir}/{key}.tar.gz"
-    client = client or Client()
+    client = client or hdfs_client(uri)
     _, _, path = split_uri(uri)
     try:
         info = client.get_file_info(path)
@@ -199,7 +199,7 @@ def build_code_zip(output: Path, root: Path | None = None) -> Path:
     root = root or Path(__file__).resolve().parent.parent
     with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as zf:
         for pkg in PROJECT_PACKAGES:
-            for pattern in ("*.py", "*.so", "*.cc", "*.rs", "Cargo.toml", "Cargo.lock"):
+            for pattern in ("*.py", "*.so", "*.cc", "*.rs", "*.patch", "Cargo.toml", "Cargo.lock"):
                 for f in sorted((root / pkg).rglob(pattern)):
                     if "target" not in f.relative_to(root).parts:
                         zf.write(f, f.relative_to(root).as_posix())

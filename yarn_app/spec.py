@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import math
 import re
 import sys
 from dataclasses import asdict, dataclass, field, fields
@@ -21,6 +22,9 @@ import yaml
 ROLE_NAMES = ("chief", "worker", "ps", "evaluator", "tensorboard")
 STRATEGIES = ("auto", "multi_worker_mirrored", "parameter_server")
 KERAS_VERSIONS = (2, 3)
+MAX_TAG_LENGTH = 100  # YARN's (YarnConfiguration.APPLICATION_MAX_TAG_LENGTH): longer tags fail the submission
+# set by tfoy's container launch (yarn_app/application.py) to find the shipped code, Python and native libraries
+RESERVED_ENV = frozenset({"PYTHONPATH", "PYTHONHOME", "LD_LIBRARY_PATH"})
 _MEM_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.I)
 _MEM_UNITS = {"": 1, "k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
 
@@ -143,8 +147,8 @@ class TimeoutSpec:
         for f in fields(cls):
             if f.name in d:
                 v = _check_type(d[f.name], (int, float), f"{where}.{f.name}")
-                if v <= 0:
-                    raise SpecError(f"{where}.{f.name}: must be positive, got {v}")
+                if not math.isfinite(v) or v <= 0:  # .nan or .inf would make the wait never fire
+                    raise SpecError(f"{where}.{f.name}: must be a positive number of seconds, got {v}")
                 setattr(t, f.name, float(v))
         return t
 
@@ -249,6 +253,18 @@ class JobSpec:
             raise SpecError("log_dir: the tensorboard role serves log_dir, which is not set")
         if not re.fullmatch(r"[\w.-]+", self.queue):
             raise SpecError(f"queue: not a queue name: {self.queue!r}")
+        for i, tag in enumerate(self.tags):
+            if not tag or len(tag) > MAX_TAG_LENGTH:
+                raise SpecError(f"tags[{i}]: YARN takes tags of 1 to {MAX_TAG_LENGTH} characters, got {len(tag)}")
+        for key in self.env:
+            if key in RESERVED_ENV or key.startswith("TFOY_"):
+                raise SpecError(f"env.{key}: set by tfoy in every container, and a job that changed it would not "
+                                "start; ship code with files: and libraries with python_env:")
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise SpecError(f"env.{key}: not an environment variable name")
+        for name, role in self.roles.items():
+            if role.node_label is not None and not re.fullmatch(r"[A-Za-z0-9][\w.-]{0,254}", role.node_label):
+                raise SpecError(f"roles.{name}.node_label: not a YARN node label: {role.node_label!r}")
 
     def has(self, role: str) -> bool:
         return role in self.roles and self.roles[role].instances > 0
@@ -265,10 +281,13 @@ class JobSpec:
         return {r: s.instances for r, s in self.roles.items() if r != "tensorboard" and s.instances > 0}
 
     def resolve_files(self, base: Path) -> None:
-        """Relative local file paths (files, script entry points) are relative to the spec's folder."""
+        """Relative local file paths (files, script entry points) are relative to the spec's folder; local files
+        must exist (those on HDFS are checked against the cluster before submission)."""
         for k, v in list(self.files.items()):
             if "://" not in v and not Path(v).is_absolute():
                 self.files[k] = str((base / v).resolve())
+            if "://" not in v and not Path(self.files[k]).exists():
+                raise SpecError(f"files.{k}: {self.files[k]} does not exist")
         if self.entry_point.endswith(".py") and not Path(self.entry_point).is_absolute():
             candidate = (base / self.entry_point).resolve()
             if candidate.exists() and Path(self.entry_point).name not in self.files:

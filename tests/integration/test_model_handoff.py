@@ -74,12 +74,11 @@ def test_empty_export_base_is_named(hdfs_tmp, tmp_path):
 def test_prune_of_a_bare_path_deletes_nothing_and_says_why(hdfs_tmp, tmp_path, request):
     """The defect: `tfoy model prune /srv/tf-serving/mnist` pruned the HDFS folder of that path (Hadoop's rule
     for bare paths) and left the local TF Serving folder alone. Both exist here, with three versions each."""
-    from tests.conftest import run_cli
-
     import shutil
     from pathlib import Path
 
     from hdfs_io.paths import absolute_uri
+    from tests.conftest import run_cli
 
     bare = f"{hdfs_tmp}/serving"  # /tmp/tfoy-test/<id>/serving: on HDFS, and made on the local disk too
     hdfs_base, local_base = absolute_uri(bare), Path(bare)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hdfs_io import tf_bridge
 from tfnode import barrier as kvb
@@ -51,15 +53,30 @@ def test_example_specs_load_and_round_trip():
         ({"roles": {"worker": {}, "ps": {}}, "strategy": "multi_worker_mirrored"}, "roles.ps"),
         ({"roles": {"worker": {}, "ps": {}}}, "roles.chief: strategy parameter_server needs a chief"),
         ({"roles": {"worker": {}, "tensorboard": {}}}, "log_dir"),
-        ({"timeouts": {"barrier": -1}}, "timeouts.barrier: must be positive"),
+        ({"timeouts": {"barrier": -1}}, "timeouts.barrier: must be a positive number"),
+        ({"timeouts": {"barrier": float("nan")}}, "timeouts.barrier: must be a positive number of seconds, got nan"),
+        ({"timeouts": {"job": float("inf")}}, "timeouts.job: must be a positive number of seconds, got inf"),
+        ({"env": {"PYTHONPATH": "/x"}}, "env.PYTHONPATH: set by tfoy in every container"),
+        ({"env": {"LD_LIBRARY_PATH": "/x"}}, "env.LD_LIBRARY_PATH: set by tfoy"),
+        ({"env": {"TFOY_JOB": "{}"}}, "env.TFOY_JOB: set by tfoy"),
+        ({"env": {"A-B": "1"}}, "env.A-B: not an environment variable name"),
+        ({"tags": ["x" * 101]}, "tags[0]: YARN takes tags of 1 to 100 characters, got 101"),
+        ({"roles": {"worker": {"node_label": "gpu nodes"}}}, "roles.worker.node_label: not a YARN node label"),
         ({"args": "--x"}, "args: expected list"),
         ({"python_env": {"archive": None}}, "python_env"),
         ({"strategy": "magic"}, "strategy: one of"),
     ],
 )
 def test_bad_specs_name_the_key(changes, message):
-    with pytest.raises(SpecError, match=message.replace(".", r"\.")):
+    with pytest.raises(SpecError, match=re.escape(message)):
         spec_of(**changes)
+
+
+def test_a_missing_local_file_is_named_before_anything_is_shipped(tmp_path):
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump({**BASE, "files": {"toy_train.py": "nowhere/toy_train.py"}}))
+    with pytest.raises(SpecError, match=re.escape(f"files.toy_train.py: {tmp_path}/nowhere/toy_train.py does not")):
+        load_spec(spec)
 
 
 def test_missing_required_keys():

@@ -1,0 +1,106 @@
+"""`tfoy` against the real cluster with bad input: a clear message naming the thing, exit 2, nothing submitted,
+and an answer in bounded time (issue 13's defects, each failed before its fix)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hdfs_io import fs
+from hdfs_io.paths import absolute_uri
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+TFOY = str(Path(sys.executable).parent / "tfoy")
+TOY = ROOT / "conf" / "jobs" / "toy_train.py"
+
+
+def closed_port() -> int:
+    """A local port nobody listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spec_file(tmp_path: Path, **changes) -> tuple[Path, str]:
+    name = f"tfoy-bad-{uuid.uuid4().hex[:8]}"
+    spec = {"name": name, "entry_point": "toy_train:main", "files": {"toy_train.py": str(TOY)},
+            "roles": {"worker": {"instances": 1, "memory": 512}}, "python_env": {"python": sys.executable},
+            "timeouts": {"allocation": 60, "barrier": 60, "job": 120}, **changes}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path, name
+
+
+def no_app_named(skein_client, name: str) -> bool:
+    states = ["NEW", "NEW_SAVING", "SUBMITTED", "ACCEPTED", "RUNNING", "FINISHED", "FAILED", "KILLED"]
+    return not [a for a in skein_client.get_applications(states=states) if a.name == name]
+
+
+def test_unreachable_namenode_is_named_within_seconds(tmp_path, hadoop_conf, skein_client):
+    """The defect: with fs.defaultFS on a closed port, `tfoy submit` had not answered after 75 s."""
+    conf = tmp_path / "conf"
+    shutil.copytree(hadoop_conf, conf)
+    port = closed_port()
+    core = (conf / "core-site.xml").read_text()
+    default_fs = next(v for v in core.split("<value>")[1:] if v.startswith("hdfs://")).split("<")[0]
+    (conf / "core-site.xml").write_text(core.replace(default_fs, f"hdfs://localhost:{port}"))
+    spec, name = spec_file(tmp_path)
+    started = time.monotonic()
+    done = run_cli(TFOY, "submit", str(spec), check=False, timeout=90, env={**os.environ, "HADOOP_CONF_DIR": str(conf)})
+    took = time.monotonic() - started
+    assert done.returncode == 2, done
+    assert f"localhost:{port}" in done.stderr and "not reachable" in done.stderr, done.stderr
+    assert took < 45, f"took {took:.0f}s"
+    assert no_app_named(skein_client, name)
+
+
+def test_an_input_on_another_namenode_is_asked_of_that_namenode(tmp_path, hdfs_tmp, skein_client):
+    """The defect: inputs were looked up on the defaultFS whatever their authority, so an input on a NameNode that
+    is down passed the check when the same path existed on the default one."""
+    fs.makedirs(f"{hdfs_tmp}/data")
+    port = closed_port()
+    spec, name = spec_file(tmp_path, inputs=[f"hdfs://localhost:{port}{hdfs_tmp}/data"])
+    done = run_cli(TFOY, "submit", str(spec), check=False, timeout=90)
+    assert done.returncode == 2 and f"localhost:{port}" in done.stderr, done
+    assert no_app_named(skein_client, name)
+    missing_file = f"{absolute_uri(hdfs_tmp)}/lib.py"
+    spec, name = spec_file(tmp_path, files={"toy_train.py": str(TOY), "lib.py": missing_file})
+    done = run_cli(TFOY, "submit", str(spec), check=False, timeout=90)
+    assert done.returncode == 2 and f"files.lib.py: {missing_file} does not exist" in done.stderr, done
+    assert no_app_named(skein_client, name)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"timeouts": {"barrier": float("nan")}}, "timeouts.barrier: must be a positive number of seconds, got nan"),
+    ({"timeouts": {"job": float("inf")}}, "timeouts.job: must be a positive number of seconds, got inf"),
+    ({"files": {"toy_train.py": "/nowhere/toy_train.py"}}, "files.toy_train.py: /nowhere/toy_train.py does not"),
+    ({"env": {"PYTHONPATH": "/opt/mine"}}, "env.PYTHONPATH: set by tfoy in every container"),
+    ({"tags": ["t" * 101]}, "tags[0]: YARN takes tags of 1 to 100 characters"),
+])
+def test_bad_specs_exit_2_before_anything_is_submitted(tmp_path, skein_client, changes, message):
+    spec, name = spec_file(tmp_path, **changes)
+    done = run_cli(TFOY, "submit", str(spec), check=False, timeout=60)
+    assert done.returncode == 2 and message in done.stderr, done
+    assert "Traceback" not in done.stderr
+    assert no_app_named(skein_client, name)
+
+
+@pytest.mark.parametrize("command", ["status", "kill", "logs"])
+def test_unknown_or_malformed_application_ids(command, skein_client):
+    unknown = run_cli(TFOY, command, "application_1_0001", check=False, timeout=90)
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr, unknown
+    if command != "logs":  # `yarn logs` says it in its own words
+        assert "application_1_0001: no such application on the ResourceManager" in unknown.stderr
+    bad = run_cli(TFOY, command, "nonsense", check=False, timeout=30)
+    assert bad.returncode == 2 and "'nonsense' is not a YARN application id" in bad.stderr, bad
