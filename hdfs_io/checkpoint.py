@@ -1,11 +1,13 @@
 """A Keras callback with BackupAndRestore semantics whose backups live on HDFS (or any tfoy path).
 
-After each epoch the chief writes weights + metadata straight to `<dir>/ckpt-<epoch>.tmp` (Keras and TF write
-hdfs:// themselves through hdfs_io's TF filesystem) and renames that to `<dir>/ckpt-<epoch>` (one NameNode
-operation), keeping the last `keep`. Keras's own BackupAndRestore(backup_dir="hdfs://…") works on HDFS too; this
-one keeps several numbered checkpoints and never reads a half-written one. On (re)start it restores the
-highest complete `ckpt-<n>` (a `.tmp` or a folder without both files is never read) and training resumes at epoch n.
-Other workers save to a throwaway local folder so collective ops under MultiWorkerMirroredStrategy still match.
+After each epoch the chief writes weights + metadata straight to a hidden `<dir>/.ckpt-<epoch>.tmp-<uuid>` of its
+own (Keras and TF write hdfs:// themselves through hdfs_io's TF filesystem) and renames that to `<dir>/ckpt-<epoch>`
+(one NameNode operation), keeping the last `keep`. A complete checkpoint is only deleted once `keep` newer ones
+are in place, so two writers on one folder (a zombie chief) or a kill at any point leave one to resume from.
+Keras's own BackupAndRestore(backup_dir="hdfs://…") works on HDFS too; this one keeps several numbered checkpoints
+and never reads a half-written one. On (re)start it restores the highest complete `ckpt-<n>` (a hidden temporary
+or a folder without both files is never read) and training resumes at epoch n. Other workers save to a throwaway
+local folder so collective ops under MultiWorkerMirroredStrategy still match.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import logging
 import re
 import tempfile
+import uuid
 from typing import Any
 
 import keras
@@ -70,16 +73,35 @@ class HdfsBackupAndRestore(keras.callbacks.Callback):
                 self.model.save_weights(f"{local}/{WEIGHTS}")
             return
         final = f"{self.backup_dir}/ckpt-{done_epochs}"
-        tmp = f"{final}.tmp"
-        fs.delete(tmp, recursive=True)
-        fs.makedirs(tmp)
-        self.model.save_weights(fs.tf_path(f"{tmp}/{WEIGHTS}"))
-        fs.write_bytes(f"{tmp}/{METADATA}", json.dumps({"epoch": done_epochs}).encode())
-        fs.delete(final, recursive=True)  # a leftover from an earlier attempt of the same epoch
-        fs.rename(tmp, final)
-        log.info("checkpoint %s", final)
+        # a name of this writer's own: a second writer on the same folder (a zombie chief, two jobs given one
+        # backup_dir) never deletes or fills it
+        tmp = f"{self.backup_dir}/.ckpt-{done_epochs}.tmp-{uuid.uuid4().hex[:12]}"
+        try:
+            fs.makedirs(tmp)
+            self.model.save_weights(fs.tf_path(f"{tmp}/{WEIGHTS}"))
+            fs.write_bytes(f"{tmp}/{METADATA}", json.dumps({"epoch": done_epochs}).encode())
+            self._publish(tmp, final, done_epochs)
+        finally:
+            fs.delete(tmp, recursive=True)  # gone already when it was published
         for old in complete_checkpoints(self.backup_dir)[:-self.keep]:
             fs.delete(f"{self.backup_dir}/ckpt-{old}", recursive=True)
+
+    def _publish(self, tmp: str, final: str, epoch: int) -> None:
+        """Renames tmp to final; a complete checkpoint is never deleted before its replacement is in place."""
+        try:
+            fs.rename(tmp, final)
+            log.info("checkpoint %s", final)
+            return
+        except FileExistsError:
+            pass
+        if epoch in complete_checkpoints(self.backup_dir):
+            log.info("checkpoint %s: another writer published this epoch first; keeping theirs", final)
+            return
+        aside = f"{self.backup_dir}/.ckpt-{epoch}.incomplete-{uuid.uuid4().hex[:12]}"  # a leftover of an old layout
+        fs.rename(final, aside)
+        fs.rename(tmp, final)
+        fs.delete(aside, recursive=True)
+        log.info("checkpoint %s (replaced an incomplete one)", final)
 
     def on_train_end(self, logs: Any = None) -> None:
         if self.delete_on_train_end and self.is_chief:

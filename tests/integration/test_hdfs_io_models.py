@@ -127,6 +127,58 @@ def test_checkpoints_resume_from_latest_complete(hdfs_tmp):
     assert complete_checkpoints(ckpt_dir)[-2:] == [4, 5]
 
 
+def _backed_up(ckpt_dir: str, keep: int = 1):
+    model = _model()
+    model.fit(X, Y, epochs=1, verbose=0)  # built, with an optimizer state
+    cb = HdfsBackupAndRestore(ckpt_dir, keep=keep)
+    cb.set_model(model)
+    return model, cb
+
+
+def test_a_second_writer_on_one_backup_dir_leaves_a_complete_checkpoint(hdfs_tmp):
+    """A zombie chief (or two jobs on one backup_dir) writing the same epoch while this one is mid-save: before,
+    both used `ckpt-<n>.tmp` and the second deleted the first's files; each writer now has a name of its own."""
+    ckpt_dir = f"{hdfs_tmp}/backup"
+    model_a, a = _backed_up(ckpt_dir)
+    _, b = _backed_up(ckpt_dir)
+    save = model_a.save_weights
+    seen: list[list[str]] = []
+
+    def save_while_the_other_writes(path, *args, **kwargs):
+        b.on_epoch_end(0)  # the other writer publishes epoch 1 from start to end
+        seen.append(sorted(f.name for f in fs.ls(ckpt_dir)))
+        return save(path, *args, **kwargs)
+
+    model_a.save_weights = save_while_the_other_writes
+    a.on_epoch_end(0)
+    assert len(seen) == 1 and seen[0][0].startswith(".ckpt-1.tmp-") and "ckpt-1" in seen[0]  # ours survived
+    assert complete_checkpoints(ckpt_dir) == [1]
+    assert [f.name for f in fs.ls(ckpt_dir)] == ["ckpt-1"]  # and nothing left behind
+
+
+def test_a_failure_while_publishing_keeps_the_checkpoint_there(hdfs_tmp, monkeypatch):
+    """Before, a re-written epoch deleted the complete `ckpt-<n>` and then renamed: a kill between left none
+    (keep=1). A complete checkpoint is now never deleted before its replacement is in place."""
+    ckpt_dir = f"{hdfs_tmp}/backup"
+    _, first = _backed_up(ckpt_dir)
+    first.on_epoch_end(0)
+    _, again = _backed_up(ckpt_dir)
+    real_rename = fs.rename
+
+    def dies_at_rename(src, dst, *args, **kwargs):
+        if dst.endswith("/ckpt-1"):
+            raise ConnectionError("killed")
+        return real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(fs, "rename", dies_at_rename)
+    with pytest.raises(ConnectionError):
+        again.on_epoch_end(0)
+    monkeypatch.setattr(fs, "rename", real_rename)
+    assert complete_checkpoints(ckpt_dir) == [1]
+    again.on_epoch_end(1)
+    assert complete_checkpoints(ckpt_dir) == [2]
+
+
 def test_non_chief_checkpoints_do_not_touch_hdfs(hdfs_tmp):
     _model().fit(X, Y, epochs=1, verbose=0, callbacks=[HdfsBackupAndRestore(f"{hdfs_tmp}/b", is_chief=False)])
     assert not fs.exists(f"{hdfs_tmp}/b")
