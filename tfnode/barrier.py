@@ -69,6 +69,23 @@ def ack_key(role: str, i: int) -> str:
     return f"{PREFIX}ack/{role}/{i}"
 
 
+def chief_has_ended(kv, chief: tuple[str, int], restartable: bool) -> bool:
+    """True once the chief is done for good: its outcome is "ok", or a failure no restart can follow. A failed
+    chief that YARN may restart must find its ps tasks, evaluator and TensorBoard still there when it rejoins
+    (and if its restarts run out, skein ends the application, and them with it)."""
+    outcome = kv.get(outcome_key(*chief))
+    return outcome is not None and (outcome == b"ok" or not restartable)
+
+
+def clear_outcome(kv, role: str, i: int) -> None:
+    """A restarted task's earlier outcome (and the client's acknowledgement of it) no longer holds."""
+    for key in (outcome_key(role, i), ack_key(role, i)):
+        try:
+            del kv[key]
+        except KeyError:
+            pass
+
+
 GEN_KEY = f"{PREFIX}gen"
 CLIENT_KEY = f"{PREFIX}client"
 

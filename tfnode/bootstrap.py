@@ -187,8 +187,8 @@ class Supervisor:
                 time.sleep(kvb.POLL_S)
         return 0 if ok else 1
 
-    def chief_outcome(self) -> bytes | None:
-        return self.kv.get(kvb.outcome_key(*self.job.chief_task))
+    def chief_has_ended(self) -> bool:
+        return kvb.chief_has_ended(self.kv, self.job.chief_task, self.job.restartable)
 
     def run(self) -> int:
         slot = kvb.claim_slot(self.kv, self.role, self.job.roles[self.role], self.container_id)
@@ -196,6 +196,7 @@ class Supervisor:
         print(f"tfoy task {self.role}:{self.index} container {self.container_id} on {self.host}", flush=True)
         self.put_state("starting", restarted=slot.restarted)
         if slot.restarted:
+            kvb.clear_outcome(self.kv, self.role, self.index)
             gen = kvb.bump_generation(self.kv)
             log.info("%s:%d restarted: generation %d", self.role, self.index, gen)
         while True:
@@ -258,7 +259,7 @@ class Supervisor:
             if kvb.current_generation(self.kv) != gen:
                 _stop(proc)
                 return "restart"
-            if waits_for_chief and self.chief_outcome() is not None:
+            if waits_for_chief and self.chief_has_ended():
                 _stop(proc)  # ps / PS-mode workers serve until the chief ends; the evaluator follows it
                 return "ok"
             time.sleep(0.5)

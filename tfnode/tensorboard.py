@@ -47,7 +47,7 @@ def run_tensorboard(app, job, host: str) -> int:
         log.warning("could not add the TensorBoard page to the web UI: %s", e)
     kvb.put_state(kv, "tensorboard", 0, "serving", host=host, url=url)
     try:
-        while kv.get(kvb.outcome_key(*job.chief_task)) is None:
+        while not kvb.chief_has_ended(kv, job.chief_task, job.restartable):
             if proc.poll() is not None:
                 log.error("TensorBoard exited with code %s while the job runs", proc.returncode)
                 kvb.put_state(kv, "tensorboard", 0, "failed", host=host)

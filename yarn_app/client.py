@@ -146,7 +146,7 @@ def watch(client, app_id: str, spec: JobSpec, out: Callable[[str], None] = say) 
     started = time.monotonic()
     expected = expected_task_names(spec)
     app = None
-    shown: set[str] = set()
+    shown: dict[str, str] = {}  # the outcome last seen of each task (a restarted task reports again)
     failures: dict[str, str] = {}
     last = ""
     all_granted = False
@@ -160,11 +160,13 @@ def watch(client, app_id: str, spec: JobSpec, out: Callable[[str], None] = say) 
         if prog.state in FINAL_STATES:
             break
         for name, task in prog.tasks.items():
-            if task.outcome is not None and name not in shown:
-                shown.add(name)
+            if task.outcome is not None and shown.get(name) != task.outcome:
+                shown[name] = task.outcome
                 if task.outcome != "ok":
                     failures[name] = task.outcome.partition("\n")[2]
                     out(f"task {name} FAILED:\n{failures[name]}")
+                elif failures.pop(name, None) is not None:
+                    out(f"task {name} succeeded after a restart (the failure above was recovered from)")
                 role, _, idx = name.partition(":")
                 try:
                     app.kv[kvb.ack_key(role, int(idx))] = b"1"
@@ -194,10 +196,14 @@ def watch(client, app_id: str, spec: JobSpec, out: Callable[[str], None] = say) 
     return EXIT_FAILED
 
 
-def find_active(client, name: str, tag: str) -> str | None:
-    """A not yet finished application with this name and tag (YARN stores tags lowercased), or None."""
+def find_active(client, name: str, tag: str, user: str | None = None) -> str | None:
+    """A not yet finished application of this user (default: the one submitting) with this name and tag (YARN
+    stores tags lowercased), or None. Another user's application with the same name and tag is not this run."""
+    from hdfs_io.paths import hadoop_user
+
+    user = user or hadoop_user()
     for report in client.get_applications(states=["SUBMITTED", "ACCEPTED", "RUNNING"], name=name):
-        if tag.lower() in {t.lower() for t in report.tags}:
+        if report.user == user and tag.lower() in {t.lower() for t in report.tags}:
             return report.id
     return None
 

@@ -31,6 +31,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=5, help="steps per epoch (the same on every worker)")
     p.add_argument("--epoch-sleep", type=float, default=0.0, help="seconds per epoch (lets tests kill mid-run)")
     p.add_argument("--fail", default="", help="task (e.g. worker:1) that raises, for tests")
+    p.add_argument("--fail-once", default="", help="task that raises in its first attempt only, for tests")
     return p.parse_args(argv)
 
 
@@ -55,6 +56,11 @@ def main(args: list[str], ctx) -> None:
     me = f"{ctx.job_name}:{ctx.task_index}"
     if opts.fail == me:
         raise RuntimeError(f"toy_train: {me} fails on purpose")
+    marker = f"{ctx.model_dir}/failed-once-{ctx.job_name}-{ctx.task_index}"
+    if opts.fail_once == me and not tf.io.gfile.exists(marker):
+        with tf.io.gfile.GFile(marker, "w") as f:
+            f.write("failed")
+        raise RuntimeError(f"toy_train: {me} fails once on purpose")
     if ctx.job_name == "evaluator":  # first: an evaluator must never act as the PS coordinator
         return evaluate(opts, ctx)
     if "ps" in ctx.cluster_spec:

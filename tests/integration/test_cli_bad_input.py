@@ -104,3 +104,36 @@ def test_unknown_or_malformed_application_ids(command, skein_client):
         assert "application_1_0001: no such application on the ResourceManager" in unknown.stderr
     bad = run_cli(TFOY, command, "nonsense", check=False, timeout=30)
     assert bad.returncode == 2 and "'nonsense' is not a YARN application id" in bad.stderr, bad
+
+
+def test_reattach_never_takes_another_users_application(skein_client, hdfs):
+    """Before, `--reattach TAG` (and the Airflow retry) matched name and tag only: another user's application with
+    the same tag made the run "succeed" without training."""
+    import skein
+
+    from yarn_app import client
+
+    other, name, tag = "tfoy-other-user", f"tfoy-reattach-{uuid.uuid4().hex[:8]}", f"run-{uuid.uuid4().hex[:8]}"
+    hdfs.mkdirs(f"/user/{other}", create_parent=True)
+    hdfs.set_owner(f"/user/{other}", owner=other)
+    saved = os.environ.get("HADOOP_USER_NAME")
+    os.environ["HADOOP_USER_NAME"] = other  # skein's driver (a JVM) submits as this user with simple auth
+    try:
+        theirs = skein.Client()
+    finally:
+        if saved is None:
+            del os.environ["HADOOP_USER_NAME"]
+        else:
+            os.environ["HADOOP_USER_NAME"] = saved
+    spec = skein.ApplicationSpec(
+        name=name, queue="default", tags=[tag],
+        services={"sleep": skein.Service(script="sleep 300", resources=skein.Resources(memory=256, vcores=1))},
+        master=skein.Master(resources=skein.Resources(memory=512, vcores=1)))
+    app_id = theirs.submit(spec)
+    try:
+        assert skein_client.application_report(app_id).user == other
+        assert client.find_active(skein_client, name, tag) is None
+        assert client.find_active(skein_client, name, tag, user=other) == app_id
+    finally:
+        theirs.kill_application(app_id)
+        theirs.close()

@@ -166,6 +166,19 @@ def test_failing_task_fails_the_job_with_its_traceback(tmp_path, toy_data, skein
     assert str(skein_client.application_report(app_id).final_status) == "FAILED"
 
 
+def test_a_task_that_fails_once_and_succeeds_on_restart_is_a_success(tmp_path, toy_data, skein_client):
+    """Before, `tfoy submit` exited 1 for an application YARN called SUCCEEDED (a scheduler then ran it again)."""
+    spec = make_spec(tmp_path, toy_data, args=["--data", f"{toy_data}/data", "--fail-once", "worker:1"],
+                     roles={"chief": {"memory": 1024}, "worker": {"instances": 2, "memory": 1024, "max_restarts": 1}})
+    proc = submit(spec)
+    app_id = app_id_of(proc.stdout)
+    assert_not_running(skein_client, app_id)
+    assert "task worker:1 FAILED" in proc.stdout and "fails once on purpose" in proc.stdout, proc.stdout[-3000:]
+    assert "task worker:1 succeeded after a restart" in proc.stdout, proc.stdout[-3000:]
+    assert str(skein_client.application_report(app_id).final_status) == "SUCCEEDED"
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+
 def test_barrier_timeout_names_the_missing_tasks(tmp_path, toy_data, skein_client):
     # 3 × 6 GiB on a 14 GiB NodeManager (plus the AM): one task is never allocated.
     spec = make_spec(tmp_path, toy_data, roles={"chief": {"memory": "6 GiB"},
