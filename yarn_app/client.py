@@ -13,6 +13,7 @@ import logging
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,7 +233,8 @@ def submit(spec: JobSpec, detach: bool = False, out: Callable[[str], None] = say
                 out(f"re-attaching to {app_id}: {spec.name} with tag {reattach_tag} is still active")
             else:
                 ship = prepare_shipping(spec, Path(tmp), hdfs_client)
-                app_id = client.submit(build_application_spec(spec, ship))
+                app_id = _submit(client, spec, ship)
+                _limit_lifetime(app_id, spec, out, detach)
             if on_app_id:
                 on_app_id(app_id)
             out(f"application id: {app_id}")
@@ -245,8 +247,40 @@ def submit(spec: JobSpec, detach: bool = False, out: Callable[[str], None] = say
                 client.kill_application(app_id)
                 out(f"interrupted: killed {app_id}")
             return EXIT_INTERRUPTED
+        except BaseException:
+            if app_id and not detach:  # this client was the one enforcing the job's limits: never leave it running
+                client.kill_application(app_id)
+                out(f"the client failed while watching: killed {app_id}")
+            raise
         finally:
             client.close()
+
+
+def _submit(client, spec: JobSpec, ship) -> str:
+    """skein's submit, with a tag of this attempt's own: an interrupt during the call (the application may exist by
+    then, its id not yet returned) finds the application by that tag and kills it."""
+    attempt = f"tfoy-submit-{uuid.uuid4().hex[:16]}"
+    app_spec = build_application_spec(spec, ship)
+    app_spec.tags = {*app_spec.tags, attempt}
+    try:
+        return client.submit(app_spec)
+    except KeyboardInterrupt:
+        for report in client.get_applications(states=["NEW", "NEW_SAVING", "SUBMITTED", "ACCEPTED", "RUNNING"],
+                                              name=spec.name):
+            if attempt in report.tags:
+                client.kill_application(report.id)
+        raise
+
+
+def _limit_lifetime(app_id: str, spec: JobSpec, out: Callable[[str], None], detach: bool) -> None:
+    """timeouts.job enforced by the ResourceManager too (YARN's application lifetime), not only by this client."""
+    try:
+        cluster.set_lifetime(app_id, spec.timeouts.job)
+    except cluster.ClusterError as e:
+        if detach:
+            out(f"warning: timeouts.job is not enforced for this detached application: {e}")
+        else:
+            log.warning("%s; timeouts.job is enforced by this client only", e)
 
 
 def status(app_id: str) -> Progress:

@@ -42,6 +42,25 @@ def tracking_url(app_id: str) -> str:
     return f"http://{rm_webapp()}/proxy/{app_id}/"
 
 
+def set_lifetime(app_id: str, seconds: float, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Asks the ResourceManager to kill the application `seconds` from now (YARN's application LIFETIME timeout,
+    through its REST API), so timeouts.job holds without a client watching (`--detach`, a killed submitter)."""
+    from datetime import UTC, datetime, timedelta
+
+    from hdfs_io.paths import hadoop_user
+
+    expiry = datetime.now(UTC) + timedelta(seconds=seconds)
+    body = {"timeout": {"type": "LIFETIME", "expiryTime": expiry.strftime("%Y-%m-%dT%H:%M:%S.000+0000")}}
+    url = f"http://{rm_webapp()}/ws/v1/cluster/apps/{app_id}/timeout?user.name={hadoop_user()}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="PUT",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return
+    except Exception as e:  # noqa: BLE001 - reported as one error naming the call
+        raise ClusterError(f"setting the lifetime of {app_id} ({url}): {e}") from e
+
+
 def check_reachable(address: str, what: str, key: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     host, _, port = address.rpartition(":")
     try:

@@ -179,6 +179,25 @@ def test_a_task_that_fails_once_and_succeeds_on_restart_is_a_success(tmp_path, t
     assert proc.returncode == 0, proc.stdout[-3000:]
 
 
+def test_a_detached_job_is_held_to_its_job_timeout_by_the_resourcemanager(tmp_path, toy_data, skein_client):
+    """Before, only a watching client enforced timeouts.job: a `--detach`ed job could run for ever."""
+    spec = make_spec(tmp_path, toy_data, args=["--data", f"{toy_data}/data", "--epochs", "50", "--epoch-sleep", "5"],
+                     timeouts={"allocation": 120, "barrier": 120, "job": 25})
+    proc = submit(spec, "--detach", timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    app_id = app_id_of(proc.stdout)
+    started = time.monotonic()
+    while time.monotonic() - started < 120:
+        report = skein_client.application_report(app_id)
+        if str(report.state) in FINAL:
+            break
+        time.sleep(2)
+    else:
+        skein_client.kill_application(app_id)
+        raise AssertionError(f"{app_id} still {report.state} 120 s after a detached submit with timeouts.job: 25")
+    assert str(report.state) == "KILLED" and "lifetime" in report.diagnostics.lower(), report.diagnostics
+
+
 def test_barrier_timeout_names_the_missing_tasks(tmp_path, toy_data, skein_client):
     # 3 × 6 GiB on a 14 GiB NodeManager (plus the AM): one task is never allocated.
     spec = make_spec(tmp_path, toy_data, roles={"chief": {"memory": "6 GiB"},
