@@ -16,7 +16,7 @@ and the line or byte offset. Good files pay only the count.
 
 from __future__ import annotations
 
-import csv
+import bisect
 import gzip
 import io
 import logging
@@ -30,9 +30,11 @@ import tempfile
 import threading
 import weakref
 import zlib
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NoReturn
+from itertools import islice
+from typing import Any, Literal, NamedTuple, NoReturn
 
 from hdfs_io import fs, tf_bridge
 from hdfs_io.paths import absolute_uri, split_uri
@@ -73,9 +75,27 @@ class CsvFormatError(ValueError):
 # ---- file lists -------------------------------------------------------------------------------------------------
 
 
+HIDDEN_PREFIXES = ("_", ".")  # Hadoop FileInputFormat's hiddenFileFilter: _SUCCESS, _temporary, .crc, .x.tmp
+
+
+def _is_glob(path: str) -> bool:
+    return any(c in path for c in "*?[")
+
+
+def _hidden_below_glob(pattern: str, uri: str) -> bool:
+    """True when a name the glob matched (from its first wildcard component on) is hidden, as Hadoop's input
+    formats judge: job markers (`_SUCCESS`, `_logs`, and what sits in `_temporary/`), checksum files
+    (`.part-0.crc`) and writers' temporaries (`.name.tfoy-tmp-…`), none of which hold records."""
+    parts = absolute_uri(pattern).rstrip("/").split("/")
+    fixed = next((i for i, part in enumerate(parts) if _is_glob(part)), len(parts))
+    return any(name.startswith(HIDDEN_PREFIXES) for name in uri.rstrip("/").split("/")[fixed:])
+
+
 def expand_paths(paths_or_globs: str | Sequence[str]) -> list[str]:
-    """Sorted file URIs for paths, globs or folders (a folder means its visible files, not `_SUCCESS`/`.x`).
-    Raises FileNotFoundError naming the first path or glob that matches nothing."""
+    """Sorted file URIs for paths, globs or folders. As with Hadoop's FileInputFormat, what a glob or a folder
+    brings in leaves out hidden names (`_`/`.` prefixed: `_SUCCESS`, `.x.crc`, temporaries being written), which
+    would otherwise be read as corrupt records; a file named explicitly is read whatever its name, since the
+    caller asked for it. Raises FileNotFoundError naming the first path or glob that yields no file."""
     items = [paths_or_globs] if isinstance(paths_or_globs, str) else list(paths_or_globs)
     if not items:
         raise FileNotFoundError("no input paths given")
@@ -84,13 +104,20 @@ def expand_paths(paths_or_globs: str | Sequence[str]) -> list[str]:
         matches = fs.glob(item)
         if not matches:
             raise FileNotFoundError(f"{absolute_uri(item)}: no such file, or the glob matches nothing")
+        if _is_glob(item):
+            visible = [uri for uri in matches if not _hidden_below_glob(item, uri)]
+            if not visible:
+                raise FileNotFoundError(
+                    f"{absolute_uri(item)}: the glob matches only hidden files ({', '.join(matches[:3])}"
+                    f"{', …' if len(matches) > 3 else ''}), which are not read")
+            matches = visible
         for uri in matches:
             if fs.isdir(uri):
-                out += [f.uri for f in fs.ls(uri) if not f.is_dir and not f.name.startswith(("_", "."))]
+                out += [f.uri for f in fs.ls(uri) if not f.is_dir and not f.name.startswith(HIDDEN_PREFIXES)]
             else:
                 out.append(uri)
     if not out:
-        raise FileNotFoundError(f"{items}: only empty folders")
+        raise FileNotFoundError(f"{items}: only empty folders (or folders of hidden files)")
     return sorted(dict.fromkeys(out))
 
 
@@ -227,32 +254,32 @@ class _Stager:
         self._verify_tfrecord(uri, local, frames)
 
     def _verify_tfrecord(self, uri: str, local: str, frames: list[Frame]) -> None:
-        """TF's C++ reader checks every data CRC (batched, so no per-record Python); a bad record is named
-        (raise) or cut out of the staged copy (skip) and the check repeated."""
+        """Data CRCs are checked by TF's C++ reader, batched (no per-record Python): a good file costs that one pass.
+        TF stops at the first bad record and names only its offset, and its batched reader cannot resume mid-file.
+        Raise mode names that record. Skip mode checks the records after it with TF's random-access reader (same
+        C++ checks, one call per record, as cheap as the header scan that skip mode pays anyway) and cuts all bad
+        records out of the staged copy in one rewrite: re-reading the file after each bad record made skipping
+        quadratic in the number of bad records. `frames` are in the staged copy's offsets (it is only ever cut at
+        its end before this)."""
         import tensorflow as tf
 
-        kept = list(frames)  # frames of the staged file, in original offsets
-        while True:
-            try:
-                for _ in tf.data.TFRecordDataset(local, buffer_size=1 << 20).batch(8192):
-                    pass
-                return
-            except tf.errors.DataLossError as exc:
-                match = _CORRUPT_AT.search(str(exc))
-                local_offset = int(match.group(1)) if match else -1
-                # TF reports the offset of the bad record's data (after its 12-byte header) in the staged copy
-                index, pos = 0, 0
-                for index, frame in enumerate(kept):  # noqa: B007
-                    if pos <= local_offset < pos + frame.end - frame.offset:
-                        break
-                    pos += frame.end - frame.offset
-                bad = kept[index] if kept else Frame(0, 0)
-                if self.on_error == "raise" or not match:
-                    raise CorruptRecordError(uri, bad.offset, "data checksum mismatch") from None
-                log.warning("%s: skipping corrupt record at byte offset %d", uri, bad.offset)
-                self.stats and self.stats.add(corrupt_records_skipped=1)
-                _drop_range(local, pos, bad.end - bad.offset)
-                del kept[index]
+        try:
+            for _ in tf.data.TFRecordDataset(local, buffer_size=1 << 20).batch(8192):
+                pass
+            return
+        except tf.errors.DataLossError as exc:
+            match = _CORRUPT_AT.search(str(exc))
+            if not match or not frames:
+                raise CorruptRecordError(uri, -1, f"TensorFlow could not read it: {exc.message}") from None
+            # TF reports the offset of the bad record's data (after its 12-byte header)
+            first = max(bisect.bisect_right([f.offset for f in frames], int(match.group(1))) - 1, 0)
+        if self.on_error == "raise":
+            raise CorruptRecordError(uri, frames[first].offset, "data checksum mismatch")
+        bad = [frames[first], *_bad_data_crcs(local, frames[first + 1:])]
+        for frame in bad:
+            log.warning("%s: skipping corrupt record at byte offset %d (data checksum mismatch)", uri, frame.offset)
+        self.stats and self.stats.add(corrupt_records_skipped=len(bad))
+        _drop_ranges(local, [(f.offset, f.end) for f in bad])
 
     # -- CSV --
     def csv(self, uri: str, spec: _CsvSpec) -> tuple[str, int]:
@@ -272,7 +299,7 @@ class _Stager:
         bad = _find_bad_lines(local, spec)
         if not bad:
             raise CsvFormatError(uri, 0, "TensorFlow rejected the file but no bad line was found")
-        raise CsvFormatError(uri, bad[0][0], bad[0][1])
+        raise CsvFormatError(uri, bad[0].line, bad[0].reason)
 
     def _clean_csv(self, uri: str, local: str, spec: _CsvSpec) -> None:
         import tensorflow as tf
@@ -284,10 +311,13 @@ class _Stager:
         except (tf.errors.InvalidArgumentError, tf.errors.DataLossError):
             pass
         bad = _find_bad_lines(local, spec)
-        for line, reason in bad:
-            log.warning("%s:%d: %s (line skipped)", uri, line, reason)
-        self.stats and self.stats.add(bad_lines_skipped=len(bad))
-        _drop_lines(local, {line for line, _ in bad})
+        drop: set[int] = set()
+        for b in bad:
+            lines = "line skipped" if b.last == b.line else f"lines {b.line}-{b.last} skipped"
+            log.warning("%s:%d: %s (%s)", uri, b.line, b.reason, lines)
+            drop.update(range(b.line, b.last + 1))
+        self.stats and self.stats.add(bad_lines_skipped=len(drop))
+        _drop_lines(local, drop)
 
 
 def _count_frames(local: str) -> tuple[int, int]:
@@ -312,13 +342,55 @@ def _scan_file(local: str, uri: str) -> tuple[list[Frame], CorruptRecordError | 
         return scan_frames(memoryview(m), uri)
 
 
-def _drop_range(local: str, start: int, length: int) -> None:
+def _record_reader(local: str) -> Any:
+    """TF's random-access TFRecord reader (C++ framing and CRC checks of the record at any offset)."""
+    from tensorflow.python.lib.io import tf_record
+
+    return tf_record.tf_record_random_reader(local)
+
+
+def _bad_data_crcs(local: str, frames: Sequence[Frame]) -> list[Frame]:
+    """The frames (already framed by scan_frames) whose data TF's reader rejects, in one pass over them."""
+    import tensorflow as tf
+
+    if not frames:
+        return []
+    bad = []
+    reader = _record_reader(local)
+    try:
+        for frame in frames:
+            try:
+                reader.read(frame.offset)
+            except tf.errors.DataLossError:
+                bad.append(frame)
+    finally:
+        reader.close()
+    return bad
+
+
+def _drop_ranges(local: str, ranges: Sequence[tuple[int, int]]) -> None:
+    """Rewrites the file without the given sorted, disjoint [start, end) byte ranges, in one pass."""
+    if not ranges:
+        return
     tmp = local + ".cut"
     with open(local, "rb") as src, open(tmp, "wb") as dst:
-        dst.write(src.read(start))
-        src.seek(start + length)
-        shutil.copyfileobj(src, dst, fs.IO_CHUNK)
+        pos = 0
+        for start, end in ranges:
+            _copy_range(src, dst, pos, start - pos)
+            pos = end
+        _copy_range(src, dst, pos, None)
     os.replace(tmp, local)
+
+
+def _copy_range(src: Any, dst: Any, start: int, length: int | None) -> None:
+    """Copies length bytes (None: the rest) from start, in IO_CHUNK pieces so big files are not held in memory."""
+    src.seek(start)
+    if length is None:
+        shutil.copyfileobj(src, dst, fs.IO_CHUNK)
+        return
+    while length > 0 and (chunk := src.read(min(length, fs.IO_CHUNK))):
+        dst.write(chunk)
+        length -= len(chunk)
 
 
 # ---- CSV parsing spec ---------------------------------------------------------------------------------------------
@@ -365,35 +437,147 @@ def _checker(default: Any) -> tuple[Any, bool]:
     return str, required
 
 
-def _find_bad_lines(local: str, spec: _CsvSpec) -> list[tuple[int, str]]:
+class _BadLine(NamedTuple):
+    line: int  # 1-based, header included: where the bad record starts
+    reason: str
+    last: int  # its last line (a record with a newline inside quotes spans several)
+
+
+class _Row(NamedTuple):
+    first: int
+    last: int
+    fields: list[str]
+    problem: str | None  # a quoting error, which TF's decoder rejects too
+
+
+MAX_QUOTED_LINES = 100  # how far a quoted field left open is followed to tell a quoted newline from a stray quote
+
+
+def _split_csv_line(text: str, delim: str) -> tuple[list[str], str | None, bool]:
+    """(fields, what is wrong, whether it ends inside a quoted field) by the rules of TF's decode_csv, which are
+    RFC 4180's within a record: a field may be quoted, with the delimiter, newlines and doubled quotes inside; an
+    unquoted field may hold no quote, CR or LF (TF skips those where a field starts). The Python check must
+    reject exactly what TF rejects, or a bad line goes unnamed ("no bad line was found") and skip mode cannot cut
+    it out (tests/unit/test_records_csv_quoting.py compares the two)."""
+    if '"' not in text and "\r" not in text and "\n" not in text:
+        return (text.split(delim) if text else []), None, False  # TF sees no field at all in an empty line
+    fields: list[str] = []
+    pos, n = 0, len(text)
+    while pos < n:
+        if text[pos] in "\r\n":
+            pos += 1
+            continue
+        if text[pos] == '"':
+            parts, i = [], pos + 1
+            while True:
+                j = text.find('"', i)
+                if j < 0:
+                    return fields, f"column {len(fields)}: quoted field not closed on this line", True
+                parts.append(text[i:j])
+                if text.startswith('"', j + 1):  # a doubled quote inside the field
+                    parts.append('"')
+                    i = j + 2
+                    continue
+                break
+            pos = j + 1
+            if pos < n and text[pos] != delim:
+                return fields, (f"column {len(fields)}: text after a quoted field's closing quote (a quote inside "
+                                f"a quoted field must be doubled)"), False
+            fields.append("".join(parts))
+        else:
+            j = text.find(delim, pos)
+            value = text[pos:] if j < 0 else text[pos:j]
+            for char, name in (('"', "quote"), ("\r", "carriage return"), ("\n", "newline")):
+                if char in value:
+                    return fields, (f"column {len(fields)}: {name} inside an unquoted field (quote the field, "
+                                    f"doubling the quotes inside it)"), False
+            fields.append(value)
+            pos = n if j < 0 else j
+        pos += 1  # past the delimiter
+    if text.endswith(delim):
+        fields.append("")  # an empty last field
+    return fields, None, False
+
+
+def _text_lines(local: str) -> Iterator[str]:
+    """The file's lines as TF's TextLineDataset cuts them: at each \\n, without it or a \\r before it."""
+    with open(local, "rb") as f:
+        for raw in f:
+            line = raw[:-1] if raw.endswith(b"\n") else raw
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            yield line.decode("utf-8", errors="replace")
+
+
+def _csv_rows(local: str, delim: str, header: bool) -> Iterator[_Row]:
+    """The file's records with their line numbers. TF reads one record per line (like Hadoop's TextInputFormat),
+    so a quoted field with a newline inside comes to it as broken lines; such a record is recognised (its quote
+    closes within MAX_QUOTED_LINES lines and the whole parses) and reported once, with all its lines, instead of
+    as a series of confusing quoting errors whose line numbers no longer match the file's."""
+    lines = _text_lines(local)
+    ahead: deque[str] = deque()
+    lineno = 0
+    while (text := ahead.popleft() if ahead else next(lines, None)) is not None:
+        lineno += 1
+        fields, problem, open_quote = _split_csv_line(text, delim)
+        if open_quote and not (header and lineno == 1):  # TF skips exactly one line of header
+            quotes, span = text.count('"'), 0
+            while quotes % 2 and span < MAX_QUOTED_LINES:
+                if span == len(ahead):
+                    more = next(lines, None)
+                    if more is None:
+                        break
+                    ahead.append(more)
+                quotes += ahead[span].count('"')
+                span += 1
+            if quotes % 2 == 0 and span:
+                joined, joined_problem, _ = _split_csv_line("\n".join([text, *islice(ahead, span)]), delim)
+                if joined_problem is None:
+                    for _ in range(span):
+                        ahead.popleft()
+                    yield _Row(lineno, lineno + span, joined, (
+                        f"newline inside a quoted field (the record spans lines {lineno}-{lineno + span}): records "
+                        f"must be one per line, as with Hadoop's TextInputFormat"))
+                    lineno += span
+                    continue
+        yield _Row(lineno, lineno, fields, problem)
+
+
+def _find_bad_lines(local: str, spec: _CsvSpec) -> list[_BadLine]:
     """Python pass over a file TF rejected, to name its bad lines (1-based, header included)."""
     checks = [_checker(d) for d in spec.record_defaults]
     cols = list(spec.select_cols) if spec.select_cols is not None else list(range(len(checks)))
-    bad: list[tuple[int, str]] = []
+    bad: list[_BadLine] = []
     expected: int | None = None if spec.select_cols is not None else len(checks)
-    with open(local, newline="", encoding="utf-8", errors="replace") as f:
-        for lineno, row in enumerate(csv.reader(f, delimiter=spec.field_delim), start=1):
-            if lineno == 1 and spec.header:
-                expected = expected or len(row)
-                continue
-            if expected is None:
-                expected = len(row)
-            if len(row) != expected:
-                bad.append((lineno, f"expected {expected} fields, got {len(row)}"))
-                continue
-            for col, (parse, required) in zip(cols, checks, strict=False):
-                value = row[col]
-                if value == spec.na_value or value == "":
-                    if required:
-                        bad.append((lineno, f"column {col}: missing value and no default"))
-                        break
-                    continue
-                try:
-                    parse(value)
-                except ValueError:
-                    bad.append((lineno, f"column {col}: cannot parse {value!r} as {parse.__name__}"))
-                    break
+    for row in _csv_rows(local, spec.field_delim, spec.header):
+        if row.first == 1 and spec.header:
+            if row.problem is None:
+                expected = expected or len(row.fields)
+            continue
+        if expected is None and row.problem is None:
+            expected = len(row.fields)
+        reason = row.problem or _field_problem(row.fields, expected, cols, checks, spec.na_value)
+        if reason is not None:
+            bad.append(_BadLine(row.first, reason, row.last))
     return bad
+
+
+def _field_problem(fields: list[str], expected: int | None, cols: list[int], checks: list[tuple[Any, bool]],
+                   na_value: str) -> str | None:
+    """What TF's decoder would reject in a well-quoted record: its field count, or a value of a selected column."""
+    if len(fields) != expected:
+        return f"expected {expected} fields, got {len(fields)}"
+    for col, (parse, required) in zip(cols, checks, strict=False):
+        value = fields[col]
+        if value == na_value or value == "":
+            if required:
+                return f"column {col}: missing value and no default"
+            continue
+        try:
+            parse(value)
+        except ValueError:
+            return f"column {col}: cannot parse {value!r} as {parse.__name__}"
+    return None
 
 
 def _drop_lines(local: str, lines: set[int]) -> None:
@@ -627,7 +811,13 @@ def csv_dataset(
     not span files: a file's last batch may be short.
 
     record_defaults: one per selected column, a tf.DType (value required) or a default value (e.g. 0, 0.0, "").
-    on_bad_line="skip" drops lines with a wrong field count or an unparsable value and counts them in `stats`.
+    on_bad_line="skip" drops lines with a wrong field count, bad quoting or an unparsable value and counts them in
+    `stats`.
+
+    Records are one per line, as with Hadoop's TextInputFormat and Spark's CSV reader by default, so files split
+    and stream by line: \n or \r\n line ends; RFC 4180 quoting within a line (`"a, b"`, `"say ""hi"" twice"`). A
+    quoted field with a newline inside is bad input (the error names the file and the line it starts on; skip
+    drops all its lines), as are a quote inside an unquoted field and text after a closing quote.
     """
 
     spec = _CsvSpec(tuple(record_defaults), header, tuple(select_cols) if select_cols is not None else None,

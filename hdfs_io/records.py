@@ -79,8 +79,18 @@ class Frame(NamedTuple):
         return self.offset + HEADER + self.length + FOOTER
 
 
+def _length_crc_ok(buf: bytes | memoryview, pos: int) -> bool:
+    """True when the header at pos holds the masked CRC32C of its 8-byte length (one header: pure Python is fine)."""
+    (stored,) = struct.unpack_from("<I", buf, pos + 8)
+    return masked_crc32c(bytes(buf[pos : pos + 8])) == stored
+
+
 def scan_frames(buf: bytes | memoryview, uri: str = "<buffer>") -> tuple[list[Frame], CorruptRecordError | None]:
-    """The records of a whole TFRecord file, up to the first framing error (returned, not raised)."""
+    """The records of a whole TFRecord file, up to the first framing error (returned, not raised).
+
+    The error is the earliest one in the file, so that a reader reports where the damage is rather than where it
+    became visible: a corrupt length that happens to land inside the file derails the walk into garbage, and the
+    vectorised length-CRC check afterwards moves the error back to that record."""
     frames: list[Frame] = []
     n = len(buf)
     pos = 0
@@ -92,11 +102,15 @@ def scan_frames(buf: bytes | memoryview, uri: str = "<buffer>") -> tuple[list[Fr
             error = CorruptRecordError(uri, pos, f"truncated header ({n - pos} of {HEADER} bytes)")
             break
         (length,) = unpack(buf, pos)
-        if length > MAX_RECORD:
-            error = CorruptRecordError(uri, pos, f"implausible record length {length}")
-            break
-        if pos + HEADER + length + FOOTER > n:
-            error = CorruptRecordError(uri, pos, f"truncated record (length {length}, file ends at {n})")
+        if length > MAX_RECORD or pos + HEADER + length + FOOTER > n:
+            # A length that cannot be right is judged by its own CRC first: a flipped bit there is corruption at
+            # this record, and only a length its CRC vouches for means the file really ends early.
+            if not _length_crc_ok(buf, pos):
+                error = CorruptRecordError(uri, pos, "length checksum mismatch")
+            elif length > MAX_RECORD:
+                error = CorruptRecordError(uri, pos, f"implausible record length {length}")
+            else:
+                error = CorruptRecordError(uri, pos, f"truncated record (length {length}, file ends at {n})")
             break
         append(Frame(pos, length))
         pos += HEADER + length + FOOTER

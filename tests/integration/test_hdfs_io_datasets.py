@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from hdfs_io import datasets, fs
-from hdfs_io.records import make_example, write_tfrecords
+from hdfs_io.records import HEADER, make_example, scan_frames, write_tfrecords
 from tfnode.context import NodeContext
 
 pytestmark = pytest.mark.integration
@@ -260,3 +261,188 @@ def test_bad_csv_line_in_batches_names_file_and_line(hdfs_tmp):
     batches = list(datasets.csv_dataset(good, [tf.int32, tf.int32], batch_size=4, stats=stats).repeat(2))
     assert [len(b[0]) for b in batches] == [4, 4, 2] * 2
     assert stats.files_streamed == 2 and stats.files_staged == 0  # checked, yet read by TF straight from HDFS
+
+
+# ---- corrupt lengths, many corrupt records --------------------------------------------------------------------------
+
+
+def _damaged_part(hdfs_tmp: str, how: str, gz: bool = False) -> tuple[str, int, str]:
+    """part-00 good (ids 0-9), part-01 (ids 10-19) damaged at its 6th record: a length bit flipped so that the
+    length runs past the end of the file, or the file cut inside that record. Returns (URI, offset, reason)."""
+    uris = _write_parts(hdfs_tmp, 2, 10)
+    data = bytearray(fs.read_bytes(uris[1]))
+    rec = len(data) // 10
+    offset = 5 * rec
+    if how == "length":
+        data[offset + 2] ^= 0x01  # +65536
+        assert offset + int.from_bytes(data[offset:offset + 8], "little") > len(data)  # past the end, not inside
+        reason = "length checksum mismatch"
+    else:
+        data = data[: offset + 30]
+        reason = "truncated record"
+    if gz:
+        for uri in uris:
+            raw = bytes(data) if uri == uris[1] else fs.read_bytes(uri)
+            fs.write_bytes(uri + ".gz", gzip.compress(raw))
+            fs.delete(uri)
+        return uris[1] + ".gz", offset, reason
+    fs.write_bytes(uris[1], bytes(data))
+    return uris[1], offset, reason
+
+
+@pytest.mark.parametrize("how", ["length", "truncated"])
+@pytest.mark.parametrize("path", ["streamed", "staged"])
+def test_length_past_the_end_is_a_checksum_mismatch_not_truncation(hdfs_tmp, how, path):
+    # streamed: checked by the filesystem plugin as bytes pass; staged (GZIP): explained by the Python scan
+    uri, offset, reason = _damaged_part(hdfs_tmp, how, gz=path == "staged")
+    with pytest.raises(tf.errors.OpError) as info:
+        _ids(datasets.tfrecord_dataset(f"{hdfs_tmp}/*", compression="GZIP" if path == "staged" else None))
+    message = str(info.value)
+    assert f"{uri}: corrupt TFRecord at byte offset {offset}: {reason}" in message, message
+    if how == "length":
+        assert "truncated" not in message, message
+
+
+@pytest.mark.parametrize("how", ["length", "truncated"])
+def test_skipped_bad_length_is_logged_as_a_checksum_mismatch(hdfs_tmp, caplog, how):
+    uri, offset, reason = _damaged_part(hdfs_tmp, how)
+    stats = datasets.ReadStats()
+    with caplog.at_level("WARNING", logger="hdfs_io.datasets"):
+        ids = _ids(datasets.tfrecord_dataset(f"{hdfs_tmp}/*", on_corrupt="skip", stats=stats))
+    assert sorted(ids) == list(range(15)) and stats.corrupt_records_skipped == 1  # the rest of part-01 is lost
+    warnings = [r.getMessage() for r in caplog.records if uri in r.getMessage()]
+    assert any(f"{uri}: corrupt TFRecord at byte offset {offset}: {reason}" in w for w in warnings), warnings
+
+
+def test_many_corrupt_records_in_one_file_are_skipped_in_a_bounded_number_of_reads(hdfs_tmp, tmp_path, monkeypatch):
+    from tests.unit.test_records_skip_passes import ReadCounter
+
+    uri = _write_parts(hdfs_tmp, 1, 300)[0]
+    data = bytearray(fs.read_bytes(uri))
+    frames, _ = scan_frames(bytes(data))  # ids past 127 take another varint byte: records differ in length
+    bad = list(range(1, 300, 4))  # 75 records with a bad data CRC
+    for i in bad:
+        data[frames[i].offset + HEADER + 3] ^= 0xFF
+    fs.write_bytes(uri, bytes(data))
+    area = tmp_path / "stage"
+    area.mkdir()
+    counter = ReadCounter(monkeypatch, area)
+    stats = datasets.ReadStats()
+    ids = _ids(datasets.tfrecord_dataset(uri, on_corrupt="skip", stats=stats, stage_dir=str(area)))
+    assert ids == [i for i in range(300) if i not in bad]
+    assert stats.corrupt_records_skipped == len(bad) and stats.files_staged == 1
+    assert counter.total <= 6, counter.reads  # it was one read of the whole file per bad record, and more
+
+
+# ---- CSV dialect: quoting, CRLF, newlines inside quotes --------------------------------------------------------------
+
+CSV_MODES = {  # how csv_dataset reads a file: checked stream, staged GZIP, skip mode (staged), checked batches
+    "streamed": {},
+    "gzip": {"compression": "GZIP"},
+    "skip": {"on_bad_line": "skip"},
+    "batched": {"batch_size": 2},
+}
+
+
+def _csv_rows_of(hdfs_tmp: str, name: str, text: str, mode: str, **kw) -> tuple[str, list[tuple]]:
+    uri = _csv(hdfs_tmp, name, text, gz=mode == "gzip")
+    ds = datasets.csv_dataset(uri, [tf.int32, "", "?"], **CSV_MODES[mode], **kw)
+    if mode == "batched":
+        ds = ds.unbatch()
+    return uri, [(i, a.decode(), b.decode()) for i, a, b in _rows(ds)]
+
+
+@pytest.mark.parametrize("mode", list(CSV_MODES))
+def test_csv_quoting_and_crlf_read_as_rfc_4180_says(hdfs_tmp, mode):
+    text = ('id,text,last\r\n'
+            '1,"a, b",plain\r\n'
+            '2,"say ""hi""","quoted, last"\r\n'
+            '3,,"""q"""\r\n'
+            '4,x,y')  # no line end after the last line
+    _, rows = _csv_rows_of(hdfs_tmp, "q.csv", text, mode)
+    assert rows == [(1, "a, b", "plain"), (2, 'say "hi"', "quoted, last"), (3, "", '"q"'), (4, "x", "y")]
+    assert not any("\r" in field for row in rows for field in row[1:])
+
+
+@pytest.mark.parametrize("mode", ["streamed", "gzip", "batched"])
+@pytest.mark.parametrize("line,reason", [
+    ('3,"two\nlines",z\n', "newline inside a quoted field (the record spans lines 3-4)"),
+    ('3,"two\r\nlines",z\r\n', "newline inside a quoted field (the record spans lines 3-4)"),
+    ('3,ab"c,z\n', 'column 1: quote inside an unquoted field'),
+    ('3,"ab"c,z\n', "column 1: text after a quoted field's closing quote"),
+    ('3,"open,z\n', "column 1: quoted field not closed on this line"),
+])
+def test_bad_csv_quoting_names_file_and_line(hdfs_tmp, mode, line, reason):
+    text = "id,text,last\n1,a,b\n" + line + "5,e,f\n"
+    with pytest.raises(tf.errors.OpError) as info:
+        _csv_rows_of(hdfs_tmp, "bad.csv", text, mode)
+    assert f"{fs.absolute_uri(hdfs_tmp)}/bad.csv:3: {reason}" in str(info.value), str(info.value)
+
+
+def test_bad_csv_quoting_is_skipped_with_the_right_line_numbers(hdfs_tmp, caplog):
+    text = ('id,text,last\r\n'
+            '1,"a\r\nb",c\r\n'  # lines 2-3: one record, a newline inside quotes
+            '4,d,e\r\n'
+            '5,"f"g,h\r\n'  # line 5
+            '6,"i\r\n'  # line 6: its quote never closes (lines 6-9 do not parse as one record either)
+            '7,j,k\r\n'
+            '8,"l ""m"" n",o\r\n'
+            '9,"p\n\nq",r\n'  # lines 9-11
+            'x,s,t\n'  # line 12: not an int
+            '13,u,v')
+    stats = datasets.ReadStats()
+    with caplog.at_level("WARNING", logger="hdfs_io.datasets"):
+        uri, rows = _csv_rows_of(hdfs_tmp, "mixed.csv", text, "skip", stats=stats)
+    assert rows == [(4, "d", "e"), (7, "j", "k"), (8, 'l "m" n', "o"), (13, "u", "v")]
+    assert stats.bad_lines_skipped == 8  # physical lines: 2-3, 5, 6, 9-11, 12
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith(uri)]
+    lines = [int(re.match(re.escape(uri) + r":(\d+): ", m).group(1)) for m in logged]
+    assert lines == [2, 5, 6, 9, 12], logged
+    assert "lines 9-11 skipped" in logged[3] and "cannot parse 'x'" in logged[4], logged
+
+
+# ---- hidden files: _SUCCESS, .crc, writers' temporaries -------------------------------------------------------------
+
+
+def _job_output(hdfs_tmp: str) -> str:
+    """A folder as a Hadoop / Spark job leaves it: part files, `_SUCCESS`, checksum files, a writer's temporary,
+    and a `_temporary` folder with a task's unfinished part. None of the extras holds records."""
+    base = f"{hdfs_tmp}/out"
+    _write_parts(base, 2, 5)
+    fs.write_bytes(f"{base}/_SUCCESS", b"")
+    fs.write_bytes(f"{base}/.x.crc", b"crc\x00\x00\x00\x01garbage")
+    fs.write_bytes(f"{base}/.part-00.tfrecord.crc", b"crc\x00\x00\x00\x01garbage")
+    fs.write_bytes(f"{base}/.part-02.tfrecord.tfoy-tmp-1a2b3c", b"half a record")
+    _write_parts(f"{base}/_temporary/0", 1, 5)
+    return base
+
+
+@pytest.mark.parametrize("pattern", ["{base}", "{base}/", "{base}/*", "{base}/*.*", "{base}/[._p]*", "{base}/**"])
+def test_hidden_files_in_a_data_folder_are_not_read(hdfs, hdfs_tmp, pattern):
+    base = _job_output(hdfs_tmp)
+    assert {s.path.rsplit("/", 1)[-1] for s in hdfs.list_status(base)} >= {"_SUCCESS", ".x.crc", "_temporary"}
+    path = pattern.format(base=base)
+    assert [u.rsplit("/", 1)[-1] for u in datasets.expand_paths(path)] == ["part-00.tfrecord", "part-01.tfrecord"]
+    assert sorted(_ids(datasets.tfrecord_dataset(path))) == list(range(10))
+    stats = datasets.ReadStats()
+    assert sorted(_ids(datasets.tfrecord_dataset(path, on_corrupt="skip", stats=stats))) == list(range(10))
+    assert stats.corrupt_records_skipped == 0 and stats.files_staged == 2
+
+
+def test_hidden_files_next_to_csv_parts_are_not_read(hdfs_tmp):
+    for part in range(2):
+        _csv(hdfs_tmp, f"part-{part}.csv", f"a,b\n{part},{part * 10}\n")
+    _csv(hdfs_tmp, "_SUCCESS", "")
+    _csv(hdfs_tmp, ".part-0.csv.crc", "crc\x00\n\x01garbage\n")  # read as CSV: a header, then a bad line
+    for path in (hdfs_tmp, f"{hdfs_tmp}/*"):
+        assert sorted(_rows(datasets.csv_dataset(path, [tf.int32, tf.int32]))) == [(0, 0), (1, 10)]
+
+
+def test_a_glob_of_only_hidden_files_says_so_and_a_named_one_is_read(hdfs_tmp):
+    base = _job_output(hdfs_tmp)
+    with pytest.raises(FileNotFoundError, match=r"matches only hidden files .*_SUCCESS"):
+        datasets.expand_paths(f"{base}/_*")
+    # asked for by name, a file is read whatever it is called (like `hadoop fs -cat`)
+    named = f"{base}/_temporary/0/part-00.tfrecord"
+    assert datasets.expand_paths(named) == [fs.absolute_uri(named)]
+    assert sorted(_ids(datasets.tfrecord_dataset(named))) == list(range(5))

@@ -59,3 +59,36 @@ def test_make_example_types():
     assert list(feats["i"].int64_list.value) == [1, 2] and list(feats["a"].int64_list.value) == [0, 1, 2]
     assert list(feats["f"].float_list.value) == [0.5]
     assert list(feats["s"].bytes_list.value) == [b"text"] and list(feats["b"].bytes_list.value) == [b"raw"]
+
+
+def test_length_flipped_past_the_end_is_a_length_checksum_mismatch_not_truncation():
+    data = _framed([b"a" * 10, b"b" * 20, b"c" * 30])
+    second = 16 + 10
+    for byte, what in ((2, "runs past the end"), (7, "implausible")):
+        bad = bytearray(data)
+        bad[second + byte] ^= 0x01  # length 20 -> 65556 or 2**56 + 20: no such record fits in this file
+        (length,) = struct.unpack_from("<Q", bad, second)
+        assert second + 16 + length > len(bad), what
+        frames, error = records.scan_frames(bytes(bad), "hdfs://nn/f")
+        assert len(frames) == 1 and error.offset == second, what
+        assert error.reason == "length checksum mismatch", (what, error.reason)
+        assert str(error) == f"hdfs://nn/f: corrupt TFRecord at byte offset {second}: length checksum mismatch"
+
+
+def test_truncated_file_with_a_valid_length_is_still_truncated():
+    data = _framed([b"a" * 10, b"b" * 20, b"c" * 30])
+    third = 2 * 16 + 10 + 20
+    for cut in (third + 12, third + 12 + 29, len(data) - 1):  # after the header, inside the data, in the footer
+        frames, error = records.scan_frames(data[:cut])
+        assert len(frames) == 2 and error.offset == third, cut
+        assert error.reason == f"truncated record (length 30, file ends at {cut})"
+
+
+def test_earliest_damage_is_reported_when_a_bad_length_derails_the_walk():
+    # the first record's length grows by 26 (still inside the file): the walk lands in the middle of the second
+    # record and then reads garbage as a length running past the end; the damage is the first record's length
+    data = _framed([b"a" * 10, b"b" * 20, b"c" * 30])
+    bad = bytearray(data)
+    bad[0] ^= 10 ^ 36
+    frames, error = records.scan_frames(bytes(bad))
+    assert frames == [] and error.offset == 0 and error.reason == "length checksum mismatch"
