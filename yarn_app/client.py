@@ -8,13 +8,16 @@ application is killed: Ctrl-C never leaves an orphan).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import logging
+import os
+import socket
 import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +32,8 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 FINAL_STATES = ("FINISHED", "FAILED", "KILLED")
 DRIVER_START_TIMEOUT_S = 60
 POLL_S = 1.0
+CLAIM_WAIT_S = 600.0  # a first submit ships the env (minutes when it is packed for the first time)
+CLAIM_POLL_S = 1.0
 
 
 def say(text: str) -> None:
@@ -227,14 +232,16 @@ def submit(spec: JobSpec, detach: bool = False, out: Callable[[str], None] = say
         spec.tags = [*spec.tags, reattach_tag]
     with tempfile.TemporaryDirectory(prefix="tfoy-submit-") as tmp:
         client = start_skein()
-        app_id = find_active(client, spec.name, reattach_tag) if reattach_tag else None
+        app_id = None
         try:
-            if app_id:
-                out(f"re-attaching to {app_id}: {spec.name} with tag {reattach_tag} is still active")
-            else:
-                ship = prepare_shipping(spec, Path(tmp), hdfs_client)
-                app_id = _submit(client, spec, ship)
-                _limit_lifetime(app_id, spec, out, detach)
+            with claimed_run(spec.name, reattach_tag) if reattach_tag else contextlib.nullcontext():
+                app_id = find_active(client, spec.name, reattach_tag) if reattach_tag else None
+                if app_id:
+                    out(f"re-attaching to {app_id}: {spec.name} with tag {reattach_tag} is still active")
+                else:
+                    ship = prepare_shipping(spec, Path(tmp), hdfs_client)
+                    app_id = _submit(client, spec, ship)
+                    _limit_lifetime(app_id, spec, out, detach)
             if on_app_id:
                 on_app_id(app_id)
             out(f"application id: {app_id}")
@@ -254,6 +261,45 @@ def submit(spec: JobSpec, detach: bool = False, out: Callable[[str], None] = say
             raise
         finally:
             client.close()
+
+
+@contextlib.contextmanager
+def claimed_run(name: str, tag: str, wait_s: float = CLAIM_WAIT_S) -> Iterator[None]:
+    """Holds a run's claim (name + reattach tag) from "is it already active?" until it is submitted, so two
+    submits of one run at once (a scheduler's retry while the first still ships its env) make one application:
+    the second waits here, then finds the first one active and re-attaches. The claim is a file on HDFS published
+    by a rename that does not overwrite (atomic at the NameNode); a claim left by a killed submitter is taken
+    over once it is older than wait_s."""
+    from hdfs_io import fs
+
+    runs = env.hdfs_env_dir().rsplit("/", 1)[0] + "/runs"
+    claim = f"{runs}/{name}--{tag.lower()}"
+    fs.makedirs(runs)
+    mine = f"{claim}.{uuid.uuid4().hex[:12]}"
+    fs.write_bytes(mine, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+    deadline = time.monotonic() + wait_s
+    try:
+        while True:
+            try:
+                fs.rename(mine, claim)
+                break
+            except FileExistsError:
+                if time.monotonic() > deadline:
+                    held = time.time() - fs.stat(claim).mtime
+                    if held < wait_s:
+                        raise cluster.ClusterError(f"{claim}: another submit of {name} (tag {tag}) still holds this "
+                                                   f"run after {wait_s:.0f}s") from None
+                    log.warning("%s: taking over a claim left %.0fs ago (its submitter died?)", claim, held)
+                    fs.rename(mine, claim, overwrite=True)
+                    break
+                time.sleep(CLAIM_POLL_S)
+    except BaseException:
+        fs.delete(mine)
+        raise
+    try:
+        yield
+    finally:
+        fs.delete(claim)
 
 
 def _submit(client, spec: JobSpec, ship) -> str:

@@ -23,6 +23,24 @@ import tensorflow as tf
 FEATURES = 8
 
 
+def write_toy_data(data_dir: str, files: int = 4, records: int = 100, seed: int = 0) -> None:
+    """`files` TFRecord files of `records` tf.Examples (x: 8 floats, y = x·w) in data_dir, for tests and benchmarks
+    (written with TF's own hdfs://, as a user would)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=FEATURES)
+    tf.io.gfile.makedirs(data_dir)
+    for f in range(files):
+        with tf.io.TFRecordWriter(f"{data_dir}/part-{f}.tfrecord") as writer:
+            for _ in range(records):
+                x = rng.normal(size=FEATURES).astype("float32")
+                writer.write(tf.train.Example(features=tf.train.Features(feature={
+                    "x": tf.train.Feature(float_list=tf.train.FloatList(value=x)),
+                    "y": tf.train.Feature(float_list=tf.train.FloatList(value=[float(x @ w)])),
+                })).SerializeToString())
+
+
 def _parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     p.add_argument("--data", required=True, help="HDFS folder of *.tfrecord files")

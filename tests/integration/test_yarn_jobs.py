@@ -30,29 +30,14 @@ FINAL = ("FINISHED", "FAILED", "KILLED")
 @pytest.fixture(scope="module")
 def toy_data(hdfs):
     """4 TFRecord files of 100 tf.Examples (x: 8 floats, y = x·w) on HDFS, shared by the module's jobs."""
-    import numpy as np
-    import tensorflow as tf
+    import hdfs_io  # noqa: F401 - TF's hdfs:// (toy_train writes with TF's own API)
+    from hdfs_io.paths import absolute_uri
+
+    sys.path.insert(0, str(TOY.parent))
+    from toy_train import write_toy_data
 
     base = f"/tmp/tfoy-test/yarn-{uuid.uuid4().hex[:10]}"
-    hdfs.mkdirs(f"{base}/data", create_parent=True)
-    rng = np.random.default_rng(0)
-    w = rng.normal(size=8)
-    for f in range(4):
-        records = []
-        for _ in range(100):
-            x = rng.normal(size=8).astype("float32")
-            ex = tf.train.Example(features=tf.train.Features(feature={
-                "x": tf.train.Feature(float_list=tf.train.FloatList(value=x)),
-                "y": tf.train.Feature(float_list=tf.train.FloatList(value=[float(x @ w)])),
-            }))
-            records.append(ex.SerializeToString())
-        local = Path(f"/tmp/tfoy-yarn-test-{os.getpid()}-{f}.tfrecord")
-        with tf.io.TFRecordWriter(str(local)) as writer:
-            for r in records:
-                writer.write(r)
-        with hdfs.create(f"{base}/data/part-{f}.tfrecord") as out:
-            out.write(local.read_bytes())
-        local.unlink()
+    write_toy_data(f"{absolute_uri(base)}/data")
     yield base
     hdfs.delete(base, recursive=True)
 

@@ -1,0 +1,24 @@
+"""The rows of benchmarks/faults.py that CI runs as tests (each a real fault in a real job on the embedded
+cluster): must be survived, with nothing lost and nothing left behind. The full table is the benchmark's."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import faults
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def bench(hadoop_conf):
+    b = faults.Bench()
+    yield b
+    faults.fs.delete(faults.absolute_uri(b.base), recursive=True)
+    b.skein.close()
+
+
+@pytest.mark.parametrize("row", ["double", "am", "chief", "datanode"])
+def test_fault_is_survived_with_nothing_lost_or_left(bench, row):
+    result = faults.ROWS[row](bench)
+    assert result.survived and result.lost == 0 and result.orphans == 0, result
