@@ -23,6 +23,9 @@ class ClusterError(RuntimeError):
     """The cluster cannot be reached or cannot run this job."""
 
 
+GPU_RESOURCE = "yarn.io/gpu"
+
+
 def yarn_value(key: str, default: str | None = None) -> str | None:
     return hadoop_conf_value(key, site="yarn-site.xml") or default
 
@@ -106,6 +109,15 @@ def check_resources(spec: JobSpec, max_mb: int, max_vcores: int) -> None:
         if role.vcores > max_vcores:
             raise SpecError(f"roles.{name}.vcores: {role.vcores} is above the cluster's maximum allocation "
                             f"{max_vcores} (yarn.scheduler.maximum-allocation-vcores)")
+        if role.gpus and GPU_RESOURCE not in resource_types():
+            raise SpecError(f"roles.{name}.gpus: {role.gpus} asked, but this cluster has no GPU resource type "
+                            f"({GPU_RESOURCE} is not in yarn.resource-types, resource-types.xml)")
+
+
+def resource_types() -> set[str]:
+    """YARN's countable resources besides memory and vcores (resource-types.xml, else yarn-site.xml)."""
+    value = hadoop_conf_value("yarn.resource-types", site="resource-types.xml") or yarn_value("yarn.resource-types")
+    return {t.strip() for t in (value or "").split(",") if t.strip()}
 
 
 def check_hdfs_paths(spec: JobSpec) -> None:

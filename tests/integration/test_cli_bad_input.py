@@ -87,6 +87,8 @@ def test_an_input_on_another_namenode_is_asked_of_that_namenode(tmp_path, hdfs_t
     ({"files": {"toy_train.py": "/nowhere/toy_train.py"}}, "files.toy_train.py: /nowhere/toy_train.py does not"),
     ({"env": {"PYTHONPATH": "/opt/mine"}}, "env.PYTHONPATH: set by tfoy in every container"),
     ({"tags": ["t" * 101]}, "tags[0]: YARN takes tags of 1 to 100 characters"),
+    ({"roles": {"worker": {"instances": 1, "memory": 512, "gpus": 1}}},
+     "roles.worker.gpus: 1 asked, but this cluster has no GPU resource type"),
 ])
 def test_bad_specs_exit_2_before_anything_is_submitted(tmp_path, skein_client, changes, message):
     spec, name = spec_file(tmp_path, **changes)
