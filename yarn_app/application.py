@@ -1,7 +1,8 @@
 """JobSpec → skein.ApplicationSpec: one skein Service per role, each running `python -m tfnode.bootstrap`.
 
 Pure translation (no cluster access), so it is unit-tested: resources (gpus → `yarn.io/gpu`), files (the env
-archive PUBLIC, the project code, the user's files), env (TFOY_JOB for the bootstrap, PYTHONPATH), restarts.
+archive PUBLIC where every node may read it, the project code, the user's files), env (TFOY_JOB for the
+bootstrap, PYTHONPATH), restarts.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class Shipping:
 
     code_zip: str  # local path (skein uploads it) or hdfs:// URI
     env_archive: str | None = None  # hdfs:// URI of the env archive (None: python is installed on the nodes)
+    # PUBLIC (cached by each NodeManager across applications) only where every NodeManager may read the archive: a
+    # PUBLIC resource that is not o+r with o+x on every folder above it (a 0700 HDFS home) fails the container
     env_public: bool = True
     python: str | None = None  # interpreter on the nodes, when no archive is shipped
     python_in_archive: str = "bin/python3.11"

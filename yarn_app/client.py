@@ -63,7 +63,8 @@ def prepare_shipping(spec: JobSpec, workdir: Path, hdfs_client=None) -> Shipping
         return Shipping(code_zip=str(code_zip), python=pe.python)
     if pe.archive == "auto":
         archive = env.ensure_env_archive(tuple(pe.exclude), client=hdfs_client)
-        return Shipping(code_zip=str(code_zip), env_archive=archive.hdfs_uri, python_in_archive=archive.python_relpath)
+        return Shipping(code_zip=str(code_zip), env_archive=archive.hdfs_uri, env_public=archive.public,
+                        python_in_archive=archive.python_relpath)
     from hdfs_io.paths import absolute_uri, split_uri
 
     uri = absolute_uri(pe.archive)
