@@ -287,8 +287,14 @@ def restart_datanode_mid_read(bench: Bench) -> Row:
                 w.write(payload)
     expected = 4 * 2500
     files = sorted(tf.io.gfile.glob(f"{data}/part-*.tfrecord"))
-    seen, error = 0, ""
-    restarter = threading.Thread(target=lambda: (time.sleep(0.5), restart_daemon("datanode")), daemon=True)
+    seen, error, killed_at = 0, "", []
+
+    def restart() -> None:
+        time.sleep(0.5)
+        killed_at.append(seen)
+        restart_daemon("datanode")
+
+    restarter = threading.Thread(target=restart, daemon=True)
     t = time.monotonic()
     try:
         for i, _ in enumerate(tfrecord_dataset(files).as_numpy_iterator()):
@@ -302,7 +308,9 @@ def restart_datanode_mid_read(bench: Bench) -> Row:
     took = time.monotonic() - t
     restarter.join(300)
     row.lost = 0 if seen == expected or error else 1
-    row.observed = f"{seen}/{expected} records in {took:.0f}s" + (f"; error: {error}" if error else "")
+    row.observed = (f"{seen}/{expected} records in {took:.0f}s, the DataNode killed after record "
+                    f"{killed_at[0] if killed_at else '?'} (this host reads short-circuit: block files directly)"
+                    + (f"; error: {error}" if error else ""))
     row.survived = (seen == expected) or (bool(error) and "part-" in error and took < 120)
     return row
 
