@@ -5,7 +5,11 @@ records/s) and waits for every record to be consumed. Here a feeding task turns 
 column arrays, sends them as one authenticated frame (`tfnode.wire`) to the TF process on its executor, and the
 TF process keeps at most `capacity` chunks: a full buffer stops reading the socket, so the feeder blocks
 (back-pressure) instead of filling memory. When the TF process dies its sockets close, so the feeding task fails
-at once with the traceback the TF process left in its state folder.
+at once (after REPORT_GRACE) with the traceback the TF process left in its state folder.
+
+No wait is open-ended: both sides of a feeding connection give up after the task's feed_timeout (the TF side a
+little later, see `_tf_side_wait`), DataFeed waits for data at most `timeout`, and when map_fun calls terminate()
+a training feeder stops at its next chunk instead of sending the rest of its partition.
 
 Batches never wait for records of another partition once the current one has ended, so an inference RDD whose
 size does not divide by the batch size gets short last batches instead of a hang.
@@ -14,14 +18,14 @@ size does not divide by the batch size gets short last batches instead of a hang
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import queue
-import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,15 @@ log = logging.getLogger(__name__)
 
 CHUNK_RECORDS = 1024
 CAPACITY_CHUNKS = 8
+CONNECT_TIMEOUT = 30.0  # for a feeding task to reach the TF process on its own host
+HELLO_TIMEOUT = 30.0  # for a new feeding connection's hello
+DEFAULT_FEED_TIMEOUT = 600.0  # TFCluster.train/inference's default, for a hello that names none
+MAX_FEED_TIMEOUT = 7 * 24 * 3600.0
+DATA_TIMEOUT = 24 * 3600.0  # DataFeed's wait for data; the driver may run long Spark stages before it feeds
+# A dying TF process writes error.txt, reports to the driver, then closes its feed connections. A feeding task that
+# fails at once can beat that report to the driver, which then raises the task's Spark error instead of naming the
+# failed node; waiting this long before failing the task lets the report arrive first.
+REPORT_GRACE = 1.0
 
 
 # ---- records <-> columns ------------------------------------------------------------------------------------------
@@ -113,6 +126,18 @@ def columns_to_rows(columns: list[np.ndarray], tuple_mode: bool) -> list[Any]:
 
 
 # ---- TF-process side ---------------------------------------------------------------------------------------------
+def feed_connection_limit() -> int:
+    """Feeding tasks served at once by one TF process: Spark runs at most one task per executor core on it (at
+    most this host's CPUs, as a rule), doubled plus headroom for retried and speculative tasks."""
+    return 2 * (os.cpu_count() or 8) + 8
+
+
+def _tf_side_wait(feed_timeout: float) -> float:
+    """How long the TF process waits on a feeding task. Longer than the task's own feed_timeout, so that when both
+    sides give up it is the feeding task that reports why (with its own, clearer message)."""
+    return feed_timeout + min(feed_timeout, 60.0)
+
+
 @dataclass
 class _Chunk:
     conn: _FeedConn
@@ -131,70 +156,113 @@ class _End:
 
 
 class _FeedConn:
-    """One feeding task's connection; results of inference go back on it."""
+    """One feeding task's connection; results of inference go back on it.
 
-    def __init__(self, sock: socket.socket, key: bytes, partition: int, train_mode: bool) -> None:
-        self.sock, self.key, self.partition, self.train_mode = sock, key, partition, train_mode
-        self.lock = threading.Lock()
+    `outstanding` counts records handed out whose results have not been sent; once the partition has ended and
+    none are outstanding the connection is closed (the feeding task waits for nothing more).
+    """
+
+    def __init__(self, conn: wire.Connection, partition: int, train_mode: bool, feed_timeout: float) -> None:
+        self.conn, self.partition, self.train_mode, self.feed_timeout = conn, partition, train_mode, feed_timeout
+        self.outstanding = 0
+        self.ended = False
 
     def send(self, header: dict[str, Any], arrays: list[np.ndarray] = ()) -> None:
-        with self.lock:
-            wire.send(self.sock, self.key, header, arrays)
+        self.conn.send(header, arrays, timeout=self.feed_timeout)
+
+    def settle(self) -> None:
+        if self.ended and self.outstanding <= 0:
+            self.conn.close()
 
 
 class NodeFeed:
-    """The feed endpoint inside a TF process (TFoS's `ctx.mgr`): a local TCP server and a bounded chunk buffer."""
+    """The feed endpoint inside a TF process (TFoS's `ctx.mgr`): a local TCP server and a bounded chunk buffer.
 
-    def __init__(self, key: bytes, capacity: int = CAPACITY_CHUNKS) -> None:
+    Every wait on a feeding task is bounded by the feed_timeout that task announced in its hello (see
+    `_tf_side_wait`); at most `max_connections` feeding tasks are served at once.
+    """
+
+    def __init__(self, key: bytes, capacity: int = CAPACITY_CHUNKS, *, max_connections: int | None = None,
+                 timeouts: wire.Timeouts = wire.DEFAULT_TIMEOUTS, hello_timeout: float = HELLO_TIMEOUT) -> None:
         self.key = key
         self.queue: queue.Queue[_Chunk | _End] = queue.Queue(maxsize=capacity)
         self.end_of_feed = threading.Event()
         self.terminated = threading.Event()
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self._sock.getsockname()[1]
-        threading.Thread(target=self._accept_loop, name="tfoy-feed", daemon=True).start()
+        self.hello_timeout = hello_timeout
+        self._listener = wire.Listener("127.0.0.1", key, self._serve,
+                                       max_connections=max_connections or feed_connection_limit(),
+                                       name="tfoy-feed", timeouts=timeouts)
+        self.port = self._listener.port
 
-    def _accept_loop(self) -> None:
-        while True:
-            try:
-                sock, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
-
-    def _put(self, item: _Chunk | _End) -> bool:
+    def _put(self, item: _Chunk | _End, timeout: float) -> str:
+        """'accepted', 'terminated', or 'timeout' when the buffer stayed full (TF took no data) for `timeout`."""
+        deadline = time.monotonic() + timeout
         while not self.terminated.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "timeout"
             try:
-                self.queue.put(item, timeout=0.2)
-                return True
+                self.queue.put(item, timeout=min(0.2, remaining))
+                return "accepted"
             except queue.Full:
                 continue
-        return False
+        return "terminated"
 
-    def _serve(self, sock: socket.socket) -> None:
+    def _serve(self, conn: wire.Connection) -> None:
         try:
-            hello, _ = wire.recv(sock, self.key)
-            conn = _FeedConn(sock, self.key, int(hello["partition"]), hello["mode"] == "train")
-            while True:
-                msg, arrays = wire.recv(sock, self.key)
-                if msg["op"] == "chunk":
-                    for j in msg.get("narrow", ()):
-                        arrays[j] = arrays[j].astype(np.int64)
-                    if not self._put(_Chunk(conn, arrays, bool(msg["tuple"]))):
-                        conn.send({"op": "terminated"})
-                        return
-                elif msg["op"] == "end":
-                    accepted = self._put(_End(conn))
-                    if conn.train_mode or not accepted:
-                        conn.send({"op": "accepted" if accepted else "terminated"})
-                    if conn.train_mode:
-                        return
-        except (OSError, ValueError, KeyError) as e:
-            log.debug("feed connection ended: %s", e)
+            hello, _ = conn.recv(self.hello_timeout, "a feeding task's hello")
+            if hello.get("op") != "hello":
+                raise ValueError(f"expected a hello, got {hello.get('op')!r}")
+            timeout = min(max(float(hello.get("timeout", DEFAULT_FEED_TIMEOUT)), 1e-3), MAX_FEED_TIMEOUT)
+            fc = _FeedConn(conn, int(hello["partition"]), hello["mode"] == "train", timeout)
+            self._take(fc)
+        except (TimeoutError, wire.AuthError) as e:
+            log.warning("feed: dropped the feeding task at %s: %s", conn.peer, e)
+            conn.close()
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+            log.debug("feed connection from %s ended: %s", conn.peer, e)
+            conn.close()
+
+    def _take(self, fc: _FeedConn) -> None:
+        """Buffers the partition's chunks; answers its end (train: accepted/terminated) and leaves an inference
+        connection open for the results."""
+        wait = _tf_side_wait(fc.feed_timeout)
+        while True:
+            msg, arrays = fc.conn.recv(wait, f"the next chunk of partition {fc.partition}")
+            op = msg.get("op")
+            if op == "chunk":
+                for j in msg.get("narrow", ()):
+                    arrays[j] = arrays[j].astype(np.int64)
+                item: _Chunk | _End = _Chunk(fc, arrays, bool(msg["tuple"]))
+            elif op == "end":
+                item = _End(fc)
+            else:
+                raise ValueError(f"unexpected {op!r} from the feeding task of partition {fc.partition}")
+            outcome = self._put(item, wait)
+            if outcome == "timeout":
+                raise TimeoutError(f"partition {fc.partition}: the TF process took no data for {wait:g}s (its "
+                                   f"buffer of {self.queue.maxsize} chunks stayed full)")
+            if outcome == "terminated":
+                fc.send({"op": "terminated"})
+                if op == "chunk":
+                    self._drain(fc, wait)
+                fc.conn.close()
+                return
+            if op == "end":
+                if fc.train_mode:
+                    fc.send({"op": "accepted"})
+                    fc.conn.close()
+                return
+
+    def _drain(self, fc: _FeedConn, wait: float) -> None:
+        """Drops what the feeding task had in flight until its end or close: it stops at its next chunk once it
+        reads `terminated`, and closing with its data unread would reset the connection before it could."""
+        while fc.conn.recv(wait, f"the end of partition {fc.partition} after terminated")[0].get("op") != "end":
+            pass
 
     def close(self) -> None:
         self.terminate()
-        self._sock.close()
+        self._listener.close()
 
     def terminate(self) -> None:
         """Stops taking data: feeders are told `terminated` and return; queued chunks are dropped."""
@@ -211,10 +279,12 @@ class DataFeed:
 
     `next_batch(n)` returns a list of records (tuples when records were tuples) or, with `input_mapping`
     ({column: tensor name}), a dict {tensor name: array} over the record's fields in sorted column order.
+    `timeout`: how long a batch may wait for data from Spark before TimeoutError (the feed's end, terminate() or
+    the driver going away end the wait earlier; the default allows for long Spark stages before the feed starts).
     """
 
     def __init__(self, mgr: NodeFeed, train_mode: bool = True, qname_in: str = "input", qname_out: str = "output",
-                 input_mapping: dict[str, str] | None = None) -> None:
+                 input_mapping: dict[str, str] | None = None, timeout: float = DATA_TIMEOUT) -> None:
         if not isinstance(mgr, NodeFeed):
             raise TypeError(f"DataFeed needs ctx.mgr of an InputMode.SPARK node, got {type(mgr).__name__}")
         self.mgr = mgr
@@ -224,6 +294,7 @@ class DataFeed:
         self._current: _Chunk | None = None
         self._pending: deque[list[Any]] = deque()  # [conn, count] of records handed out, awaiting results
         self._done = False
+        self.timeout = timeout
 
     # ---- batches as columns (the fast path, used by dataset()) --------------------------------------------------
     def next_columns(self, batch_size: int) -> tuple[list[np.ndarray], bool]:
@@ -239,10 +310,7 @@ class DataFeed:
             if isinstance(chunk, _End):
                 if self.train_mode:
                     continue
-                try:
-                    chunk.conn.send({"op": "eof"})
-                except OSError:
-                    log.warning("partition %d: its feeding task went away", chunk.conn.partition)
+                self._end_partition(chunk.conn)
                 if count:
                     break
                 continue
@@ -252,6 +320,7 @@ class DataFeed:
             tuple_mode = chunk.tuple_mode
             if not self.train_mode:
                 self._pending.append([chunk.conn, take])
+                chunk.conn.outstanding += take
             chunk.offset += take
             count += take
             if chunk.remaining == 0:
@@ -262,7 +331,17 @@ class DataFeed:
             return parts[0], tuple_mode
         return [np.concatenate(cols) for cols in zip(*parts, strict=True)], tuple_mode
 
+    def _end_partition(self, conn: _FeedConn) -> None:
+        """Tells an inference feeding task all its records were handed out (`eof`)."""
+        conn.ended = True
+        try:
+            conn.send({"op": "eof"})
+        except OSError:
+            log.warning("partition %d: its feeding task went away", conn.partition)
+        conn.settle()
+
     def _next_item(self, block: bool) -> _Chunk | _End | None:
+        deadline = time.monotonic() + self.timeout
         while True:
             if self.mgr.terminated.is_set():
                 self._done = True
@@ -275,6 +354,10 @@ class DataFeed:
                     return None
                 if not block:
                     return None
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"DataFeed: no data from Spark for {self.timeout:g}s while waiting for the next "
+                                   "batch (is cluster.train()/inference() feeding this node? DataFeed(timeout=...) "
+                                   "waits longer)")
 
     # ---- TFoS API ------------------------------------------------------------------------------------------------
     def next_batch(self, batch_size: int) -> list[Any] | dict[str, np.ndarray]:
@@ -305,12 +388,14 @@ class DataFeed:
             take = min(count, len(results) - start)
             try:
                 _send_results(conn, results[start:start + take])
-            except OSError:  # that feeding task failed or was cancelled; the others still want theirs
-                log.warning("partition %d: results dropped, its feeding task went away", conn.partition)
+            except OSError as e:  # that feeding task failed or was cancelled; the others still want theirs
+                log.warning("partition %d: results dropped, its feeding task went away (%s)", conn.partition, e)
             start += take
             entry[1] -= take
+            conn.outstanding -= take
             if entry[1] == 0:
                 self._pending.popleft()
+            conn.settle()
 
     def terminate(self) -> None:
         """Stops the feed for this node: pending feeders return without sending the rest of their partitions."""
@@ -341,13 +426,16 @@ class DataFeed:
 
 
 def _send_results(conn: _FeedConn, results: Any) -> None:
-    arr = np.asarray(results) if not isinstance(results, np.ndarray) else results
+    """As one array when the results stack into one; else as JSON, carried in the payload (the header is small)."""
     try:
+        arr = np.asarray(results) if not isinstance(results, np.ndarray) else results
         if arr.dtype.hasobject:
             raise TypeError
-        conn.send({"op": "results", "n": len(arr)}, [arr])
     except (TypeError, ValueError):
-        conn.send({"op": "results", "n": len(results), "json": [_jsonable(r) for r in results]})
+        text = json.dumps([_jsonable(r) for r in results], separators=(",", ":")).encode()
+        conn.send({"op": "results", "n": len(results), "json": True}, [np.frombuffer(text, dtype=np.uint8)])
+        return
+    conn.send({"op": "results", "n": len(arr)}, [arr])
 
 
 def _jsonable(value: Any) -> Any:
@@ -380,8 +468,6 @@ class FeedTarget:
         return state_dir(self.cluster_id)
 
     def node_info(self) -> dict[str, Any]:
-        import json
-
         path = self.state_dir / "node.json"
         if not path.exists():
             raise RuntimeError(f"no tfoy TF node runs on this executor (no {path}); was TFCluster.run started "
@@ -392,23 +478,25 @@ class FeedTarget:
         error = self.state_dir / "error.txt"
         for _ in range(20):  # the TF process writes its traceback before its sockets close; allow a moment
             if error.exists():
+                time.sleep(REPORT_GRACE)
                 return RuntimeError(f"the TF process on this executor died:\n{error.read_text()}")
             time.sleep(0.1)
         return RuntimeError(f"the TF process on this executor went away without a traceback ({cause})")
 
 
-def _connect(target: FeedTarget, partition: int, mode: str) -> socket.socket:
+def _connect(target: FeedTarget, partition: int, mode: str) -> wire.Connection:
     info = target.node_info()
     if info.get("feed_port") is None:
         raise RuntimeError(f"partition {partition} landed on executor {info['executor_id']} which runs "
                            f"{info['job_name']}:{info['task_index']}, a node without a feed")
+    timeouts = wire.Timeouts(send=target.feed_timeout)
     try:
-        sock = socket.create_connection(("127.0.0.1", info["feed_port"]), timeout=30)
+        conn = wire.Connection.connect(("127.0.0.1", info["feed_port"]), target.key, timeout=CONNECT_TIMEOUT,
+                                       timeouts=timeouts)
     except OSError as e:
         raise target.failure(e) from e
-    sock.settimeout(target.feed_timeout)
-    wire.send(sock, target.key, {"op": "hello", "partition": partition, "mode": mode})
-    return sock
+    conn.send({"op": "hello", "partition": partition, "mode": mode, "timeout": target.feed_timeout})
+    return conn
 
 
 def _chunks(records: Iterator[Any], size: int, partition: int) -> Iterator[tuple[dict[str, Any], list[np.ndarray]]]:
@@ -421,78 +509,115 @@ def _chunks(records: Iterator[Any], size: int, partition: int) -> Iterator[tuple
         yield {"op": "chunk", "tuple": tuple_mode, "narrow": narrow}, columns
 
 
-def _send_all(sock: socket.socket, target: FeedTarget, partition: int, records: Iterator[Any],
-              sent: list[int]) -> None:
+def _send(conn: wire.Connection, target: FeedTarget, partition: int, header: dict[str, Any],
+          columns: list[np.ndarray] = ()) -> None:
+    try:
+        conn.send(header, columns)
+    except TimeoutError as e:
+        raise TimeoutError(f"partition {partition}: the TF process took no data for {target.feed_timeout:g}s "
+                           "(feed_timeout)") from e
+
+
+def _await(conn: wire.Connection, target: FeedTarget, partition: int, what: str) -> tuple[dict[str, Any], list]:
+    try:
+        return conn.recv(target.feed_timeout, f"{what} of partition {partition}")
+    except wire.IdleTimeout as e:
+        raise TimeoutError(f"partition {partition}: nothing from the TF process for {target.feed_timeout:g}s "
+                           f"(feed_timeout) while this task waited for {what}") from e
+
+
+def _send_all(conn: wire.Connection, target: FeedTarget, partition: int, records: Iterator[Any],
+              sent: list[int], watch: bool) -> bool:
     """Streams a partition as chunks, then the end marker; sent[0] counts the records sent so far (a caller
-    that loses the connection half-way still knows how many went)."""
+    that loses the connection half-way still knows how many went). With `watch` it looks for a message from the
+    TF process before each chunk and returns False at once if that is `terminated` (training sends only read
+    their reply at the end)."""
     for header, columns in _chunks(records, target.chunk_records, partition):
-        wire.send(sock, target.key, header, columns)
+        if watch and conn.pending():
+            reply, _ = _await(conn, target, partition, "a message from the TF process")
+            if reply.get("op") != "terminated":
+                raise ValueError(f"partition {partition}: unexpected {reply.get('op')!r} from the TF process")
+            return False
+        _send(conn, target, partition, header, columns)
         sent[0] += len(columns[0])
-    wire.send(sock, target.key, {"op": "end"})
+    _send(conn, target, partition, {"op": "end"})
+    return True
 
 
 def feed_partition(target: FeedTarget, partition: int, records: Iterator[Any]) -> int:
     """Sends one partition for training; returns the record count once the TF process has buffered all of it."""
-    sock = _connect(target, partition, "train")
+    conn = _connect(target, partition, "train")
     sent = [0]
     try:
-        _send_all(sock, target, partition, records, sent)
-        reply, _ = wire.recv(sock, target.key)
-        if reply["op"] == "terminated":
+        terminated = not _send_all(conn, target, partition, records, sent, watch=True)
+        if not terminated:
+            reply, _ = _await(conn, target, partition, "the TF process to buffer the end")
+            terminated = reply.get("op") == "terminated"
+        if terminated:
             log.info("partition %d: the TF node terminated its feed; %d records sent", partition, sent[0])
         return sent[0]
-    except TimeoutError as e:
-        raise TimeoutError(f"partition {partition}: the TF process took no data for {target.feed_timeout:g}s "
-                           "(feed_timeout)") from e
     except ConnectionError as e:
         if (target.state_dir / "finished").exists():
             log.info("partition %d: map_fun has returned; the rest of this partition is not needed", partition)
             return sent[0]
         raise target.failure(e) from e
     finally:
-        sock.close()
+        conn.close()
+
+
+def _join(thread: threading.Thread, target: FeedTarget, partition: int) -> None:
+    thread.join(target.feed_timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"partition {partition}: the thread sending records to the TF process did not finish "
+                           f"within {target.feed_timeout:g}s (feed_timeout) after the TF process stopped taking them")
 
 
 def infer_partition(target: FeedTarget, partition: int, records: Iterator[Any]) -> Iterator[Any]:
     """Sends one partition for inference and yields the results TF returns through batch_results()."""
-    sock = _connect(target, partition, "inference")
+    conn = _connect(target, partition, "inference")
     state: dict[str, Any] = {"sent": None, "error": None}
 
     def sender() -> None:
         total = [0]
         try:
-            _send_all(sock, target, partition, records, total)
+            _send_all(conn, target, partition, records, total, watch=False)
         except BaseException as e:  # noqa: BLE001 - re-raised by the consuming side
             state["error"] = e
-            sock.close()
+            conn.close()
         state["sent"] = total[0]
 
     thread = threading.Thread(target=sender, name=f"tfoy-infer-{partition}", daemon=True)
     thread.start()
-    received = 0
     try:
-        while True:
-            if state["sent"] is not None and received >= state["sent"]:
-                break
-            try:
-                msg, arrays = wire.recv(sock, target.key)
-            except TimeoutError as e:
-                raise TimeoutError(f"partition {partition}: no results from the TF process for "
-                                   f"{target.feed_timeout:g}s (feed_timeout)") from e
-            except (ConnectionError, OSError) as e:
-                if isinstance(state["error"], ValueError):
-                    raise state["error"] from None
-                raise target.failure(e) from e
-            if msg["op"] == "eof":
-                thread.join()
-                continue
-            if msg["op"] == "terminated":
-                break
-            values = msg["json"] if "json" in msg else arrays[0].tolist()
-            received += len(values)
-            yield from values
-        thread.join()
-        if state["error"] is not None:
-            raise state["error"]
+        terminated = yield from _results(conn, target, partition, state, lambda: _join(thread, target, partition))
     finally:
-        sock.close()
+        conn.close()  # a sender still at work (terminated, or an error here) fails at its next send
+        _join(thread, target, partition)
+    if state["error"] is not None and not terminated:
+        raise state["error"]
+
+
+def _results(conn: wire.Connection, target: FeedTarget, partition: int, state: dict[str, Any],
+             join_sender: Callable[[], None]) -> Generator[Any, None, bool]:
+    """Yields results until every record sent has one; returns True if the TF process terminated the feed."""
+    received = 0
+    while state["sent"] is None or received < state["sent"]:
+        try:
+            msg, arrays = conn.recv(target.feed_timeout, f"results of partition {partition} from the TF process")
+        except wire.IdleTimeout as e:
+            raise TimeoutError(f"partition {partition}: no results from the TF process for {target.feed_timeout:g}s "
+                               "(feed_timeout)") from e
+        except OSError as e:
+            if isinstance(state["error"], ValueError | TimeoutError):
+                raise state["error"] from None
+            raise target.failure(e) from e
+        op = msg.get("op")
+        if op == "eof":  # the TF process has taken the whole partition: the sender is done
+            join_sender()
+            continue
+        if op == "terminated":
+            return True
+        values = json.loads(bytes(arrays[0])) if msg.get("json") else arrays[0].tolist()
+        received += len(values)
+        yield from values
+    return False

@@ -34,6 +34,7 @@ from tfnode.tensorboard import tensorboard_command
 log = logging.getLogger(__name__)
 
 FEEDLESS_ROLES = ("ps", "evaluator")
+EXECUTOR_POLL_S = 2.0
 
 
 @dataclass
@@ -53,6 +54,7 @@ class NodeLaunch:
     tensorboard: bool
     release_port: bool
     keras: int | None = None  # 2: tf-keras as tf.keras (set in the node's environment by the start task)
+    executor_pid: int | None = None  # the executor JVM: when it is gone, so is this node (see _watch_executor)
 
 
 class Node:
@@ -78,6 +80,9 @@ class Node:
                  "job_name": la.job_name, "task_index": la.task_index},
                 timeout=la.reservation_timeout + 30)
             self.client.listen(self._on_control, self._on_lost)
+            if la.executor_pid:
+                threading.Thread(target=self._watch_executor, args=(la.executor_pid,), daemon=True,
+                                 name="tfoy-executor-lifeline").start()
             ctx = NodeContext(job_name=la.job_name, task_index=la.task_index, cluster_spec=spec,
                               executor_id=la.executor_id, log_dir=la.log_dir, mgr=self.feed, tmp_socket=tmp_socket)
             if "chief" in spec or "master" in spec:
@@ -86,7 +91,8 @@ class Node:
                 self._start_tensorboard(host)
             self._write("node.json", json.dumps({
                 "executor_id": la.executor_id, "job_name": la.job_name, "task_index": la.task_index,
-                "pid": os.getpid(), "feed_port": self.feed.port if self.feed else None}))
+                "pid": os.getpid(), "executor_pid": la.executor_pid,
+                "feed_port": self.feed.port if self.feed else None}))
             if la.release_port:
                 ctx.release_port()
             la.map_fun(la.tf_args, ctx)
@@ -140,6 +146,17 @@ class Node:
         self._cleanup()
         os._exit(3)
 
+    def _watch_executor(self, pid: int) -> None:
+        """Ends this node when its executor JVM has died (kill -9, a lost container): Spark then reruns the work
+        elsewhere, and a node left behind would hold its GPU, ports and memory until the driver ends."""
+        start = _start_time(pid)
+        while not self._finished.wait(EXECUTOR_POLL_S):
+            if _start_time(pid) != start:  # gone, or its pid reused by another process
+                log.error("executor JVM %d is gone: ending this node", pid)
+                self._report({"op": "failed", "traceback": f"the executor JVM (pid {pid}) of this node died"})
+                self._cleanup()
+                os._exit(4)
+
     def _start_tensorboard(self, host: str) -> None:
         import importlib.util
 
@@ -165,6 +182,14 @@ class Node:
                 self.tensorboard.wait(10)
             except subprocess.TimeoutExpired:
                 self.tensorboard.kill()
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time (field 22 of /proc/<pid>/stat): with the pid, it names one process for good."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def main(argv: list[str]) -> int:

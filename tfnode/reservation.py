@@ -6,7 +6,8 @@ from local name resolution only, and both sides time out with a message naming w
 
 The registration connection stays open for the node's lifetime and doubles as the control channel: the driver
 pushes `end_feed` / `stop`, the node reports `done` / `failed` (with its traceback) / `tensorboard`. A node whose
-driver connection drops exits, so a dead driver leaves no TF process behind.
+driver connection drops exits, so a dead driver leaves no TF process behind. Both ends ping each other and
+count the other as gone after a long silence, so a vanished host (no FIN, no RST) is noticed too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tfnode import cluster_spec as cs
@@ -26,6 +27,10 @@ from tfnode import wire
 log = logging.getLogger(__name__)
 
 STATUS_INTERVAL = 2.0  # seconds between "still waiting" notes the server sends to registered nodes
+REGISTER_TIMEOUT = 30.0  # for a new connection's registration
+HEARTBEAT_INTERVAL = 10.0  # seconds between pings on a node connection, both ways
+IDLE_TIMEOUT = 300.0  # silence (not even a ping) after which the other end counts as gone; generous for busy GILs
+MAX_TRACEBACK = 60_000  # characters of a failure report kept: even at 12 bytes each as JSON it fits in MAX_HEADER
 
 
 def host_address() -> str:
@@ -83,67 +88,93 @@ class Slot:
 class NodeState:
     slot: Slot
     info: dict[str, Any]
-    conn: socket.socket
+    conn: wire.Connection
     status: str = "registered"  # registered → running → done | failed | gone
     traceback: str | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def connection_limit(nodes: int) -> int:
+    """Connections the driver serves at once: every node holds one for its lifetime; the headroom is for retried
+    start tasks and strangers, each held at most for the handshake and registration timeouts."""
+    return nodes + max(8, nodes // 4)
+
+
+def _fit_traceback(msg: dict[str, Any]) -> dict[str, Any]:
+    """Keeps the end of an oversized traceback (where the error is) so the report fits in a frame header."""
+    tb = msg.get("traceback")
+    if isinstance(tb, str) and len(tb) > MAX_TRACEBACK:
+        return {**msg, "traceback": f"[{len(tb) - MAX_TRACEBACK} characters cut]\n{tb[-MAX_TRACEBACK:]}"}
+    return msg
 
 
 class ReservationServer:
-    """Driver side: collects one registration per slot, then hands every node the cluster spec."""
+    """Driver side: collects one registration per slot, then hands every node the cluster spec.
 
-    def __init__(self, slots: list[Slot], secret: bytes, host: str | None = None) -> None:
+    Every node connection is watched: the driver pings each node every `heartbeat` seconds and drops a node it
+    has heard nothing from (not even its heartbeat) for `idle_timeout` seconds, so a hung or vanished node host
+    shows up as "gone" instead of holding a thread forever.
+    """
+
+    def __init__(self, slots: list[Slot], secret: bytes, host: str | None = None, *,
+                 max_connections: int | None = None, timeouts: wire.Timeouts = wire.DEFAULT_TIMEOUTS,
+                 register_timeout: float = REGISTER_TIMEOUT, heartbeat: float = HEARTBEAT_INTERVAL,
+                 idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.slots = {s.executor_id: s for s in slots}
         self.secret = secret
         self.nodes: dict[int, NodeState] = {}
         self.tensorboard_url: str | None = None
         self.cluster_spec: dict[str, list[str]] | None = None
+        self.max_connections = max_connections or connection_limit(len(slots))
+        self.register_timeout, self.heartbeat, self.idle_timeout = register_timeout, heartbeat, idle_timeout
         self._cond = threading.Condition()
-        self._closed = False
+        self._stopped = threading.Event()
         self._error: str | None = None
-        self._sock = socket.create_server(("0.0.0.0", 0))
-        self.address = (host or host_address(), self._sock.getsockname()[1])
-        threading.Thread(target=self._accept_loop, name="tfoy-reservation", daemon=True).start()
+        self._listener = wire.Listener("0.0.0.0", secret, self._serve, max_connections=self.max_connections,
+                                       name="tfoy-reservation", timeouts=timeouts)
+        self.address = (host or host_address(), self._listener.port)
+        threading.Thread(target=self._heartbeat_loop, name="tfoy-reservation-heartbeat", daemon=True).start()
 
     # ---- registration ------------------------------------------------------------------------------------------
-    def _accept_loop(self) -> None:
-        while not self._closed:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def _serve(self, conn: wire.Connection) -> None:
         try:
-            conn.settimeout(30)
-            msg, _ = wire.recv(conn, self.secret)
-            conn.settimeout(None)
+            msg, _ = conn.recv(self.register_timeout, "a registration")
         except (OSError, ValueError) as e:
             log.warning("reservation: dropped a connection that did not register properly: %s", e)
             conn.close()
             return
         node = self._register(conn, msg)
-        if node is None:
-            return
+        if node is not None:
+            self._follow(node)
+
+    def _follow(self, node: NodeState) -> None:
+        """Reads the node's reports until its connection ends, it falls silent or it breaks the protocol."""
+        waiting_for = f"a report or heartbeat from {node.slot.describe()}"
         while True:
             try:
-                msg, _ = wire.recv(conn, self.secret)
-            except (OSError, ValueError):
+                msg, _ = node.conn.recv(self.idle_timeout, waiting_for)
+            except wire.IdleTimeout as e:
+                log.warning("reservation: %s for %gs (no heartbeat either); dropping the node", e, self.idle_timeout)
+                break
+            except (TimeoutError, wire.AuthError) as e:
+                log.warning("reservation: %s; dropping the node", e)
+                break
+            except (OSError, ValueError) as e:
+                log.info("reservation: connection of %s ended: %s", node.slot.describe(), e)
                 break
             self._on_message(node, msg)
+        node.conn.close()
         with self._cond:
             if node.status not in ("done", "failed"):
                 node.status = "gone"
             self._cond.notify_all()
 
-    def _register(self, conn: socket.socket, msg: dict[str, Any]) -> NodeState | None:
+    def _register(self, conn: wire.Connection, msg: dict[str, Any]) -> NodeState | None:
         eid = msg.get("executor_id")
         slot = self.slots.get(eid) if isinstance(eid, int) else None
         with self._cond:
             problem = None
             if msg.get("op") != "register" or slot is None:
-                problem = f"unexpected registration {msg!r}"
+                problem = f"unexpected registration {msg!r} from {conn.peer}"
             elif eid in self.nodes:
                 problem = f"executor {eid} registered twice (a retried start task?)"
             elif self.cluster_spec is not None or self._error:
@@ -168,6 +199,8 @@ class ReservationServer:
 
     def _on_message(self, node: NodeState, msg: dict[str, Any]) -> None:
         op = msg.get("op")
+        if op == "ping":
+            return
         with self._cond:
             if op == "done":
                 node.status = "done"
@@ -178,12 +211,20 @@ class ReservationServer:
                 self.tensorboard_url = msg.get("url")
             self._cond.notify_all()
 
-    def _safe_send(self, conn: socket.socket, msg: dict[str, Any]) -> bool:
+    def _safe_send(self, conn: wire.Connection, msg: dict[str, Any]) -> bool:
         try:
-            wire.send(conn, self.secret, msg)
+            conn.send(msg)
             return True
-        except OSError:
+        except (OSError, ValueError) as e:
+            log.debug("reservation: could not send %s to %s: %s", msg.get("op"), conn.peer, e)
             return False
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stopped.wait(self.heartbeat):
+            with self._cond:
+                nodes = [n for n in self.nodes.values() if not n.conn.closed]
+            for n in nodes:
+                self._safe_send(n.conn, {"op": "ping"})
 
     def progress(self) -> str:
         """'k of n nodes registered (…); missing: …' — the sentence every timeout message uses."""
@@ -234,8 +275,7 @@ class ReservationServer:
         with self._cond:
             nodes = list(self.nodes.values())
         for n in nodes:
-            with n.lock:
-                self._safe_send(n.conn, msg)
+            self._safe_send(n.conn, msg)
 
     def failures(self) -> list[NodeState]:
         with self._cond:
@@ -253,46 +293,49 @@ class ReservationServer:
                 self._cond.wait(min(remaining, 1.0))
 
     def close(self) -> None:
-        self._closed = True
-        self._sock.close()
+        self._stopped.set()
+        self._listener.close()
         with self._cond:
             nodes = list(self.nodes.values())
         for n in nodes:
-            try:
-                n.conn.close()
-            except OSError:
-                pass
+            n.conn.close()
 
 
 class ReservationClient:
-    """Node side: registers, waits (bounded) for the cluster spec, then listens for control messages."""
+    """Node side: registers, waits (bounded) for the cluster spec, then listens for control messages.
 
-    def __init__(self, address: tuple[str, int], secret: bytes, connect_timeout: float = 60) -> None:
-        self.secret = secret
+    From registration on it pings the driver every `heartbeat` seconds, and it counts the driver as lost when
+    nothing (not even the driver's heartbeat) arrived for `idle_timeout` seconds.
+    """
+
+    def __init__(self, address: tuple[str, int], secret: bytes, connect_timeout: float = 60, *,
+                 timeouts: wire.Timeouts = wire.DEFAULT_TIMEOUTS, heartbeat: float = HEARTBEAT_INTERVAL,
+                 idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.address = address
-        self._send_lock = threading.Lock()
+        self.heartbeat, self.idle_timeout = heartbeat, idle_timeout
+        self._stopped = threading.Event()
         try:
-            self.sock = socket.create_connection(address, timeout=connect_timeout)
+            self.conn = wire.Connection.connect(address, secret, timeout=connect_timeout, timeouts=timeouts)
         except OSError as e:
             raise ConnectionError(f"cannot reach the reservation server at {address[0]}:{address[1]}: {e}") from e
-        self.sock.settimeout(None)
 
     def register(self, info: dict[str, Any], timeout: float) -> dict[str, list[str]]:
         self.send({"op": "register", **info})
+        threading.Thread(target=self._heartbeat_loop, name="tfoy-heartbeat", daemon=True).start()
         deadline = time.monotonic() + timeout
         progress = "no progress note received from the driver"
+        driver = f"the driver at {self.address[0]}:{self.address[1]}"
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"no cluster spec from the driver at {self.address[0]}:{self.address[1]} after "
-                                   f"{timeout:g}s; last driver note: {progress}")
-            self.sock.settimeout(remaining)
+                raise TimeoutError(f"no cluster spec from {driver} after {timeout:g}s; last driver note: {progress}")
             try:
-                msg, _ = wire.recv(self.sock, self.secret)
-            except TimeoutError:
-                continue
-            finally:
-                self.sock.settimeout(None)
+                msg, _ = self.conn.recv(min(remaining, self.idle_timeout), "the cluster spec from the driver")
+            except wire.IdleTimeout:
+                if deadline - time.monotonic() <= 0:
+                    continue
+                raise TimeoutError(f"{driver} sent nothing, not even a heartbeat, for {self.idle_timeout:g}s while "
+                                   f"this node waited for the cluster spec; last driver note: {progress}") from None
             op = msg.get("op")
             if op == "cluster":
                 return msg["cluster_spec"]
@@ -302,21 +345,35 @@ class ReservationClient:
                 raise RuntimeError(f"reservation refused by the driver: {msg.get('message')}")
 
     def send(self, msg: dict[str, Any]) -> None:
-        with self._send_lock:
-            wire.send(self.sock, self.secret, msg)
+        self.conn.send(_fit_traceback(msg))
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stopped.wait(self.heartbeat):
+            try:
+                self.conn.send({"op": "ping"})
+            except OSError:
+                return
 
     def listen(self, on_message: Callable[[dict[str, Any]], None], on_lost: Callable[[], None]) -> threading.Thread:
-        """Runs `on_message` for each control message in a daemon thread; `on_lost` when the driver goes away."""
+        """Runs `on_message` for each control message in a daemon thread; `on_lost` when the driver goes away or
+        falls silent for `idle_timeout`."""
 
         def loop() -> None:
             while True:
                 try:
-                    msg, _ = wire.recv(self.sock, self.secret)
-                except (OSError, ValueError):
+                    msg, _ = self.conn.recv(self.idle_timeout, "control messages or heartbeats from the driver")
+                except (OSError, ValueError) as e:
+                    log.error("driver connection lost: %s", e)
+                    self.close()
                     on_lost()
                     return
-                on_message(msg)
+                if msg.get("op") != "ping":
+                    on_message(msg)
 
         thread = threading.Thread(target=loop, name="tfoy-control", daemon=True)
         thread.start()
         return thread
+
+    def close(self) -> None:
+        self._stopped.set()
+        self.conn.close()

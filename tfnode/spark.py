@@ -16,6 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from tfnode import keras_compat
@@ -64,7 +65,8 @@ def _start_node(template: NodeLaunch, cluster_id: str, slots: list[Slot], _itera
     except FileExistsError:
         raise RuntimeError(f"a TF node of cluster {cluster_id} already runs on this executor ({folder}); "
                            f"{slot.describe()} needs an executor of its own") from None
-    launch = replace(template, executor_id=slot.executor_id, job_name=slot.job_name, task_index=slot.task_index)
+    launch = replace(template, executor_id=slot.executor_id, job_name=slot.job_name, task_index=slot.task_index,
+                     executor_pid=executor_jvm_pid())
     launch_file = folder / "launch.pkl"
     launch_file.write_bytes(dumps(launch, protocol=pickle.HIGHEST_PROTOCOL))
     launch_file.chmod(0o600)
@@ -87,6 +89,22 @@ def _start_node(template: NodeLaunch, cluster_id: str, slots: list[Slot], _itera
         time.sleep(0.2)
     proc.kill()
     raise TimeoutError(f"TF node {slot.describe()}: cluster not complete after {template.reservation_timeout:g}s")
+
+
+def executor_jvm_pid(pid: int | None = None) -> int | None:
+    """The executor JVM this Python task runs under (the nearest `java` ancestor), or None when there is none.
+
+    A node runs in a session of its own (Spark's Python workers come and go; the node must outlive the task that
+    started it), so it would escape the kill of its executor's process group: it watches this pid instead."""
+    pid = os.getppid() if pid is None else pid
+    while pid > 1:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "java":
+                return pid
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+    return None
 
 
 def _train_task(target: FeedTarget, index: int, iterator: Any) -> list[int]:

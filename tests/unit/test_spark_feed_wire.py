@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.unit.test_wire_frames import Relayed, pair, take
 from tfnode import feed, wire
 from tfnode.reservation import ReservationClient, ReservationServer, Slot, host_address
 from tfnode.spark import assign_roles
@@ -17,43 +18,40 @@ from tfnode.spark import assign_roles
 KEY = b"k" * 32
 
 
-def _pair():
-    a, b = socket.socketpair()
-    return a, b
-
-
 def test_frame_round_trip_with_arrays():
-    a, b = _pair()
+    client, server = pair()
     arrays = [np.arange(12, dtype=np.int64).reshape(3, 4), np.array(["x", "yz"]), np.zeros((0, 5), np.float32)]
-    wire.send(a, KEY, {"op": "chunk", "n": 3}, arrays)
-    header, got = wire.recv(b, KEY)
+    client.send({"op": "chunk", "n": 3}, arrays)
+    header, got = server.recv(5, "a chunk")
     assert header == {"op": "chunk", "n": 3}
     for x, y in zip(arrays, got, strict=True):
         assert x.dtype == y.dtype and np.array_equal(x, y)
+    server.send({"op": "reply"})
+    assert client.recv(5, "a reply") == ({"op": "reply"}, [])
 
 
 def test_frame_with_wrong_secret_is_rejected_before_decoding():
-    a, b = _pair()
-    wire.send(a, b"other-secret", {"op": "register"})
+    client, server = pair(client_key=b"other-secret")
+    client.send({"op": "register"})
     with pytest.raises(wire.AuthError, match="authentication"):
-        wire.recv(b, KEY)
+        server.recv(5, "a registration")
+    assert server.closed
 
 
 def test_tampered_payload_is_rejected():
-    a, b = _pair()
-    a2, b2 = _pair()
-    wire.send(a, KEY, {"op": "x"}, [np.arange(4)])
-    raw = bytearray(b.recv(1 << 16))
+    relay = Relayed()
+    relay.client.send({"op": "x"}, [np.arange(4)])
+    raw = bytearray(take(relay.to_client))
     raw[-40] ^= 1  # a payload byte
-    a2.sendall(raw)
-    with pytest.raises(wire.AuthError):
-        wire.recv(b2, KEY)
+    relay.to_server.sendall(raw)
+    with pytest.raises(wire.AuthError, match="payload"):
+        relay.server.recv(5, "a chunk")
 
 
 def test_object_arrays_are_never_sent():
-    a, _ = _pair()
+    client, _ = pair()
     with pytest.raises(TypeError, match="object"):
-        wire.send(a, KEY, {}, [np.array([{"a": 1}], dtype=object)])
+        client.send({}, [np.array([{"a": 1}], dtype=object)])
 
 
 def test_host_address_needs_no_internet(monkeypatch):
@@ -206,9 +204,10 @@ def test_feeder_fails_at_once_with_the_tf_traceback(tmp_path, monkeypatch):
                                                             "task_index": 0, "feed_port": server.getsockname()[1]}))
 
     def dying_tf_process():  # takes two chunks, leaves its traceback, dies (its socket closes)
-        conn, _ = server.accept()
+        sock, _ = server.accept()
+        conn = wire.Connection.handshake(sock, KEY, server=True)
         for _ in range(3):
-            wire.recv(conn, KEY)
+            conn.recv(10, "a chunk")
         (target.state_dir / "error.txt").write_text("Traceback ...\nValueError: tf exploded")
         conn.close()
 
