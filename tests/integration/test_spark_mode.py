@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -56,7 +57,7 @@ def sc(request, hadoop_conf):
 
 
 def _node_processes(cluster_id: str) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if f".tfoy/{cluster_id}/" in line and "tfnode.node" in line]
 
 
@@ -334,3 +335,34 @@ def test_tfparallel_runs_one_independent_node_per_executor(sc):
 
     results = TFParallel.run(sc, lambda args, ctx: (ctx.task_index, ctx.num_workers, args["x"]), {"x": 7}, 2)
     assert sorted(results) == [(0, 2, 7), (1, 2, 7)]
+
+
+def sleep_fun(args, ctx):
+    time.sleep(args["seconds"])
+
+
+def test_a_node_whose_executor_dies_ends_too(sc):
+    """Nodes run in a session of their own (they outlive the start task), so before they escaped the kill of
+    their executor: an executor killed with -9 left its TF node running until the driver ended."""
+    from tfnode import TFCluster
+
+    cluster = TFCluster.run(sc, sleep_fun, {"seconds": 600}, 2, 0, input_mode=TFCluster.InputMode.TENSORFLOW,
+                            reservation_timeout=120)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_node_processes(cluster.cluster_id)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        pid, args = _node_processes(cluster.cluster_id)[0].split(None, 1)
+        launch = Path(args.split()[-1])
+        info = json.loads((launch.parent / "node.json").read_text())
+        assert info["pid"] == int(pid) and info["executor_pid"], info
+        assert Path(f"/proc/{info['executor_pid']}/comm").read_text().strip() == "java"
+        os.kill(info["executor_pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not Path(f"/proc/{pid}").exists(), f"node {pid} outlived its executor {info['executor_pid']}"
+    finally:
+        with pytest.raises(RuntimeError):
+            cluster.shutdown(timeout=5)
+    _assert_no_node_left(cluster.cluster_id)
