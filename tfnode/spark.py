@@ -237,6 +237,9 @@ def run(sc: Any, map_fun: Any, tf_args: Any, num_executors: int, num_ps: int, te
 
     if driver_ps_nodes:
         raise NotImplementedError("driver_ps_nodes=True is not supported: run ps on executors")
+    if input_mode == InputMode.SPARK and str(sc.getConf().get("spark.speculation", "false")).lower() == "true":
+        raise ValueError("spark.speculation=true: a speculative copy of a feeding task would feed its partition "
+                         "to the TF nodes a second time (duplicate training data); set spark.speculation=false")
     keras = keras_compat.chosen_keras(keras, sc.getConf())
     slots = assign_roles(num_executors, num_ps, master_node, eval_node)
     cluster_id = uuid.uuid4().hex[:12]

@@ -38,3 +38,24 @@ def test_hdfs_path_goes_to_the_default_fs():
     ctx = NodeContext("worker", 0, {"worker": ["h:1"]}, default_fs="hdfs://nn:8020")
     assert TFNode.hdfs_path(ctx, "/data/x") == "hdfs://nn:8020/data/x"
     assert TFNode.hdfs_path(ctx, "hdfs://other:9000/y") == "hdfs://other:9000/y"
+
+
+def test_speculation_is_refused_for_a_spark_fed_cluster():
+    """A speculative copy of a feeding task would feed its partition twice: refused before any node starts."""
+    import pytest
+
+    from tfnode import TFCluster
+
+    class Conf(dict):
+        def get(self, key, default=None):
+            return super().get(key, default)
+
+    class FakeContext:
+        def getConf(self):
+            return Conf({"spark.speculation": "true"})
+
+        def __getattr__(self, name):
+            raise AssertionError(f"sc.{name} used: the check must come first")
+
+    with pytest.raises(ValueError, match="spark.speculation=true"):
+        TFCluster.run(FakeContext(), lambda args, ctx: None, {}, 2, 0, input_mode=TFCluster.InputMode.SPARK)
