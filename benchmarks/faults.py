@@ -173,7 +173,23 @@ def restart_daemon(name: str) -> float:
     time.sleep(2)
     subprocess.run([sys.executable, str(ROOT / "embedded_hadoop" / "cluster.py"), "start"], check=True,
                    capture_output=True, timeout=300)
+    _wait_hdfs_writable(time.monotonic() + 180)
     return time.monotonic() - t
+
+
+def _wait_hdfs_writable(deadline: float) -> None:
+    """Until a write through HDFS goes through: the NameNode still counts a DataNode killed with -9 as live (until
+    its heartbeat recheck), so the cluster's readiness check passes before the new DataNode serves."""
+    probe = f"{absolute_uri('/tmp/tfoy-faults')}/.probe-{uuid.uuid4().hex[:8]}"
+    while True:
+        try:
+            fs.write_bytes(probe, b"x")
+            fs.delete(probe)
+            return
+        except Exception as e:  # noqa: BLE001 - retried until the deadline, then reported
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"HDFS not writable again after the restart: {e}") from e
+            time.sleep(1)
 
 
 def _ended_well(bench: Bench, row: Row, spec: Path, job: Job) -> None:
