@@ -6,9 +6,6 @@ outcome observed, epochs of training lost (work redone or missing at the end), a
 (applications not ended, tfoy task processes still alive). A row passes when what was observed is what was
 expected and nothing was lost or left. Last line: `RESULT faults_survived=… faults_total=… lost=… orphans=…`.
 
-Not here yet (see the issue): Spark-mode nodes killed, NodeManager and ResourceManager restarts (the embedded
-cluster runs without YARN's recovery stores), the evaluator, ps and tensorboard roles killed.
-
     python benchmarks/faults.py [--rows worker,chief,...]   # needs ./build.sh hadoop start
 """
 
@@ -101,7 +98,10 @@ class Bench:
 
         write_toy_data(f"{absolute_uri(self.base)}/data", files=4, records=200)
 
-    def spec(self, epochs: int = EPOCHS, sleep: float = 3.0, restarts: dict[str, int] | None = None) -> Path:
+    def spec(self, epochs: int = EPOCHS, sleep: float = 3.0, restarts: dict[str, int] | None = None,
+             side: tuple[str, ...] = (), ps: bool = False) -> Path:
+        """The toy job: chief + 2 workers (MultiWorkerMirrored), or with `ps` a ParameterServerStrategy job (Keras 2:
+        Keras 3 cannot fit under it); `side` adds the evaluator and/or the tensorboard role."""
         name = f"tfoy-fault-{uuid.uuid4().hex[:8]}"
         restarts = restarts or {}
         spec = {
@@ -114,6 +114,15 @@ class Bench:
             "timeouts": {"allocation": 240, "barrier": 240, "job": JOB_TIMEOUT},
             "model_dir": f"{self.base}/{name}/model", "export_dir": f"{self.base}/{name}/export",
         }
+        for role in side:
+            spec["roles"][role] = {"memory": 512, "max_restarts": restarts.get(role, 0)}
+        if "tensorboard" in side:
+            spec["log_dir"] = f"{self.base}/{name}/logs"
+        if ps:
+            spec["roles"]["ps"] = {"memory": 1024, "max_restarts": restarts.get("ps", 0)}
+            spec["roles"]["chief"]["memory"] = 1536
+            spec.update(strategy="parameter_server", keras=2)
+            del spec["export_dir"]
         path = Path(f"/tmp/{name}.yaml")
         path.write_text(yaml.safe_dump(spec))
         return path
@@ -158,7 +167,7 @@ class Bench:
 
 
 def _task_processes() -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "tfnode.bootstrap"], capture_output=True, text=True).stdout
+    out = subprocess.run(["pgrep", "-f", "tfnode.bootstrap|tensorboard.main"], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
 
 
@@ -197,7 +206,9 @@ def _ended_well(bench: Bench, row: Row, spec: Path, job: Job) -> None:
     app_id = job.app_id()
     final = str(bench.skein.application_report(app_id).final_status)
     row.lost = bench.epochs_lost(spec)
-    row.observed = f"exit {code}, {final}, {EPOCHS - 1 - row.lost}/{EPOCHS - 1} as last epoch"
+    ended = len(re.findall(r"^container \S+ of task \S+ ended", job.output, re.M))
+    row.observed = (f"exit {code}, {final}, {EPOCHS - 1 - row.lost}/{EPOCHS - 1} as last epoch, "
+                    f"{ended} container(s) ended badly")
     row.survived = code == 0 and final == "SUCCEEDED"
 
 
@@ -210,6 +221,38 @@ def kill_task(task: str) -> Callable[[Bench], Row]:
         bench.wait_epoch(spec)
         os.kill(bench.task_pid(job.app_id(), task), signal.SIGKILL)
         _ended_well(bench, row, spec, job)
+        row.orphans = bench.orphans(spec)
+        return row
+
+    return run
+
+
+def kill_ps(bench: Bench) -> Row:
+    row = Row("kill -9 of ps:0 mid-training (ParameterServerStrategy; max_restarts 1 on ps and chief)",
+              "succeeds: the coordinator fails, is restarted and resumes from the last backup")
+    spec = bench.spec(restarts={"ps": 1, "chief": 1}, ps=True)
+    job = Job(spec)
+    bench.wait_epoch(spec)
+    os.kill(bench.task_pid(job.app_id(), "ps:0"), signal.SIGKILL)
+    _ended_well(bench, row, spec, job)
+    row.orphans = bench.orphans(spec)
+    return row
+
+
+def kill_side(role: str) -> Callable[[Bench], Row]:
+    """A side role (evaluator, tensorboard) killed with no restarts left: training must not notice."""
+
+    def run(bench: Bench) -> Row:
+        row = Row(f"kill -9 of the {role} role mid-training (max_restarts 0)",
+                  "training succeeds (exit 0); the client names the role that ended")
+        spec = bench.spec(side=(role,))
+        job = Job(spec)
+        bench.wait_epoch(spec)
+        os.kill(bench.task_pid(job.app_id(), f"{role}:0"), signal.SIGKILL)
+        _ended_well(bench, row, spec, job)
+        named = f"task {role}:0 ended" in job.output and "training goes on without it" in job.output
+        row.observed += "; the client named it" if named else "; the client did NOT name it"
+        row.survived = row.survived and named
         row.orphans = bench.orphans(spec)
         return row
 
@@ -286,6 +329,24 @@ def restart_namenode(bench: Bench) -> Row:
     return row
 
 
+def restart_yarn_daemon(name: str, label: str) -> Callable[[Bench], Row]:
+    """YARN's work-preserving recovery (on in the embedded cluster, as on production ones): the job goes on."""
+
+    def run(bench: Bench) -> Row:
+        row = Row(f"{label} kill -9 and restart mid-training (recovery on)",
+                  "succeeds: the containers keep running and the restarted daemon takes them back")
+        spec = bench.spec()
+        job = Job(spec)
+        bench.wait_epoch(spec)
+        took = restart_daemon(name)
+        _ended_well(bench, row, spec, job)
+        row.observed += f"; {label} back in {took:.0f}s"
+        row.orphans = bench.orphans(spec)
+        return row
+
+    return run
+
+
 def restart_datanode_mid_read(bench: Bench) -> Row:
     """A tf.data read through hdfs_io of 40 MB while the (only) DataNode is killed and restarted."""
     import numpy as np
@@ -331,21 +392,127 @@ def restart_datanode_mid_read(bench: Bench) -> Row:
     return row
 
 
+def slow_consumer(args, ctx) -> None:
+    """A Spark-mode map_fun that reads its feed for a while (so a node can be killed in the middle)."""
+    from tfnode import TFNode
+
+    feed = TFNode.DataFeed(ctx.mgr, train_mode=args["train"])
+    while not feed.should_stop():
+        batch = feed.next_batch(64)
+        if not args["train"] and len(batch):
+            feed.batch_results([int(r[0]) for r in batch])
+        time.sleep(0.05)
+
+
+def spark_node_processes(cluster_id: str) -> list[tuple[int, str]]:
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [(int(pid), args) for pid, _, args in (line.strip().partition(" ") for line in out.splitlines())
+            if f".tfoy/{cluster_id}/" in args and "tfnode.node" in args]
+
+
+def spark_child(mode: str) -> None:
+    """Runs in a process of its own (a SparkContext started from a threaded process can deadlock its fork):
+    Spark on the embedded YARN, 2 nodes fed an RDD, one node killed with -9 mid-feed; prints what was seen."""
+    from pyspark import SparkConf, SparkContext
+
+    from tfnode import TFCluster
+
+    home = Path(__import__("pyspark").__file__).parent
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ.setdefault("PYSPARK_ARCHIVES_PATH", f"local:{home.parent}")
+    conf = (SparkConf().setMaster("yarn").setAppName(f"tfoy-fault-spark-{mode}").set("spark.ui.enabled", "false")
+            .set("spark.executor.instances", "2").set("spark.executor.cores", "1")
+            .set("spark.executor.memory", "1g").set("spark.executor.memoryOverhead", "384m")
+            .set("spark.yarn.am.memory", "512m").set("spark.yarn.jars", f"local:{home}/jars/*")
+            .set("spark.dynamicAllocation.enabled", "false").set("spark.executorEnv.PYSPARK_PYTHON", sys.executable)
+            .set("spark.executorEnv.HADOOP_CONF_DIR", os.environ.get("HADOOP_CONF_DIR", "")))
+    sc = SparkContext(conf=conf)
+    sc.setLogLevel("ERROR")
+    result: dict = {"app_id": sc.applicationId}
+    try:
+        cluster = TFCluster.run(sc, slow_consumer, {"train": mode == "train"}, 2, 0,
+                                input_mode=TFCluster.InputMode.SPARK, reservation_timeout=120)
+        rdd = sc.parallelize([[i] * 16 for i in range(40_000)], 4)
+        killed: list[int] = []
+
+        def kill() -> None:
+            time.sleep(8)  # the feed is under way
+            nodes = spark_node_processes(cluster.cluster_id)
+            if nodes:
+                os.kill(nodes[0][0], signal.SIGKILL)
+                killed.append(nodes[0][0])
+
+        threading.Thread(target=kill, daemon=True).start()
+        t = time.monotonic()
+        try:
+            if mode == "train":
+                cluster.train(rdd, feed_timeout=300)
+            else:
+                result["results"] = cluster.inference(rdd, feed_timeout=300).count()
+        except Exception as e:  # noqa: BLE001 - reported
+            result["error"] = str(e)[:600]
+        result.update(took=time.monotonic() - t, killed=killed)
+        try:
+            cluster.shutdown(timeout=60)
+        except Exception as e:  # noqa: BLE001 - reported
+            result["shutdown_error"] = str(e)[:300]
+        deadline = time.monotonic() + 30
+        while spark_node_processes(cluster.cluster_id) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        result["nodes_left"] = len(spark_node_processes(cluster.cluster_id))
+    finally:
+        sc.stop()
+    print("SPARK-ROW " + json.dumps(result), flush=True)
+
+
+def kill_spark_node(mode: str) -> Callable[[Bench], Row]:
+    def run(bench: Bench) -> Row:
+        row = Row(f"kill -9 of a Spark-mode node during cluster.{mode}() (Spark on YARN, 2 nodes)",
+                  f"cluster.{mode}() fails within 60 s naming the node's executor; no node or application left")
+        proc = subprocess.run([sys.executable, __file__, "--spark-child", mode], capture_output=True, text=True,
+                              timeout=600)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("SPARK-ROW ")), None)
+        if line is None:
+            raise RuntimeError(f"the Spark child printed no result (exit {proc.returncode}):\n{proc.stderr[-1500:]}")
+        r = json.loads(line.partition(" ")[2])
+        error = r.get("error", "")
+        first = next((ln for ln in error.splitlines() if "executor" in ln), error[:160])
+        row.observed = (f"node killed: {bool(r['killed'])}; {mode}() raised after {r['took']:.0f}s: {first.strip()}"
+                        f"; shutdown: {r.get('shutdown_error', 'no error')[:120]}")
+        row.survived = bool(r["killed"]) and bool(error) and "executor" in error and r["took"] < 60
+        left = [a for a in bench.skein.get_applications(states=["SUBMITTED", "ACCEPTED", "RUNNING"])
+                if a.id == r["app_id"]]
+        row.orphans = r["nodes_left"] + len(left)
+        return row
+
+    return run
+
+
 ROWS: dict[str, Callable[[Bench], Row]] = {
     "worker": kill_task("worker:1"),
     "chief": kill_task("chief:0"),
+    "ps": kill_ps,
+    "evaluator": kill_side("evaluator"),
+    "tensorboard": kill_side("tensorboard"),
     "am": kill_am,
     "client": kill_client_then_reattach,
     "double": double_submit,
     "namenode": restart_namenode,
     "datanode": restart_datanode_mid_read,
+    "spark-train": kill_spark_node("train"),
+    "spark-inference": kill_spark_node("inference"),
+    "nodemanager": restart_yarn_daemon("nodemanager", "NodeManager"),
+    "resourcemanager": restart_yarn_daemon("resourcemanager", "ResourceManager"),
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
+    parser.add_argument("--spark-child", choices=["train", "inference"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.spark_child:
+        return spark_child(args.spark_child)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     bench = Bench()
     rows: list[Row] = []

@@ -123,7 +123,8 @@ class Cluster:
 
     # ---- configuration -------------------------------------------------------------------------------
     def write_conf(self) -> None:
-        for d in (self.conf, self.logs, self.pids, self.state / "tmp", self.state / "nm-local", self.state / "nm-logs"):
+        for d in (self.conf, self.logs, self.pids, self.state / "tmp", self.state / "nm-local", self.state / "nm-logs",
+                  self.state / "nm-recovery"):
             d.mkdir(parents=True, exist_ok=True)
         values = {**{k: str(v) for k, v in PORTS.items()}, **{k: str(v) for k, v in SIZING.items()}}
         values.update(STATE=str(self.state), HADOOP_CONF_DIR=str(self.conf), HADOOP_LIB=str(self.lib),

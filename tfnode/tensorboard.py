@@ -9,6 +9,7 @@ from the skein web UI (`app.ui.add_page`), one click from YARN's tracking URL, a
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -37,7 +38,7 @@ def _free_port() -> int:
 def run_tensorboard(app, job, host: str) -> int:
     kv = app.kv
     print(f"tfoy task tensorboard:0 on {host}", flush=True)
-    kvb.put_state(kv, "tensorboard", 0, "starting", host=host)
+    kvb.put_state(kv, "tensorboard", 0, "starting", host=host, pid=os.getpid())
     port = _free_port()
     proc = subprocess.Popen(tensorboard_command(job.log_dir, port))
     url = f"http://{host}:{port}"
@@ -45,7 +46,7 @@ def run_tensorboard(app, job, host: str) -> int:
         app.ui.add_page("tensorboard", url, link_name="TensorBoard")
     except Exception as e:  # the UI is a convenience: never fail the job for it
         log.warning("could not add the TensorBoard page to the web UI: %s", e)
-    kvb.put_state(kv, "tensorboard", 0, "serving", host=host, url=url)
+    kvb.put_state(kv, "tensorboard", 0, "serving", host=host, url=url, pid=os.getpid())
     try:
         while not kvb.chief_has_ended(kv, job.chief_task, job.restartable):
             if proc.poll() is not None:

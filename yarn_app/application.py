@@ -15,7 +15,7 @@ import skein
 from hdfs_io.paths import absolute_uri
 from tfnode.bootstrap import JOB_ENV, ROLE_ENV, JobRuntime
 from tfnode.keras_compat import keras_env
-from yarn_app.spec import JobSpec
+from yarn_app.spec import SIDE_ROLES, JobSpec
 
 ENV_LINK = "tfoy_env"  # the unpacked env archive in each container
 CODE_LINK = "tfoy_code"  # the unpacked project code
@@ -94,6 +94,7 @@ def build_application_spec(spec: JobSpec, ship: Shipping) -> skein.ApplicationSp
             env=role_env,
             script=f"exec {shlex.quote(python)} -m tfnode.bootstrap",
             max_restarts=rs.max_restarts,
+            allow_failures=role in SIDE_ROLES,
             node_label=rs.node_label or "",
         )
     return skein.ApplicationSpec(

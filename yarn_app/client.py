@@ -24,7 +24,7 @@ from pathlib import Path
 from tfnode import barrier as kvb
 from yarn_app import cluster, env
 from yarn_app.application import Shipping, build_application_spec
-from yarn_app.spec import JobSpec
+from yarn_app.spec import SIDE_ROLES, JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,9 @@ class Progress:
     containers: dict[str, int] = field(default_factory=dict)
     tasks: dict[str, TaskView] = field(default_factory=dict)
     diagnostics: str = ""
+    # containers that ended badly, by container id: (task name, YARN's exit message); a task killed with -9 or
+    # lost with its node reports no outcome of its own, so this is how the client hears of it
+    failed_containers: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def line(self, elapsed: float) -> str:
         c = self.containers
@@ -126,6 +129,9 @@ def snapshot(client, app_id: str, app=None, expected: list[str] | None = None) -
             containers = app.get_containers(states=["WAITING", "REQUESTED", "RUNNING", "SUCCEEDED", "FAILED",
                                                     "KILLED"])
             states = [str(c.state) for c in containers]
+            prog.failed_containers = {c.yarn_container_id or c.id: (kvb.task_name(c.service_name, c.instance),
+                                                                    (c.exit_message or "").strip())
+                                      for c in containers if str(c.state) == "FAILED"}
             prog.containers = {"requested": sum(s in ("WAITING", "REQUESTED") for s in states),
                                "running": states.count("RUNNING"),
                                "finished": sum(s in ("SUCCEEDED", "FAILED", "KILLED") for s in states)}
@@ -155,6 +161,8 @@ def watch(client, app_id: str, spec: JobSpec, out: Callable[[str], None] = say) 
     app = None
     shown: dict[str, str] = {}  # the outcome last seen of each task (a restarted task reports again)
     failures: dict[str, str] = {}
+    side_failures: list[str] = []
+    seen_containers: set[str] = set()
     last = ""
     all_granted = False
     while True:
@@ -169,7 +177,10 @@ def watch(client, app_id: str, spec: JobSpec, out: Callable[[str], None] = say) 
         for name, task in prog.tasks.items():
             if task.outcome is not None and shown.get(name) != task.outcome:
                 shown[name] = task.outcome
-                if task.outcome != "ok":
+                if task.outcome != "ok" and name.partition(":")[0] in SIDE_ROLES:
+                    side_failures.append(name)
+                    out(f"task {name} FAILED (training goes on without it):\n{task.outcome.partition(chr(10))[2]}")
+                elif task.outcome != "ok":
                     failures[name] = task.outcome.partition("\n")[2]
                     out(f"task {name} FAILED:\n{failures[name]}")
                 elif failures.pop(name, None) is not None:
@@ -179,6 +190,14 @@ def watch(client, app_id: str, spec: JobSpec, out: Callable[[str], None] = say) 
                     app.kv[kvb.ack_key(role, int(idx))] = b"1"
                 except Exception as e:
                     log.debug("ack %s: %s", name, e)
+        for cid, (name, message) in prog.failed_containers.items():
+            if cid not in seen_containers:
+                seen_containers.add(cid)
+                side = name.partition(":")[0] in SIDE_ROLES
+                out(f"container {cid} of task {name} ended: {message or 'FAILED'}"
+                    + (" (training goes on without it)" if side else ""))
+                if side and name not in side_failures:
+                    side_failures.append(name)
         line = prog.line(elapsed)
         if line[8:] != last[8:]:
             out(line)
@@ -197,6 +216,9 @@ def watch(client, app_id: str, spec: JobSpec, out: Callable[[str], None] = say) 
         time.sleep(POLL_S)
     out(f"{app_id} {prog.state} {prog.final_status}")
     if prog.final_status == "SUCCEEDED" and not failures:
+        if side_failures:
+            out(f"training succeeded; failed beside it: {', '.join(sorted(set(side_failures)))} "
+                f"(see: tfoy logs {app_id})")
         return EXIT_OK
     if not failures:
         out(f"diagnostics: {prog.diagnostics.strip()}\nsee: tfoy logs {app_id}")

@@ -20,6 +20,9 @@ from typing import Any
 import yaml
 
 ROLE_NAMES = ("chief", "worker", "ps", "evaluator", "tensorboard")
+# Roles beside training: their failure (past max_restarts) is reported but neither stops training nor fails the job,
+# as with TF's own evaluator (outside the cluster spec) and a TensorBoard that only reads what training wrote.
+SIDE_ROLES = ("evaluator", "tensorboard")
 STRATEGIES = ("auto", "multi_worker_mirrored", "parameter_server")
 KERAS_VERSIONS = (2, 3)
 MAX_TAG_LENGTH = 100  # YARN's (YarnConfiguration.APPLICATION_MAX_TAG_LENGTH): longer tags fail the submission

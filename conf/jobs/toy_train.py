@@ -141,8 +141,11 @@ def train_ps(opts: argparse.Namespace, ctx) -> None:
     strategy = tf.distribute.ParameterServerStrategy(resolver)
     with strategy.scope():
         model = build_model()
+    # a ps task lost takes its variables with it: the coordinator fails, and once restarted resumes from the backup
+    callbacks = [tf.keras.callbacks.BackupAndRestore(backup_dir=f"{ctx.model_dir}/backup-ps", delete_checkpoint=False),
+                 EpochState(f"{ctx.model_dir}/state.json", opts.epoch_sleep)]
     history = model.fit(dataset(opts.data, opts.batch).shuffle(256).repeat(), epochs=opts.epochs,
-                        steps_per_epoch=opts.steps, verbose=2)
+                        steps_per_epoch=opts.steps, callbacks=callbacks, verbose=2)
     final = float(history.history["loss"][-1])
     steps = opts.epochs * opts.steps
     print(json.dumps({"ps_training_steps": steps, "final_loss": final}), flush=True)
