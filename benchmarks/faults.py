@@ -449,8 +449,10 @@ def spark_child(mode: str) -> None:
                 cluster.train(rdd, feed_timeout=300)
             else:
                 result["results"] = cluster.inference(rdd, feed_timeout=300).count()
-        except Exception as e:  # noqa: BLE001 - reported
-            result["error"] = str(e)[:600]
+        except Exception as e:  # noqa: BLE001 - reported: the line that names the cause (py4j errors are long)
+            text = str(e)
+            result["error"] = next((ln.strip() for ln in text.splitlines()
+                                    if re.search(r"TF process|exited without|TF node", ln)), text[:300])
         result.update(took=time.monotonic() - t, killed=killed)
         try:
             cluster.shutdown(timeout=60)
@@ -476,9 +478,10 @@ def kill_spark_node(mode: str) -> Callable[[Bench], Row]:
             raise RuntimeError(f"the Spark child printed no result (exit {proc.returncode}):\n{proc.stderr[-1500:]}")
         r = json.loads(line.partition(" ")[2])
         error = r.get("error", "")
-        first = next((ln for ln in error.splitlines() if "executor" in ln), error[:160])
-        row.observed = (f"node killed: {bool(r['killed'])}; {mode}() raised after {r['took']:.0f}s: {first.strip()}"
-                        f"; shutdown: {r.get('shutdown_error', 'no error')[:120]}")
+        row.observed = (f"node killed: {bool(r['killed'])}; {mode}() "
+                        + (f"raised after {r['took']:.0f}s: {error[:200]}" if error else
+                           f"returned after {r['took']:.0f}s")
+                        + f"; shutdown: {r.get('shutdown_error', 'no error')[:120]}")
         row.survived = bool(r["killed"]) and bool(error) and "executor" in error and r["took"] < 60
         left = [a for a in bench.skein.get_applications(states=["SUBMITTED", "ACCEPTED", "RUNNING"])
                 if a.id == r["app_id"]]

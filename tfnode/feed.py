@@ -476,12 +476,18 @@ class FeedTarget:
 
     def failure(self, cause: BaseException) -> RuntimeError:
         error = self.state_dir / "error.txt"
+        try:
+            info = self.node_info()
+            node = f"{info['job_name']}:{info['task_index']} on executor {info['executor_id']}"
+        except (RuntimeError, OSError, ValueError, KeyError):
+            node = "on this executor"
         for _ in range(20):  # the TF process writes its traceback before its sockets close; allow a moment
             if error.exists():
                 time.sleep(REPORT_GRACE)
-                return RuntimeError(f"the TF process on this executor died:\n{error.read_text()}")
+                return RuntimeError(f"the TF process {node} died:\n{error.read_text()}")
             time.sleep(0.1)
-        return RuntimeError(f"the TF process on this executor went away without a traceback ({cause})")
+        return RuntimeError(f"the TF process {node} went away without a traceback ({cause}); see node.log in "
+                            f"{self.state_dir}")
 
 
 def _connect(target: FeedTarget, partition: int, mode: str) -> wire.Connection:

@@ -281,6 +281,11 @@ class ReservationServer:
         with self._cond:
             return [n for n in self.nodes.values() if n.status == "failed"]
 
+    def vanished(self) -> list[NodeState]:
+        """Nodes whose connection ended without a report: killed, or their executor or host lost."""
+        with self._cond:
+            return [n for n in self.nodes.values() if n.status == "gone"]
+
     def wait_finished(self, which: Callable[[NodeState], bool], timeout: float) -> list[NodeState]:
         """Waits until the selected nodes are done, failed or gone; returns those still running at timeout."""
         deadline = time.monotonic() + timeout

@@ -120,6 +120,11 @@ def _describe_failures(nodes: list[NodeState]) -> str:
     return "\n".join(f"--- {n.slot.describe()} failed:\n{n.traceback}" for n in nodes)
 
 
+def _describe_vanished(nodes: list[NodeState]) -> str:
+    return (f"{', '.join(n.slot.describe() for n in nodes)} exited without reporting (killed, or its executor "
+            "lost?); see node.log in the executor's .tfoy folder")
+
+
 @dataclass
 class TFCluster:
     """A running TF cluster on Spark executors (what TFCluster.run returns)."""
@@ -178,16 +183,21 @@ class TFCluster:
 
         thread = InheritableThread(target=body, daemon=True)
         thread.start()
+        # a node lost mid-job cannot be replaced (its share of the cluster spec is gone): the job stops, naming it,
+        # instead of Spark retrying its partitions on the nodes left (a retry on the same executor fails later, and
+        # training on the others would go on with a cluster short of a member)
         while thread.is_alive():
             thread.join(0.5)
-            if self.server.failures() and thread.is_alive():
+            if (self.server.failures() or self.server.vanished()) and thread.is_alive():
                 self.sc.cancelJobGroup(group)
                 thread.join(60)
                 break
-        failed = self.server.failures()
+        failed, vanished = self.server.failures(), self.server.vanished()
         if failed:
             raise RuntimeError(f"TFCluster.{what}: a TF node failed\n{_describe_failures(failed)}") \
                 from result.get("error")
+        if vanished:
+            raise RuntimeError(f"TFCluster.{what}: {_describe_vanished(vanished)}") from result.get("error")
         if "error" in result:
             raise result["error"]
         return result.get("value")
@@ -200,7 +210,7 @@ class TFCluster:
         if self.input_mode == InputMode.SPARK:
             self.server.broadcast({"op": "end_feed"})
         running = self.server.wait_finished(lambda n: n.slot.job_name not in FEEDLESS_ROLES, timeout)
-        vanished = [n for n in self.server.nodes.values() if n.status == "gone"]  # exited without a report
+        vanished = self.server.vanished()
         self.server.broadcast({"op": "stop", "grace_secs": grace_secs})
         leftover = self.server.wait_finished(lambda n: True, grace_secs + 30)
         failed = self.server.failures()
@@ -208,8 +218,7 @@ class TFCluster:
         if failed:
             raise RuntimeError(f"TFCluster.shutdown: a TF node failed\n{_describe_failures(failed)}")
         if vanished:
-            raise RuntimeError(f"TFCluster.shutdown: {', '.join(n.slot.describe() for n in vanished)} exited "
-                               "without reporting (killed?); see node.log in the executor's .tfoy folder")
+            raise RuntimeError(f"TFCluster.shutdown: {_describe_vanished(vanished)}")
         if running:
             raise TimeoutError(f"TFCluster.shutdown: {', '.join(n.slot.describe() for n in running)} still "
                                f"running after {timeout:g}s; stopped")

@@ -18,7 +18,8 @@ def bench(hadoop_conf):
     b.skein.close()
 
 
-@pytest.mark.parametrize("row", ["double", "am", "chief", "datanode"])
+@pytest.mark.parametrize("row", ["double", "am", "chief", "ps", "evaluator", "datanode", "nodemanager",
+                                 "resourcemanager", "spark-train"])
 def test_fault_is_survived_with_nothing_lost_or_left(bench, row):
     result = faults.ROWS[row](bench)
     assert result.survived and result.lost == 0 and result.orphans == 0, result

@@ -179,6 +179,19 @@ def keras_fit_fun(args, ctx):
                             "loss": history.history["loss"]}))
 
 
+def picky_infer_fun(args, ctx):
+    from tfnode import TFNode
+
+    feed = TFNode.DataFeed(ctx.mgr, train_mode=False)
+    while not feed.should_stop():
+        batch = feed.next_batch(16)
+        for r in batch:
+            if r[0] < 0:
+                raise ValueError(f"bad-record-{r[0]}")
+        if len(batch):
+            feed.batch_results([r[0] for r in batch])
+
+
 def raise_fun(args, ctx):
     raise ValueError("boom-from-map-fun")
 
@@ -365,4 +378,22 @@ def test_a_node_whose_executor_dies_ends_too(sc):
     finally:
         with pytest.raises(RuntimeError):
             cluster.shutdown(timeout=5)
+    _assert_no_node_left(cluster.cluster_id)
+
+
+def test_a_bad_record_in_inference_raises_its_error_not_a_feed_timeout(sc):
+    """Before, the node's error was lost and the inference task waited out feed_timeout for results."""
+    from tfnode import TFCluster
+
+    rdd = sc.parallelize([[i] for i in range(200)] + [[-7]] + [[i] for i in range(200)], 2)
+    cluster = TFCluster.run(sc, picky_infer_fun, {}, 2, 0, input_mode=TFCluster.InputMode.SPARK,
+                            reservation_timeout=120)
+    started = time.monotonic()
+    try:
+        with pytest.raises(Exception, match="bad-record--7"):
+            cluster.inference(rdd, feed_timeout=300).collect()
+        assert time.monotonic() - started < 60  # not feed_timeout
+    finally:
+        with pytest.raises(RuntimeError, match="bad-record--7"):
+            cluster.shutdown(timeout=30)
     _assert_no_node_left(cluster.cluster_id)

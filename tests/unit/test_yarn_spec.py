@@ -217,3 +217,60 @@ def test_evaluator_is_not_a_member_of_the_training_cluster():
     ev = json.loads(task_tf_config(cluster, "evaluator", 0))
     assert ev == {"cluster": {"chief": ["h:1"], "worker": ["h:2"]}, "task": {"type": "evaluator", "index": 0}}
     assert "evaluator" not in json.loads(task_tf_config(cluster, "worker", 0))["cluster"]
+
+
+def test_side_roles_may_fail_without_failing_the_application():
+    spec = spec_of(roles={"chief": {"memory": 1024}, "worker": {"instances": 1}, "evaluator": {},
+                          "tensorboard": {}}, log_dir="logs")
+    app = build_application_spec(spec, Shipping(code_zip="/tmp/code.zip", python="/usr/bin/python3"))
+    assert {r for r, s in app.services.items() if s.allow_failures} == {"evaluator", "tensorboard"}
+
+
+class _Report:
+    def __init__(self, state: str, final: str):
+        self.state, self.final_status, self.diagnostics = state, final, ""
+
+
+class _Container:
+    def __init__(self, service: str, state: str, message: str = ""):
+        self.service_name, self.instance, self.state, self.exit_message = service, 0, state, message
+        self.yarn_container_id, self.id = f"container_{service}", f"{service}_0"
+
+
+class _FakeYarn:
+    """Just enough of skein's client and application client for `watch`: an evaluator killed mid-job."""
+
+    def __init__(self):
+        self.polls = 0
+        self.kv = {}
+
+    def application_report(self, app_id):
+        self.polls += 1
+        return _Report("RUNNING", "UNDEFINED") if self.polls < 6 else _Report("FINISHED", "SUCCEEDED")
+
+    def connect(self, app_id, wait=False):
+        return self
+
+    def get_containers(self, states=None):
+        evaluator = "FAILED" if self.polls > 2 else "RUNNING"
+        return [_Container("chief", "RUNNING"), _Container("worker", "RUNNING"),
+                _Container("evaluator", evaluator, "Container killed on request. Exit code is 137")]
+
+
+def test_watch_names_a_side_role_that_ended_and_still_succeeds(monkeypatch):
+    from yarn_app import client as yc
+
+    class KV(dict):
+        def get_prefix(self, prefix):
+            return {}
+
+    fake = _FakeYarn()
+    fake.kv = KV()
+    monkeypatch.setattr(yc, "POLL_S", 0)
+    monkeypatch.setattr(yc.cluster, "tracking_url", lambda app_id: "")
+    lines: list[str] = []
+    spec = spec_of(roles={"chief": {}, "worker": {"instances": 1}, "evaluator": {}})
+    assert yc.watch(fake, "application_1_0001", spec, out=lines.append) == yc.EXIT_OK
+    text = "\n".join(lines)
+    assert "container container_evaluator of task evaluator:0 ended: Container killed" in text
+    assert "training goes on without it" in text and "failed beside it: evaluator:0" in text
