@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # tfoy build entry point.
 #   ./build.sh setup                 venv + locked deps + Hadoop jars + data package (cached, idempotent)
-#   ./build.sh env                   shell exports: eval "$(./build.sh env)"
-#   ./build.sh hadoop start|stop|status [--json]
+#   ./build.sh env [--secure]        shell exports: eval "$(./build.sh env)"
+#   ./build.sh hadoop start|stop|status [--secure] [--json]   (--secure: Kerberized, own state and ports)
 #   ./build.sh test [pytest args]    setup, start Hadoop, run the whole suite, stop what it started
 #   ./build.sh demo                  the main job on the embedded Hadoop
 #   ./build.sh bench [name]          benchmarks/ (all, or one by name)
@@ -12,6 +12,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TFOY_CACHE=${TFOY_CACHE:-$HOME/.cache/tfoy}
 export TFOY_HADOOP_STATE=${TFOY_HADOOP_STATE:-$HOME/.tfoy/hadoop}
+SECURE_STATE=${TFOY_HADOOP_SECURE_STATE:-$HOME/.tfoy/hadoop-secure}
 DATA_DIR=/usr/share/datasets/fashion-mnist
 
 log() { printf '[build.sh] %s\n' "$*" >&2; }
@@ -112,6 +113,17 @@ setup_data() {
   [ -f "$DATA_DIR/train-images-idx3-ubyte.gz" ] || die "dataset-fashion-mnist did not install $DATA_DIR"
 }
 
+setup_kerberos() {
+  # MIT Kerberos for the secure embedded cluster (a KDC of its own, kadmin for keytabs) and kinit/klist for users
+  command -v kinit >/dev/null && [ -x /usr/sbin/krb5kdc ] && [ -x /usr/sbin/kadmin.local ] && return
+  log "installing MIT Kerberos (krb5-kdc krb5-admin-server krb5-user) for the secure embedded cluster"
+  local apt=(apt-get install -y -q krb5-kdc krb5-admin-server krb5-user)
+  [ "$(id -u)" = 0 ] || apt=(sudo "${apt[@]}")
+  DEBIAN_FRONTEND=noninteractive "${apt[@]}" >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null; DEBIAN_FRONTEND=noninteractive "${apt[@]}" >/dev/null; } \
+    || die "could not install MIT Kerberos (${apt[*]})"
+}
+
 cmd_setup() {
   require_tools
   local t0=$SECONDS
@@ -119,6 +131,7 @@ cmd_setup() {
   setup_venv
   setup_airflow
   setup_data
+  setup_kerberos
   setup_native
   log "setup done in $((SECONDS - t0))s"
 }
@@ -134,11 +147,21 @@ export TFOY_AIRFLOW_PYTHON='$AIRFLOW_VENV/bin/python'
 export SPARK_LOCAL_IP=\${SPARK_LOCAL_IP:-127.0.0.1}
 export PATH='$VENV/bin:$ROOT/embedded_hadoop/bin':"\$PATH"
 EOF
+  if [ "${1:-}" = --secure ]; then
+    cat <<EOF
+export KRB5_CONFIG='$TFOY_HADOOP_STATE/kerberos/krb5.conf'
+# a ticket for you (realm TFOY.TEST; the second user's keytab is tfoy-other.keytab):
+#   kinit -kt '$TFOY_HADOOP_STATE/keytabs/$(id -un).keytab' $(id -un)@TFOY.TEST
+EOF
+  fi
 }
 
 load_env() { eval "$(print_env)"; }
 
+wants_secure() { local a; for a in "$@"; do [ "$a" = --secure ] && return 0; done; return 1; }
+
 hadoop_ctl() {
+  if wants_secure "$@"; then export TFOY_HADOOP_STATE=$SECURE_STATE; fi
   load_env
   [ -f "$HADOOP_LIB/.complete" ] || die "Hadoop jars missing; run ./build.sh setup"
   python3 "$ROOT/embedded_hadoop/cluster.py" "$@"
@@ -185,7 +208,7 @@ cmd_bench() {
 
 case "${1:-}" in
   setup) cmd_setup ;;
-  env) print_env ;;
+  env) shift; if wants_secure "$@"; then TFOY_HADOOP_STATE=$SECURE_STATE; fi; print_env "$@" ;;
   hadoop) shift; [ $# -ge 1 ] || die "usage: ./build.sh hadoop start|stop|status [--json]"; hadoop_ctl "$@" ;;
   test) shift; cmd_test "$@" ;;
   demo) shift; cmd_demo "$@" ;;

@@ -5,9 +5,15 @@ This is a development and test stand-in for a real cluster: nothing in tfoy's li
 It only writes site files into a state folder and exports HADOOP_CONF_DIR, exactly as a real edge node would
 have. Standard library only, so that it runs before the project's venv exists.
 
-Usage: python3 cluster.py {start|stop|status} [--json]
+With --secure (a state folder of its own), a Kerberos realm comes first (embedded_hadoop/kerberos.py: an MIT KDC,
+principals and keytabs) and every daemon runs with Kerberos authentication, block access tokens, SASL data transfer
+protection and HTTPS; a secure state folder stays secure (`secure.json` in it).
+
+Usage: python3 cluster.py {start|stop|status|conf} [--secure] [--json]
 Environment: TFOY_HADOOP_LIB (jar folder, required), TFOY_HADOOP_STATE (default ~/.tfoy/hadoop),
-JAVA_HOME, TFOY_START_TIMEOUT (seconds, default 180), TFOY_HADOOP_PORT_OFFSET (added to every port).
+JAVA_HOME, TFOY_START_TIMEOUT (seconds, default 180), TFOY_HADOOP_PORT_OFFSET (added to every port; a secure
+cluster's default is 100, so it can run beside a plain one), and for secure mode TFOY_RPC_PROTECTION,
+TFOY_DATA_PROTECTION, TFOY_KRB_TICKET_LIFETIME, TFOY_TOKEN_RENEW_INTERVAL_S (see kerberos.py).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -26,6 +33,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+if __package__:
+    from embedded_hadoop import kerberos
+else:  # run as a script (before any venv exists): the sibling module
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import kerberos
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE.parent / "conf" / "hadoop"
@@ -44,10 +57,11 @@ PORTS = {
     "NM_PORT": 8041,
     "NM_LOCALIZER_PORT": 8040,
     "NM_HTTP_PORT": 8042,
+    "NN_HTTPS_PORT": 9871,  # secure mode (HTTPS_ONLY)
+    "DN_HTTPS_PORT": 9865,
+    "KDC_PORT": 8288,
 }
-# A real Hadoop (or a second embedded cluster) on the same host can be avoided by shifting every port.
-_OFFSET = int(os.environ.get("TFOY_HADOOP_PORT_OFFSET", "0"))
-PORTS = {key: port + _OFFSET for key, port in PORTS.items()}
+SECURE_PORT_OFFSET = 100
 SIZING = {"NM_MEMORY_MB": 14336, "NM_VCORES": 8}
 
 
@@ -60,12 +74,13 @@ class Daemon:
 
 
 DAEMONS = (
-    Daemon("namenode", "org.apache.hadoop.hdfs.server.namenode.NameNode", 512, ("NN_RPC_PORT", "NN_HTTP_PORT")),
+    Daemon("namenode", "org.apache.hadoop.hdfs.server.namenode.NameNode", 512,
+           ("NN_RPC_PORT", "NN_HTTP_PORT", "NN_HTTPS_PORT")),
     Daemon(
         "datanode",
         "org.apache.hadoop.hdfs.server.datanode.DataNode",
         384,
-        ("DN_PORT", "DN_HTTP_PORT", "DN_IPC_PORT"),
+        ("DN_PORT", "DN_HTTP_PORT", "DN_IPC_PORT", "DN_HTTPS_PORT"),
     ),
     Daemon(
         "resourcemanager",
@@ -111,24 +126,38 @@ class ClusterError(RuntimeError):
 
 
 class Cluster:
-    def __init__(self, state: Path, lib: Path, java_home: str | None, timeout: float) -> None:
+    def __init__(self, state: Path, lib: Path, java_home: str | None, timeout: float, secure: bool = False,
+                 port_offset: int = 0) -> None:
         self.state = state
         self.lib = lib
+        self.java_home = java_home
         self.java = str(Path(java_home) / "bin" / "java") if java_home else "java"
         self.timeout = timeout
         self.conf = state / "conf"
         self.logs = state / "logs"
         self.pids = state / "pids"
         self.started: dict[str, subprocess.Popen] = {}
+        # a real Hadoop (or a second embedded cluster) on the same host is avoided by shifting every port
+        self.ports = {key: port + port_offset for key, port in PORTS.items()}
+        self.secure = secure
+        self.port_offset = port_offset
+        self.realm = (kerberos.Realm(state, self.ports["KDC_PORT"], kerberos.Lifetimes.from_env())
+                      if secure else None)
 
     # ---- configuration -------------------------------------------------------------------------------
     def write_conf(self) -> None:
         for d in (self.conf, self.logs, self.pids, self.state / "tmp", self.state / "nm-local", self.state / "nm-logs",
                   self.state / "nm-recovery"):
             d.mkdir(parents=True, exist_ok=True)
-        values = {**{k: str(v) for k, v in PORTS.items()}, **{k: str(v) for k, v in SIZING.items()}}
+        values = {**{k: str(v) for k, v in self.ports.items()}, **{k: str(v) for k, v in SIZING.items()}}
         values.update(STATE=str(self.state), HADOOP_CONF_DIR=str(self.conf), HADOOP_LIB=str(self.lib),
-                      USER=getpass.getuser())
+                      USER=getpass.getuser(), SECURE_CORE="", SECURE_HDFS="", SECURE_YARN="")
+        if self.realm:
+            self.realm.create_if_new()
+            kerberos.make_keystore(self.conf, self.java_home)
+            for part, props in kerberos.site_properties(self.realm, self.conf, getpass.getuser(), self.ports).items():
+                values[f"SECURE_{part.upper()}"] = kerberos.properties_xml(props)
+            (self.state / "secure.json").write_text(json.dumps({"secure": True, "port_offset": self.port_offset}))
         for template in sorted(TEMPLATES.glob("*.in")):
             text = template.read_text()
             for key, value in values.items():
@@ -169,6 +198,7 @@ class Cluster:
             f"-Dyarn.log.dir={self.logs}",
             f"-Dyarn.log.file={daemon.name}.log",
             "-Dhadoop.root.logger=INFO,RFA",
+            *([f"-Djava.security.krb5.conf={self.realm.krb5_conf}"] if self.realm else []),
             f"-Dlog4j.configuration=file:{self.conf / 'log4j.properties'}",
             *JAVA17_OPENS,
             "-cp",
@@ -219,7 +249,7 @@ class Cluster:
 
     def check_ports_free(self, daemon: Daemon) -> None:
         for key in daemon.ports:
-            port = PORTS[key]
+            port = self.ports[key]
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
@@ -227,7 +257,7 @@ class Cluster:
                 except OSError:
                     raise ClusterError(
                         f"port {port} ({daemon.name} {key}) is already in use; stop whatever listens on it "
-                        f"(ss -ltnp 'sport = :{port}') or change PORTS in {__file__}"
+                        f"(ss -ltnp 'sport = :{port}') or set TFOY_HADOOP_PORT_OFFSET"
                     ) from None
 
     def start(self) -> None:
@@ -243,6 +273,8 @@ class Cluster:
                 self.check_ports_free(daemon)
         self.format_namenode_if_new()
         try:
+            if self.realm:
+                self.start_kdc()
             for daemon in DAEMONS:
                 if running[daemon.name]:
                     continue
@@ -260,6 +292,41 @@ class Cluster:
             self.stop()  # a half-started cluster would only confuse the next start
             raise
         print(f"embedded Hadoop is up in {time.monotonic() - t0:.1f}s; HADOOP_CONF_DIR={self.conf}", flush=True)
+
+    def kdc_pid(self) -> int | None:
+        try:
+            pid = int((self.pids / "kdc.pid").read_text().strip())
+            return pid if b"krb5kdc" in Path(f"/proc/{pid}/cmdline").read_bytes() else None
+        except (OSError, ValueError):
+            return None
+
+    def start_kdc(self) -> None:
+        """The realm's KDC (first: every daemon logs in from its keytab as it starts)."""
+        assert self.realm is not None
+        if self.kdc_pid():
+            return
+        pid_file = self.pids / "kdc.pid"
+        pid_file.unlink(missing_ok=True)
+        out = open(self.logs / "kdc.out", "ab")
+        proc = subprocess.Popen(self.realm.kdc_command(pid_file), stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=dict(os.environ, **self.realm.env),
+                                start_new_session=True, cwd=self.state)
+        out.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise ClusterError(f"the KDC exited with code {proc.returncode}; see {self.logs / 'kdc.out'} and "
+                                   f"{self.realm.dir / 'kdc.log'}")
+            with socket.socket() as s:
+                s.settimeout(1)
+                if s.connect_ex(("127.0.0.1", self.realm.kdc_port)) == 0:
+                    pid_file.write_text(str(proc.pid))
+                    print(f"started kdc (pid {proc.pid}, realm {kerberos.REALM}, 127.0.0.1:{self.realm.kdc_port})",
+                          flush=True)
+                    return
+            time.sleep(0.1)
+        proc.kill()
+        raise ClusterError(f"the KDC did not listen on 127.0.0.1:{self.realm.kdc_port} within 30s")
 
     def assert_alive(self) -> None:
         for daemon in DAEMONS:
@@ -288,32 +355,53 @@ class Cluster:
                     )
                 time.sleep(0.5)
 
-    @staticmethod
-    def jmx(port: int, query: str) -> dict:
-        url = f"http://127.0.0.1:{port}/jmx?qry={query}"
-        with urllib.request.urlopen(url, timeout=5) as resp:
+    @property
+    def namenode_web(self) -> str:
+        if self.secure:
+            return f"https://localhost:{self.ports['NN_HTTPS_PORT']}"
+        return f"http://127.0.0.1:{self.ports['NN_HTTP_PORT']}"
+
+    def jmx(self, query: str) -> dict:
+        # the secure NameNode's certificate is the self-signed one kerberos.make_keystore made
+        context = ssl._create_unverified_context() if self.secure else None
+        with urllib.request.urlopen(f"{self.namenode_web}/jmx?qry={query}", timeout=5, context=context) as resp:
             return json.load(resp)["beans"][0]
 
     def hdfs_ready(self) -> bool:
-        info = self.jmx(PORTS["NN_HTTP_PORT"], "Hadoop:service=NameNode,name=FSNamesystemState")
+        info = self.jmx("Hadoop:service=NameNode,name=FSNamesystemState")
         return info["FSState"] == "Operational" and info["NumLiveDataNodes"] >= 1 and self.safemode_off()
 
     def safemode_off(self) -> bool:
-        info = self.jmx(PORTS["NN_HTTP_PORT"], "Hadoop:service=NameNode,name=NameNodeInfo")
+        info = self.jmx("Hadoop:service=NameNode,name=NameNodeInfo")
         return info["Safemode"] == ""
 
     def yarn_ready(self) -> bool:
-        url = f"http://127.0.0.1:{PORTS['RM_HTTP_PORT']}/ws/v1/cluster/metrics"
+        url = f"http://127.0.0.1:{self.ports['RM_HTTP_PORT']}/ws/v1/cluster/metrics"
         with urllib.request.urlopen(url, timeout=5) as resp:
             return json.load(resp)["clusterMetrics"]["activeNodes"] >= 1
 
     def webhdfs(self, method: str, path: str, op: str, **params: str) -> None:
+        if self.secure:
+            return self.webhdfs_spnego(method, path, op, **params)
         query = "&".join(
             [f"op={op}", "user.name=" + os.environ.get("USER", "root")] + [f"{k}={v}" for k, v in params.items()]
         )
-        url = f"http://127.0.0.1:{PORTS['NN_HTTP_PORT']}/webhdfs/v1{path}?{query}"
+        url = f"{self.namenode_web}/webhdfs/v1{path}?{query}"
         with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=10):
             pass
+
+    def webhdfs_spnego(self, method: str, path: str, op: str, **params: str) -> None:
+        """WebHDFS as the cluster's user, authenticated with SPNEGO (curl: the standard library has no GSSAPI)."""
+        assert self.realm is not None
+        ccache = self.realm.dir / "admin.ccache"
+        self.realm.kinit(getpass.getuser(), ccache)
+        query = "&".join([f"op={op}"] + [f"{k}={v}" for k, v in params.items()])
+        url = f"{self.namenode_web}/webhdfs/v1{path}?{query}"
+        proc = subprocess.run(["curl", "-sS", "-f", "-k", "--negotiate", "-u", ":", "-X", method, url],
+                              capture_output=True, text=True, timeout=30,
+                              env=dict(os.environ, KRB5CCNAME=f"FILE:{ccache}", **self.realm.env))
+        if proc.returncode != 0:
+            raise ClusterError(f"WebHDFS {op} {path} (SPNEGO) failed: {proc.stderr.strip() or proc.stdout}")
 
     def prepare_hdfs(self) -> None:
         """Folders every Hadoop cluster has: /tmp (sticky), the log-aggregation root and the user's home."""
@@ -340,6 +428,11 @@ class Cluster:
                 if Path(f"/proc/{pid}").exists():
                     os.kill(pid, signal.SIGKILL)
             stopped.append(f"{daemon.name} (pid {pid})")
+        kdc = self.kdc_pid()
+        if kdc:
+            os.kill(kdc, signal.SIGTERM)
+            stopped.append(f"kdc (pid {kdc})")
+        (self.pids / "kdc.pid").unlink(missing_ok=True)
         print("stopped " + ", ".join(stopped) if stopped else "embedded Hadoop is not running; nothing to stop")
 
     def status(self) -> dict:
@@ -347,7 +440,10 @@ class Cluster:
         for daemon in DAEMONS:
             pid = self.pid_of(daemon)
             daemons[daemon.name] = {"pid": pid, "rss_mb": _rss_mb(pid) if pid else None}
-        info = {"state": str(self.state), "conf": str(self.conf), "daemons": daemons}
+        if self.secure:
+            pid = self.kdc_pid()
+            daemons["kdc"] = {"pid": pid, "rss_mb": _rss_mb(pid) if pid else None}
+        info = {"secure": self.secure, "state": str(self.state), "conf": str(self.conf), "daemons": daemons}
         try:
             info["hdfs_ready"] = self.hdfs_ready()
             info["yarn_ready"] = self.yarn_ready()
@@ -377,13 +473,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["start", "stop", "status", "conf"])
     parser.add_argument("--json", action="store_true", help="status as JSON")
+    parser.add_argument("--secure", action="store_true", help="Kerberos, SASL data transfer and HTTPS (see above)")
     args = parser.parse_args(argv)
     lib = os.environ.get("TFOY_HADOOP_LIB")
     if not lib or not any(Path(lib).glob("hadoop-common-*.jar")):
         print(f"error: TFOY_HADOOP_LIB={lib!r} holds no Hadoop jars; run ./build.sh setup", file=sys.stderr)
         return 2
     state = Path(os.environ.get("TFOY_HADOOP_STATE", Path.home() / ".tfoy" / "hadoop"))
-    cluster = Cluster(state, Path(lib), os.environ.get("JAVA_HOME"), float(os.environ.get("TFOY_START_TIMEOUT", 180)))
+    marker = state / "secure.json"
+    secure = args.secure or marker.exists()
+    if args.secure and not marker.exists() and (state / "data").exists():
+        print(f"error: {state} holds a plain cluster; a secure one needs a state folder of its own "
+              "(TFOY_HADOOP_STATE; ./build.sh hadoop start --secure uses ~/.tfoy/hadoop-secure)", file=sys.stderr)
+        return 2
+    offset = int(os.environ.get("TFOY_HADOOP_PORT_OFFSET", SECURE_PORT_OFFSET if secure else 0))
+    cluster = Cluster(state, Path(lib), os.environ.get("JAVA_HOME"), float(os.environ.get("TFOY_START_TIMEOUT", 180)),
+                      secure=secure, port_offset=offset)
     try:
         if args.command == "start":
             cluster.start()
@@ -401,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{name:16} " + (f"running pid {d['pid']} rss {d['rss_mb']} MB" if d["pid"] else "stopped"))
                 print(f"hdfs ready: {info['hdfs_ready']}  yarn ready: {info['yarn_ready']}  conf: {info['conf']}")
             return 0 if all(d["pid"] for d in info["daemons"].values()) else 3
-    except ClusterError as exc:
+    except (ClusterError, kerberos.KerberosError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

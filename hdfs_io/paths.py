@@ -7,6 +7,7 @@ do); `file://` stays local. The defaultFS comes from HADOOP_CONF_DIR's core-site
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 import xml.etree.ElementTree as ET
@@ -38,8 +39,23 @@ def default_fs(conf_dir: str | None = None) -> str:
 
 
 def hadoop_user() -> str:
-    """The user HDFS sees with simple auth: HADOOP_USER_NAME, else the login name."""
-    return os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
+    """The user HDFS sees. Simple auth: HADOOP_USER_NAME, else the login name. Kerberos: in a YARN container the
+    application's user (YARN sets USER); elsewhere the short name of the ticket cache's principal."""
+    from hdfs_io import kerberos
+
+    if not kerberos.enabled():
+        return os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
+    if kerberos.in_container():
+        return os.environ.get("USER") or getpass.getuser()
+    return kerberos.short_name(_cached_principal(os.environ.get("KRB5CCNAME", "")) or getpass.getuser())
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_principal(ccache: str) -> str | None:
+    """klist per ticket cache, once (hadoop_user is asked for every relative path)."""
+    from hdfs_io import kerberos
+
+    return kerberos.cached_principal()
 
 
 def absolute_uri(path: str, default_fs_uri: str | None = None, user: str | None = None) -> str:

@@ -57,7 +57,27 @@ def _qualified(path: str | None) -> str | None:
     return absolute_uri(path) if path else None
 
 
-def build_application_spec(spec: JobSpec, ship: Shipping) -> skein.ApplicationSpec:
+def other_filesystems(spec: JobSpec, ship: Shipping) -> list[str]:
+    """The filesystems besides the defaultFS that the job names (inputs, model/export/log dirs, files, the env
+    archive): on a Kerberized cluster the tasks need a delegation token for each, obtained at submission."""
+    from hdfs_io.paths import HADOOP_SCHEMES, default_fs, split_uri
+
+    home = default_fs().rstrip("/")
+    found: list[str] = []
+    named = [f for f in spec.files.values() if "://" in f]  # the others are local files skein uploads
+    paths = [*spec.inputs, spec.model_dir, spec.export_dir, spec.log_dir, *named, ship.env_archive]
+    for path in filter(None, paths):
+        uri = absolute_uri(path)
+        scheme, authority, _ = split_uri(uri)
+        fs_uri = f"{scheme}://{authority}"
+        if scheme in HADOOP_SCHEMES and fs_uri != home and fs_uri not in found:
+            found.append(fs_uri)
+    return found
+
+
+def build_application_spec(spec: JobSpec, ship: Shipping, secure: bool = False) -> skein.ApplicationSpec:
+    """secure: a Kerberized cluster, where YARN enforces ACLs (under simple authentication anyone can claim to be
+    anyone, so they would only get in the way)."""
     runtime = job_runtime(spec).encode()
     files: dict[str, skein.File] = {CODE_LINK: skein.File(source=ship.code_zip, type="archive")}
     # Localized archives are shared by every container of the app on a node (the env archive, PUBLIC, by every
@@ -97,11 +117,15 @@ def build_application_spec(spec: JobSpec, ship: Shipping) -> skein.ApplicationSp
             allow_failures=role in SIDE_ROLES,
             node_label=rs.node_label or "",
         )
+    sec = spec.security
+    acls = skein.ACLs(enable=secure, view_users=sec.view_acls, modify_users=sec.modify_acls, ui_users=sec.view_acls)
     return skein.ApplicationSpec(
         name=spec.name,
         queue=spec.queue,
         tags=set(spec.tags) | {"tfoy"},
         services=services,
+        file_systems=other_filesystems(spec, ship),
+        acls=acls,
         master=skein.Master(resources=skein.Resources(memory=MASTER_MEMORY_MIB, vcores=1)),
         max_attempts=1,
     )

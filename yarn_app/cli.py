@@ -11,6 +11,7 @@ import signal
 import sys
 
 from hdfs_io.fs import NameNodeUnreachableError
+from hdfs_io.kerberos import KerberosError
 from yarn_app import client
 from yarn_app.cluster import ClusterError
 from yarn_app.spec import SpecError, load_spec
@@ -31,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--reattach", metavar="TAG",
                    help="if an application of this name carrying TAG is still active (a scheduler's retry of the same "
                         "run), watch it instead of submitting a second copy; otherwise submit with TAG added")
+    s.add_argument("--principal", help="Kerberos principal to submit as (security.principal; default: the ticket "
+                                       "cache's)")
+    s.add_argument("--keytab", help="log in from this keytab instead of the ticket cache (security.keytab)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any spec key, e.g. --set roles.worker.instances=3 (repeatable)")
     st = sub.add_parser("status", help="state of an application and its tasks")
@@ -144,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
             tags = [t for t in (args.tags or "").split(",") if t] or None
             _kill_app_on_signals()
             spec = load_spec(args.spec, name=args.name, queue=args.queue, tags=tags, sets=args.set)
+            if args.principal:
+                spec.security.principal = args.principal
+            if args.keytab:
+                spec.security.keytab = os.path.abspath(args.keytab)
+            spec.security.validate()
             return client.submit(spec, detach=args.detach, reattach_tag=args.reattach)
         if args.command == "status":
             prog = client.status(args.app_id)
@@ -173,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
             return client.EXIT_OK
     except SpecError as e:
         print(f"tfoy: bad job spec: {e}", file=sys.stderr)
+        return client.EXIT_BAD_INPUT
+    except KerberosError as e:
+        print(f"tfoy: {e}", file=sys.stderr)
         return client.EXIT_BAD_INPUT
     except (ClusterError, NameNodeUnreachableError) as e:  # as for an unreachable ResourceManager
         print(f"tfoy: {e} (fs.defaultFS in {os.environ.get('HADOOP_CONF_DIR', 'the Hadoop configuration')})"

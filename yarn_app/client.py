@@ -41,14 +41,16 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def start_skein(timeout: float = DRIVER_START_TIMEOUT_S):
-    """A skein client (its Java driver), bounded in time; the RM is probed first so a dead RM is named."""
+def start_skein(timeout: float = DRIVER_START_TIMEOUT_S, principal: str | None = None, keytab: str | None = None):
+    """A skein client (its Java driver), bounded in time; the RM is probed first so a dead RM is named. On a
+    Kerberized cluster the driver logs in from the keytab if given, else uses the ticket cache (KRB5CCNAME)."""
     import skein
 
     cluster.check_reachable(cluster.rm_address(), "ResourceManager", "yarn.resourcemanager.address")
     pool = concurrent.futures.ThreadPoolExecutor(1)
+    kwargs = {"principal": principal, "keytab": keytab} if keytab else {}
     try:
-        return pool.submit(skein.Client).result(timeout=timeout)
+        return pool.submit(skein.Client, **kwargs).result(timeout=timeout)
     except concurrent.futures.TimeoutError:
         raise cluster.ClusterError(f"the skein driver did not start within {timeout:.0f}s") from None
     finally:
@@ -245,16 +247,26 @@ def submit(spec: JobSpec, detach: bool = False, out: Callable[[str], None] = say
     this name and tag is still active, it is watched instead of starting a second copy. on_app_id gets the id as
     soon as it is known (so a scheduler can kill it).
     """
+    from hdfs_io import kerberos
     from hdfs_io.fs import hdfs_client as namenode
     from hdfs_io.paths import default_fs
 
     spec.check_entry_point()
-    hdfs_client = namenode(default_fs())  # bounded: an unreachable NameNode is named within seconds
+    login = kerberos.login(spec.security.principal, spec.security.keytab) if kerberos.enabled() else None
+    try:
+        return _submit_logged_in(spec, detach, out, reattach_tag, on_app_id, namenode(default_fs()), login)
+    finally:
+        if login:
+            login.close()
+
+
+def _submit_logged_in(spec: JobSpec, detach: bool, out: Callable[[str], None], reattach_tag: str | None,
+                      on_app_id: Callable[[str], None] | None, hdfs_client, login) -> int:
     cluster.check_against_cluster(spec)
     if reattach_tag and reattach_tag.lower() not in {t.lower() for t in spec.tags}:
         spec.tags = [*spec.tags, reattach_tag]
     with tempfile.TemporaryDirectory(prefix="tfoy-submit-") as tmp:
-        client = start_skein()
+        client = start_skein(principal=login and login.principal, keytab=login and login.keytab)
         app_id = None
         try:
             with claimed_run(spec.name, reattach_tag) if reattach_tag else contextlib.nullcontext():
@@ -328,8 +340,10 @@ def claimed_run(name: str, tag: str, wait_s: float = CLAIM_WAIT_S) -> Iterator[N
 def _submit(client, spec: JobSpec, ship) -> str:
     """skein's submit, with a tag of this attempt's own: an interrupt during the call (the application may exist by
     then, its id not yet returned) finds the application by that tag and kills it."""
+    from hdfs_io import kerberos
+
     attempt = f"tfoy-submit-{uuid.uuid4().hex[:16]}"
-    app_spec = build_application_spec(spec, ship)
+    app_spec = build_application_spec(spec, ship, secure=kerberos.enabled())
     app_spec.tags = {*app_spec.tags, attempt}
     try:
         return client.submit(app_spec)

@@ -157,6 +157,43 @@ class TimeoutSpec:
 
 
 @dataclass
+class SecuritySpec:
+    """Kerberos and access: who submits (the ticket cache by default, or a principal's keytab), who else may see
+    or change the application (YARN ACLs; the owner and the cluster's admins always may), which `env` values are
+    secrets (never printed, never in a launch script: given to the tasks through the AM's key-value store)."""
+
+    principal: str | None = None
+    keytab: str | None = None
+    view_acls: list[str] = field(default_factory=list)
+    modify_acls: list[str] = field(default_factory=list)
+    secret_env: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "security") -> SecuritySpec:
+        d = _check_keys(data, {f.name for f in fields(cls)}, where)
+        sec = cls()
+        for key in ("principal", "keytab"):
+            if d.get(key) is not None:
+                setattr(sec, key, _check_type(d[key], str, f"{where}.{key}"))
+        for key in ("view_acls", "modify_acls", "secret_env"):
+            if key in d:
+                items = _check_type(d[key] or [], list, f"{where}.{key}")
+                setattr(sec, key, [_check_type(x, str, f"{where}.{key}[{i}]") for i, x in enumerate(items)])
+        sec.validate(where)
+        return sec
+
+    def validate(self, where: str = "security") -> None:
+        if self.keytab is not None and self.principal is None:
+            raise SpecError(f"{where}.principal: a keytab needs the principal to log in as (e.g. you@REALM)")
+        if self.principal is not None and not re.fullmatch(r"[^\s@/]+(/[^\s@/]+)?(@[^\s@]+)?", self.principal):
+            raise SpecError(f"{where}.principal: not a Kerberos principal: {self.principal!r}")
+        for key in ("view_acls", "modify_acls"):
+            for i, name in enumerate(getattr(self, key)):
+                if not re.fullmatch(r"[\w.-]+|\*", name):
+                    raise SpecError(f"{where}.{key}[{i}]: not a user name: {name!r}")
+
+
+@dataclass
 class JobSpec:
     entry_point: str
     roles: dict[str, RoleSpec]
@@ -174,6 +211,7 @@ class JobSpec:
     export_dir: str | None = None
     log_dir: str | None = None
     inputs: list[str] = field(default_factory=list)  # HDFS paths that must exist before submission
+    security: SecuritySpec = field(default_factory=SecuritySpec)
 
     # ---- (de)serialisation -------------------------------------------------------------------------------
     @classmethod
@@ -203,6 +241,8 @@ class JobSpec:
             spec.python_env = PythonEnvSpec.from_dict(d["python_env"])
         if "timeouts" in d:
             spec.timeouts = TimeoutSpec.from_dict(d["timeouts"])
+        if "security" in d:
+            spec.security = SecuritySpec.from_dict(d["security"])
         spec.validate()
         return spec
 
@@ -259,6 +299,9 @@ class JobSpec:
         for i, tag in enumerate(self.tags):
             if not tag or len(tag) > MAX_TAG_LENGTH:
                 raise SpecError(f"tags[{i}]: YARN takes tags of 1 to {MAX_TAG_LENGTH} characters, got {len(tag)}")
+        for i, key in enumerate(self.security.secret_env):
+            if key not in self.env:
+                raise SpecError(f"security.secret_env[{i}]: {key} is not a key of env")
         for key in self.env:
             if key in RESERVED_ENV or key.startswith("TFOY_"):
                 raise SpecError(f"env.{key}: set by tfoy in every container, and a job that changed it would not "
@@ -291,6 +334,13 @@ class JobSpec:
                 self.files[k] = str((base / v).resolve())
             if "://" not in v and not Path(self.files[k]).exists():
                 raise SpecError(f"files.{k}: {self.files[k]} does not exist")
+        keytab = self.security.keytab
+        if keytab is not None:
+            if "://" in keytab:
+                raise SpecError(f"security.keytab: a local file, not {keytab} (a keytab is read on the edge node)")
+            self.security.keytab = str((base / keytab).resolve())
+            if not Path(self.security.keytab).is_file():
+                raise SpecError(f"security.keytab: {self.security.keytab} does not exist")
         if self.entry_point.endswith(".py") and not Path(self.entry_point).is_absolute():
             candidate = (base / self.entry_point).resolve()
             if candidate.exists() and Path(self.entry_point).name not in self.files:
