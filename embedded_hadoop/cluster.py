@@ -25,7 +25,6 @@ import os
 import re
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -271,10 +270,10 @@ class Cluster:
         for daemon in DAEMONS:
             if not running[daemon.name]:
                 self.check_ports_free(daemon)
-        self.format_namenode_if_new()
         try:
             if self.realm:
-                self.start_kdc()
+                self.start_kdc()  # first: formatting logs in too
+            self.format_namenode_if_new()
             for daemon in DAEMONS:
                 if running[daemon.name]:
                     continue
@@ -362,10 +361,25 @@ class Cluster:
         return f"http://127.0.0.1:{self.ports['NN_HTTP_PORT']}"
 
     def jmx(self, query: str) -> dict:
-        # the secure NameNode's certificate is the self-signed one kerberos.make_keystore made
-        context = ssl._create_unverified_context() if self.secure else None
-        with urllib.request.urlopen(f"{self.namenode_web}/jmx?qry={query}", timeout=5, context=context) as resp:
+        if self.secure:
+            return json.loads(self.spnego("GET", f"{self.namenode_web}/jmx?qry={query}"))["beans"][0]
+        with urllib.request.urlopen(f"{self.namenode_web}/jmx?qry={query}", timeout=5) as resp:
             return json.load(resp)["beans"][0]
+
+    def spnego(self, method: str, url: str) -> str:
+        """An HTTPS request to a secure HDFS web server as the cluster's user, with SPNEGO (curl: the standard
+        library has no GSSAPI); the certificate is the self-signed one kerberos.make_keystore made (-k)."""
+        assert self.realm is not None
+        ccache = self.realm.dir / "admin.ccache"
+        if not ccache.exists() or time.time() - ccache.stat().st_mtime > 600:
+            self.realm.kinit(getpass.getuser(), ccache)
+        proc = subprocess.run(["curl", "-sS", "-k", "--negotiate", "-u", ":", "-X", method, "-w", "\n%{http_code}",
+                               url], capture_output=True, text=True, timeout=30,
+                              env=dict(os.environ, KRB5CCNAME=f"FILE:{ccache}", **self.realm.env))
+        body, _, code = proc.stdout.rpartition("\n")
+        if proc.returncode != 0 or not code.startswith("2"):
+            raise OSError(f"{method} {url.split('?')[0]} (SPNEGO): HTTP {code} {proc.stderr.strip()} {body[:300]}")
+        return body
 
     def hdfs_ready(self) -> bool:
         info = self.jmx("Hadoop:service=NameNode,name=FSNamesystemState")
@@ -391,17 +405,11 @@ class Cluster:
             pass
 
     def webhdfs_spnego(self, method: str, path: str, op: str, **params: str) -> None:
-        """WebHDFS as the cluster's user, authenticated with SPNEGO (curl: the standard library has no GSSAPI)."""
-        assert self.realm is not None
-        ccache = self.realm.dir / "admin.ccache"
-        self.realm.kinit(getpass.getuser(), ccache)
         query = "&".join([f"op={op}"] + [f"{k}={v}" for k, v in params.items()])
-        url = f"{self.namenode_web}/webhdfs/v1{path}?{query}"
-        proc = subprocess.run(["curl", "-sS", "-f", "-k", "--negotiate", "-u", ":", "-X", method, url],
-                              capture_output=True, text=True, timeout=30,
-                              env=dict(os.environ, KRB5CCNAME=f"FILE:{ccache}", **self.realm.env))
-        if proc.returncode != 0:
-            raise ClusterError(f"WebHDFS {op} {path} (SPNEGO) failed: {proc.stderr.strip() or proc.stdout}")
+        try:
+            self.spnego(method, f"{self.namenode_web}/webhdfs/v1{path}?{query}")
+        except OSError as e:
+            raise ClusterError(f"WebHDFS {op} {path}: {e}") from None
 
     def prepare_hdfs(self) -> None:
         """Folders every Hadoop cluster has: /tmp (sticky), the log-aggregation root and the user's home."""

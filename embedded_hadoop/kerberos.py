@@ -153,6 +153,7 @@ class Realm:
             self._keytab(self.keytab(daemon), f"HTTP/{HOST}")
         for user in self.users:
             self._keytab(self.keytab(user), user)
+        self.write_http_secret()
 
     def _keytab(self, path: Path, name: str) -> None:
         if path.exists() and name in self._run("klist", "-k", str(path)):
@@ -160,6 +161,12 @@ class Realm:
         # -norandkey: the same key in every keytab that holds this principal (a new key would void the others)
         self.kadmin(f"ktadd -norandkey -k {path} {name}")
         path.chmod(0o600)
+
+    def write_http_secret(self) -> None:
+        secret = self.dir / "http-signature-secret"
+        if not secret.exists():
+            secret.write_text(os.urandom(32).hex())
+            secret.chmod(0o600)
 
     def kdc_command(self, pid_file: Path) -> list[str]:
         return [shutil.which("krb5kdc") or "/usr/sbin/krb5kdc", "-n", "-P", str(pid_file)]
@@ -213,7 +220,6 @@ def site_properties(realm: Realm, conf: Path, user: str, ports: dict[str, int]) 
             raise KerberosError(f"{key}={value!r}: one of {', '.join(PROTECTIONS)}")
     kt = realm.keytab
     life = realm.lifetimes
-    services = "|".join(SERVICES)
     return {
         "core": {
             "hadoop.security.authentication": "kerberos",
@@ -221,8 +227,8 @@ def site_properties(realm: Realm, conf: Path, user: str, ports: dict[str, int]) 
             "hadoop.rpc.protection": rpc,
             # the daemons' principals are the user who runs the cluster (its HDFS superuser), as in plain mode;
             # users' principals map to their short names
-            "hadoop.security.auth_to_local":
-                f"RULE:[2:$1@$0](({services})@{REALM})s/.*/{user}/\nDEFAULT",
+            "hadoop.security.auth_to_local": "\n".join(
+                [f"RULE:[2:$1@$0]({s}@{REALM})s/.*/{user}/" for s in SERVICES] + ["DEFAULT"]),
         },
         "hdfs": {
             "dfs.block.access.token.enable": "true",
@@ -233,6 +239,12 @@ def site_properties(realm: Realm, conf: Path, user: str, ports: dict[str, int]) 
             "dfs.datanode.keytab.file": str(kt("dn")),
             "dfs.web.authentication.kerberos.principal": service_principal("HTTP"),
             "dfs.web.authentication.kerberos.keytab": str(kt("http")),
+            # SPNEGO on the HDFS web servers (WebHDFS, JMX): here, not in core-site, so the YARN web servers (the
+            # RM's REST API, the tracking pages) keep simple authentication
+            "hadoop.http.authentication.type": "kerberos",
+            "hadoop.http.authentication.kerberos.principal": service_principal("HTTP"),
+            "hadoop.http.authentication.kerberos.keytab": str(kt("http")),
+            "hadoop.http.authentication.signature.secret.file": str(realm.dir / "http-signature-secret"),
             "dfs.data.transfer.protection": data,
             "dfs.http.policy": "HTTPS_ONLY",
             "dfs.namenode.https-address": f"localhost:{ports['NN_HTTPS_PORT']}",
@@ -250,6 +262,10 @@ def site_properties(realm: Realm, conf: Path, user: str, ports: dict[str, int]) 
             # application ACLs: an application is seen and changed by its owner and the admins only
             "yarn.acl.enable": "true",
             "yarn.admin.acl": user,
+            # a secure NodeManager reads container logs through SecureIOUtils, which needs libhadoop.so of the same
+            # Hadoop version (Apache ships it only in the binary tarball; the 3.3/3.4 builds on Maven do not load
+            # into 3.5): without it, the first aggregation kills the NodeManager. Logs stay in nm-logs instead.
+            "yarn.log-aggregation-enable": "false",
         },
     }
 

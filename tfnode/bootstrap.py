@@ -273,6 +273,9 @@ def run_supervisor() -> int:
     container_id = os.environ.get("SKEIN_CONTAINER_ID", f"{role}_0")
     host = os.environ.get("NM_HOST") or socket.getfqdn()
     app = skein.ApplicationClient.from_current()
+    from hdfs_io import tokens
+
+    tokens.alias_tokens(Path.cwd())  # for every process of the container (the task, TensorBoard)
     if role == "tensorboard":
         from tfnode.tensorboard import run_tensorboard
 

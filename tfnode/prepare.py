@@ -2,6 +2,8 @@
 
 - TensorFlow gets hdfs:// and viewfs:// (hdfs_io's filesystem plugin) as soon as it is imported.
 - Keras 3 gets its multi-worker `fit` fix (tfnode.keras_compat), also when it is imported.
+- In a container of a Kerberized application, the HDFS delegation tokens get the NameNode names hdfs-native looks
+  them up by (hdfs_io.tokens), before anything opens HDFS.
 - `keras=2` selects tf-keras as `tf.keras` (TF_USE_LEGACY_KERAS=1) for this process and its children; it must be
   set before TensorFlow is imported, which is why the node does it first.
 Nothing is imported here that the user's code would not import itself.
@@ -10,6 +12,7 @@ Nothing is imported here that the user's code would not import itself.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from tfnode import keras_compat
 
@@ -18,5 +21,8 @@ def prepare_node(keras: int | None = None) -> None:
     if keras is not None:
         os.environ.update(keras_compat.keras_env(keras))
     import hdfs_io  # noqa: F401 - importing it registers the filesystem when TF loads
+    from hdfs_io import tokens
+
+    tokens.alias_tokens(Path.cwd())
 
     keras_compat.install()

@@ -48,7 +48,11 @@ def start_skein(timeout: float = DRIVER_START_TIMEOUT_S, principal: str | None =
 
     cluster.check_reachable(cluster.rm_address(), "ResourceManager", "yarn.resourcemanager.address")
     pool = concurrent.futures.ThreadPoolExecutor(1)
-    kwargs = {"principal": principal, "keytab": keytab} if keytab else {}
+    kwargs: dict = {"principal": principal, "keytab": keytab} if keytab else {}
+    krb5_conf = os.environ.get("KRB5_CONFIG")
+    if krb5_conf:  # MIT's tools read KRB5_CONFIG, Java only its own property
+        options = os.environ.get("SKEIN_DRIVER_JAVA_OPTIONS", "").split()
+        kwargs["java_options"] = [*options, f"-Djava.security.krb5.conf={krb5_conf.split(':')[0]}"]
     try:
         return pool.submit(skein.Client, **kwargs).result(timeout=timeout)
     except concurrent.futures.TimeoutError:
