@@ -213,3 +213,56 @@ def test_keytab_submit_from_the_spec(secure, toy_data, tmp_path):
     spec = job_spec(tmp_path, toy_data, principal=f"{USER}@TFOY.TEST", keytab=str(secure.keytabs / f"{USER}.keytab"))
     proc = secure.tfoy("submit", str(spec), ccache=None)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+SPARK_JOB = """
+import os, sys, json
+from pathlib import Path
+import pyspark
+from pyspark import SparkConf, SparkContext
+from tfnode import TFCluster
+
+home = Path(pyspark.__file__).parent
+os.environ["PYSPARK_PYTHON"] = sys.executable
+os.environ.setdefault("PYSPARK_ARCHIVES_PATH", f"local:{home.parent}")
+krb5 = "-Djava.security.krb5.conf=" + os.environ["KRB5_CONFIG"]
+conf = (SparkConf().setMaster("yarn").setAppName("tfoy-secure-spark").set("spark.ui.enabled", "false")
+        .set("spark.executor.instances", "2").set("spark.executor.cores", "1").set("spark.executor.memory", "1g")
+        .set("spark.executor.memoryOverhead", "384m").set("spark.yarn.am.memory", "512m")
+        .set("spark.yarn.jars", f"local:{home}/jars/*").set("spark.dynamicAllocation.enabled", "false")
+        .set("spark.task.maxFailures", "1").set("spark.driver.extraJavaOptions", krb5)
+        .set("spark.executorEnv.PYSPARK_PYTHON", sys.executable)
+        .set("spark.executorEnv.HADOOP_CONF_DIR", os.environ["HADOOP_CONF_DIR"]))
+sc = SparkContext(conf=conf)
+OUT = sys.argv[1]
+
+def map_fun(args, ctx):
+    import tensorflow as tf
+    from tfnode import TFNode
+    feed = TFNode.DataFeed(ctx.mgr, train_mode=True)
+    seen = 0
+    while not feed.should_stop():
+        seen += len(feed.next_batch(50))
+    with tf.io.gfile.GFile(f"{args['out']}/node-{ctx.task_index}.json", "w") as f:  # TF's hdfs:// on tokens
+        f.write(json.dumps({"seen": seen}))
+
+try:
+    cluster = TFCluster.run(sc, map_fun, {"out": OUT}, 2, 0, input_mode=TFCluster.InputMode.SPARK,
+                            reservation_timeout=180)
+    cluster.train(sc.parallelize([[i] for i in range(1000)], 4), feed_timeout=120)
+    cluster.shutdown(timeout=120)
+    import hdfs_io
+    from hdfs_io import fs
+    print("SEEN", sum(json.loads(fs.read_bytes(f"{OUT}/node-{i}.json"))["seen"] for i in range(2)))
+finally:
+    sc.stop()
+"""
+
+
+def test_spark_mode_on_kerberized_yarn_feeds_and_writes_hdfs_with_tokens(secure, ticket, tmp_path):
+    script = tmp_path / "spark_job.py"
+    script.write_text(SPARK_JOB)
+    out = f"{secure.fs}/user/{USER}/spark-secure-{uuid.uuid4().hex[:6]}"
+    proc = subprocess.run([sys.executable, str(script), out], capture_output=True, text=True, cwd=ROOT,
+                          env=secure.env(ticket, SPARK_LOCAL_IP="127.0.0.1"), timeout=600)
+    assert proc.returncode == 0 and "SEEN 1000" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-5000:]
