@@ -4,7 +4,7 @@
 #   ./build.sh env [--secure]        shell exports: eval "$(./build.sh env)"
 #   ./build.sh hadoop start|stop|status [--secure] [--json]   (--secure: Kerberized, own state and ports)
 #   ./build.sh test [pytest args]    setup, start Hadoop, run the whole suite, stop what it started
-#   ./build.sh demo                  the main job on the embedded Hadoop
+#   ./build.sh demo [--secure]       the main job on the embedded Hadoop (--secure: on the Kerberized one)
 #   ./build.sh bench [name]          benchmarks/ (all, or one by name)
 #   ./build.sh lint                  ruff
 set -euo pipefail
@@ -185,10 +185,21 @@ cmd_test() {
 
 cmd_demo() {
   cmd_setup
-  load_env
-  hadoop_ctl start
+  local args=() a
+  for a in "$@"; do [ "$a" = --secure ] || args+=("$a"); done
+  if wants_secure "$@"; then
+    # the Kerberized embedded cluster, and a ticket for you from your keytab (what `kinit` does on an edge node)
+    hadoop_ctl start --secure
+    load_env
+    export KRB5_CONFIG="$TFOY_HADOOP_STATE/kerberos/krb5.conf"
+    export KRB5CCNAME="FILE:$TFOY_HADOOP_STATE/kerberos/demo.ccache"
+    kinit -kt "$TFOY_HADOOP_STATE/keytabs/$(id -un).keytab" "$(id -un)@TFOY.TEST"
+  else
+    load_env
+    hadoop_ctl start
+  fi
   cd "$ROOT"
-  python -m examples.demo "$@"
+  python -m examples.demo "${args[@]}"
 }
 
 cmd_bench() {

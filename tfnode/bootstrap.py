@@ -42,6 +42,7 @@ log = logging.getLogger("tfnode.bootstrap")
 JOB_ENV = "TFOY_JOB"  # JSON of JobRuntime, set by yarn_app.application
 ROLE_ENV = "TFOY_ROLE"
 CTX_ENV = "TFOY_CTX"  # JSON handed from supervisor to child
+SECRETS_FILE = "tfoy_secrets.json"  # security.secret_env values, localized privately (never in the container env)
 RESULT_ENV = "TFOY_RESULT"  # file the child writes its traceback to
 RESTART_WAIT_S = 90  # how long a failed task waits for a restarted peer before reporting its failure
 ACK_WAIT_S = 10
@@ -239,6 +240,7 @@ class Supervisor:
         result = Path(f"tfoy-result-{self.role}-{self.index}-{gen}.txt")
         result.unlink(missing_ok=True)
         env = dict(os.environ)
+        env.update(read_secrets())
         env["TF_CONFIG"] = task_tf_config(cluster, self.role, self.index)
         env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices(self.job.gpus.get(self.role, 0), os.environ)
         env[CTX_ENV] = json.dumps({"job_name": self.role, "task_index": self.index, "cluster_spec": cluster,
@@ -263,6 +265,11 @@ class Supervisor:
                 _stop(proc)  # ps / PS-mode workers serve until the chief ends; the evaluator follows it
                 return "ok"
             time.sleep(0.5)
+
+
+def read_secrets(path: Path = Path(SECRETS_FILE)) -> dict[str, str]:
+    """The spec's secret env values, shipped as a private file (yarn_app/application.py), for the task's env only."""
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def run_supervisor() -> int:

@@ -6,7 +6,8 @@
 
 Retries are safe: every submission of one task in one DAG run carries the same tag, so a retry whose earlier
 attempt's application is still running re-attaches to it instead of starting a second copy. Stopping the Airflow
-task kills the application. Airflow is imported only here; tfoy itself never depends on it.
+task kills the application. On a Kerberized cluster the worker's ticket cache is used, or `principal` + `keytab`
+(a keytab on the Airflow worker). Airflow is imported only here; tfoy itself never depends on it.
 """
 
 from __future__ import annotations
@@ -26,11 +27,14 @@ def run_tag(dag_id: str, task_id: str, run_id: str) -> str:
 
 
 class TfoySubmitOperator(BaseOperator):
-    template_fields = ("spec", "overrides", "name", "queue")
+    template_fields = ("spec", "overrides", "name", "queue", "principal", "keytab")
 
     def __init__(self, *, spec: str, overrides: Mapping[str, str] | None = None, name: str | None = None,
-                 queue: str | None = None, **kwargs: Any) -> None:
+                 queue: str | None = None, principal: str | None = None, keytab: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.principal = principal
+        self.keytab = keytab
         self.spec = spec
         self.overrides = dict(overrides or {})
         self.name = name
@@ -38,6 +42,7 @@ class TfoySubmitOperator(BaseOperator):
         self.app_id: str | None = None
 
     def execute(self, context: Any) -> str:
+        from hdfs_io.kerberos import KerberosError
         from yarn_app import client
         from yarn_app.spec import SpecError, load_spec
 
@@ -46,13 +51,19 @@ class TfoySubmitOperator(BaseOperator):
         try:
             job = load_spec(self.spec, name=self.name, queue=self.queue,
                             sets=[f"{k}={v}" for k, v in self.overrides.items()])
+            job.security.principal = self.principal or job.security.principal
+            job.security.keytab = self.keytab or job.security.keytab
+            job.security.validate()
         except (SpecError, OSError) as exc:
             raise AirflowException(f"tfoy job spec {self.spec}: {exc}") from exc
 
         def remember(app_id: str) -> None:
             self.app_id = app_id
 
-        code = client.submit(job, reattach_tag=tag, out=self.log.info, on_app_id=remember)
+        try:
+            code = client.submit(job, reattach_tag=tag, out=self.log.info, on_app_id=remember)
+        except KerberosError as exc:  # no ticket, a wrong keytab: retrying will not help
+            raise AirflowException(f"tfoy job {job.name}: {exc}") from exc
         if code != client.EXIT_OK:
             raise AirflowException(f"tfoy job {job.name} ({self.app_id or 'not submitted'}) failed with exit {code}; "
                                    f"the failing task's traceback is in this log, full logs: tfoy logs {self.app_id}")

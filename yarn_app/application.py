@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import skein
 
 from hdfs_io.paths import absolute_uri
-from tfnode.bootstrap import JOB_ENV, ROLE_ENV, JobRuntime
+from tfnode.bootstrap import JOB_ENV, ROLE_ENV, SECRETS_FILE, JobRuntime
 from tfnode.keras_compat import keras_env
 from yarn_app.spec import SIDE_ROLES, JobSpec
 
@@ -33,6 +33,8 @@ class Shipping:
     env_public: bool = True
     python: str | None = None  # interpreter on the nodes, when no archive is shipped
     python_in_archive: str = "bin/python3.11"
+    # local JSON of the spec's secret env values (0600; skein uploads it into the application's 0700 folder on HDFS)
+    secrets_file: str | None = None
 
 
 def job_runtime(spec: JobSpec) -> JobRuntime:
@@ -98,7 +100,10 @@ def build_application_spec(spec: JobSpec, ship: Shipping, secure: bool = False) 
         kind = "archive" if source.endswith((".zip", ".tar.gz", ".tgz")) else "file"
         files[name] = skein.File(source=source, type=kind)
     env.update(keras_env(spec.keras))  # before spec.env: an explicit TF_USE_LEGACY_KERAS there wins
-    env.update(spec.env)
+    # secrets stay out of the environment YARN writes into every launch script (aggregated with the logs)
+    env.update({k: v for k, v in spec.env.items() if k not in spec.security.secret_env})
+    if ship.secrets_file:
+        files[SECRETS_FILE] = skein.File(source=ship.secrets_file, type="file", visibility="application")
 
     services = {}
     for role, rs in spec.roles.items():

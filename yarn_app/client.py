@@ -62,7 +62,26 @@ def start_skein(timeout: float = DRIVER_START_TIMEOUT_S, principal: str | None =
 
 
 def prepare_shipping(spec: JobSpec, workdir: Path, hdfs_client=None) -> Shipping:
-    """Env archive (cached, uploaded once) + project code zip."""
+    """Env archive (cached, uploaded once) + project code zip + the secret env values, if any."""
+    import dataclasses
+
+    return dataclasses.replace(_python_shipping(spec, workdir, hdfs_client),
+                               secrets_file=write_secrets(spec, workdir))
+
+
+def write_secrets(spec: JobSpec, workdir: Path) -> str | None:
+    """security.secret_env values as a 0600 file in the submit's private temp folder (see application.py)."""
+    secret = {k: spec.env[k] for k in spec.security.secret_env}
+    if not secret:
+        return None
+    path = workdir / "tfoy_secrets.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(secret, f)
+    return str(path)
+
+
+def _python_shipping(spec: JobSpec, workdir: Path, hdfs_client=None) -> Shipping:
     code_zip = env.build_code_zip(workdir / "tfoy_code.zip")
     pe = spec.python_env
     if pe.archive is None:

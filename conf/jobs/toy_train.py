@@ -15,7 +15,9 @@ Records: tf.Example with float `x` [8] and float `y` [1].
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import time
 
 import tensorflow as tf
@@ -50,6 +52,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--epoch-sleep", type=float, default=0.0, help="seconds per epoch (lets tests kill mid-run)")
     p.add_argument("--fail", default="", help="task (e.g. worker:1) that raises, for tests")
     p.add_argument("--fail-once", default="", help="task that raises in its first attempt only, for tests")
+    p.add_argument("--digest-env", default="", help="print the sha256 of this env variable (tests of secrets)")
     return p.parse_args(argv)
 
 
@@ -79,6 +82,10 @@ def main(args: list[str], ctx) -> None:
         with tf.io.gfile.GFile(marker, "w") as f:
             f.write("failed")
         raise RuntimeError(f"toy_train: {me} fails once on purpose")
+    if opts.digest_env:
+        value = os.environ.get(opts.digest_env)
+        digest = hashlib.sha256(value.encode()).hexdigest() if value is not None else "unset"
+        print(f"{me} env {opts.digest_env} sha256={digest}", flush=True)
     if ctx.job_name == "evaluator":  # first: an evaluator must never act as the PS coordinator
         return evaluate(opts, ctx)
     if "ps" in ctx.cluster_spec:

@@ -240,6 +240,29 @@ def test_kill_9_restarts_the_task_and_training_resumes(tmp_path, toy_data, hdfs,
     assert [os.path.basename(s.path) for s in hdfs.list_status(f"{toy_data}/{name}/export")] == ["1"]
 
 
+def test_secret_env_reaches_the_task_but_never_the_logs_or_launch_scripts(tmp_path, toy_data):
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    spec = make_spec(tmp_path, toy_data, env={"PLAIN_SETTING": "visible", "API_TOKEN": secret},
+                     security={"secret_env": ["API_TOKEN"]},
+                     args=["--data", f"{toy_data}/data", "--epochs", "1", "--steps", "2", "--digest-env", "API_TOKEN"])
+    proc = submit(spec)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    app_id = app_id_of(proc.stdout)
+    import hashlib
+
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    deadline = time.monotonic() + 120
+    while True:  # aggregation finishes a little after the application
+        logs = run_cli("yarn", "logs", "-applicationId", app_id, check=False).stdout
+        if logs.count(f"env API_TOKEN sha256={digest}") == 3 or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert logs.count(f"env API_TOKEN sha256={digest}") == 3, logs[-3000:]  # chief and both workers had it
+    assert "launch_container.sh" in logs and "PLAIN_SETTING" in logs  # the launch scripts are in there
+    assert secret not in logs and secret not in proc.stdout + proc.stderr
+    assert secret not in run_cli(TFOY, "logs", app_id, timeout=180).stdout
+
+
 # ---- CLI: bad input, Ctrl-C, status / kill ----------------------------------------------------------------------
 BAD_INPUTS = [
     ({"epochz": 3}, "epochz: unknown key"),

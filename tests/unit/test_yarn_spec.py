@@ -274,3 +274,21 @@ def test_watch_names_a_side_role_that_ended_and_still_succeeds(monkeypatch):
     text = "\n".join(lines)
     assert "container container_evaluator of task evaluator:0 ended: Container killed" in text
     assert "training goes on without it" in text and "failed beside it: evaluator:0" in text
+
+
+def test_secret_env_values_ship_as_a_private_file_not_in_any_environment(tmp_path):
+    from yarn_app.client import write_secrets
+
+    spec = spec_of(env={"PLAIN": "1", "API_TOKEN": "s3cr3t-value"}, security={"secret_env": ["API_TOKEN"]})
+    secrets = write_secrets(spec, tmp_path)
+    assert secrets and oct(Path(secrets).stat().st_mode & 0o777) == "0o600"
+    app = build_application_spec(spec, Shipping(code_zip="/tmp/code.zip", python="/usr/bin/python3",
+                                                secrets_file=secrets))
+    for service in app.services.values():
+        assert service.env["PLAIN"] == "1" and "API_TOKEN" not in service.env
+        assert "s3cr3t-value" not in json.dumps(service.env)
+        assert str(service.files["tfoy_secrets.json"].visibility) == "APPLICATION"
+    with pytest.raises(SpecError, match=r"security\.secret_env\[0\]: NOPE is not a key of env"):
+        spec_of(env={"A": "1"}, security={"secret_env": ["NOPE"]})
+    with pytest.raises(SpecError, match=r"security\.principal: a keytab needs the principal"):
+        spec_of(security={"keytab": "/etc/hosts"})
