@@ -316,7 +316,7 @@ def makedirs(path: str, exist_ok: bool = True) -> str:
     with _errors(uri):
         if not exist_ok and exists(uri):
             raise FileExistsError(f"{uri}: already exists")
-        hdfs_client(uri).mkdirs(p, create_parent=True)
+        hdfs_client(uri).mkdirs(p, permission=0o777 & ~umask(), create_parent=True)
     return uri
 
 
@@ -399,10 +399,20 @@ def open(path: str, mode: str = "rb", buffer_size: int = IO_CHUNK) -> Iterator[I
             stream.close()
 
 
+def umask() -> int:
+    """fs.permissions.umask-mode (octal; Hadoop's default 022), which Hadoop's clients take from 0666 for files and
+    0777 for folders: tfoy creates what `hdfs dfs` would. A symbolic mode (u=rwx,g=rx,o=) counts as the default."""
+    value = hadoop_conf_value("fs.permissions.umask-mode") or "022"
+    try:
+        return int(value, 8) & 0o777
+    except ValueError:
+        return 0o022
+
+
 def _write_options(overwrite: bool) -> Any:
     from hdfs_native import WriteOptions
 
-    return WriteOptions(overwrite=overwrite, create_parent=True)
+    return WriteOptions(overwrite=overwrite, create_parent=True, permission=0o666 & ~umask())
 
 
 def read_bytes(path: str) -> bytes:

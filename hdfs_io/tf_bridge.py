@@ -360,7 +360,19 @@ def register() -> Bridge | None:
     bridge = get()
     if bridge is not None and bridge.backend != "rust":
         log.warning("hdfs:// and viewfs:// for TensorFlow need the Rust HDFS reader (./build.sh setup builds it)")
+    if bridge is not None and bridge.backend == "rust" and _short_circuit_off_by_kerberos():
+        log.info("short-circuit local reads are not made on this Kerberized cluster (the Rust reader speaks only "
+                 "SIMPLE authentication to the DataNode): TF's hdfs:// reads stream from the DataNodes")
     return bridge
+
+
+def _short_circuit_off_by_kerberos() -> bool:
+    """Said once per process (one bridge per process), not once per file."""
+    from hdfs_io import kerberos
+    from hdfs_io.paths import hadoop_conf_value
+
+    wanted = (hadoop_conf_value("dfs.client.read.shortcircuit", "hdfs-site.xml") or "").lower() == "true"
+    return wanted and kerberos.enabled()
 
 
 def register_when_tensorflow_loads() -> None:

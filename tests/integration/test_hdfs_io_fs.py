@@ -173,3 +173,32 @@ def test_permission_denied_names_path_and_user(hdfs, hdfs_tmp):
     for line in out:
         assert "PermissionError" in line and hdfs_tmp in line and "'nobody'" in line, line
     assert not fs.exists(f"{hdfs_tmp}/denied.txt") and fs.exists(f"{hdfs_tmp}/mine.txt")
+
+
+def test_files_and_folders_follow_the_configured_umask(hdfs, hdfs_tmp, hadoop_conf, tmp_path):
+    """fs.permissions.umask-mode 077 (a locked-down cluster): hdfs_io and TF's hdfs:// create 0600 files and 0700
+    folders, as `hdfs dfs` would, not hdfs-native's fixed 0644/0755."""
+    import shutil
+
+    conf = tmp_path / "conf"
+    shutil.copytree(hadoop_conf, conf)
+    core = conf / "core-site.xml"
+    core.write_text(core.read_text().replace(
+        "</configuration>", "<property><name>fs.permissions.umask-mode</name><value>077</value></property>"
+                            "</configuration>"))
+    base = f"{default_fs()}{hdfs_tmp}"
+    code = f"""
+import hdfs_io, tensorflow as tf
+from hdfs_io import fs
+fs.makedirs("{base}/py-dir")
+fs.write_bytes("{base}/py-dir/a.bin", b"x")
+tf.io.gfile.makedirs("{base}/tf-dir")
+with tf.io.gfile.GFile("{base}/tf-dir/b.txt", "w") as f:
+    f.write("y")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
+                          env=dict(os.environ, HADOOP_CONF_DIR=str(conf)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    modes = {p: oct(hdfs.get_file_info(f"{hdfs_tmp}/{p}").permission)
+             for p in ("py-dir", "py-dir/a.bin", "tf-dir", "tf-dir/b.txt")}
+    assert modes == {"py-dir": "0o700", "py-dir/a.bin": "0o600", "tf-dir": "0o700", "tf-dir/b.txt": "0o600"}, modes

@@ -140,6 +140,11 @@ fn list(name: &str, mut each: impl FnMut(&str)) -> Result<i64, Failure> {
     Ok(entries.len() as i64)
 }
 
+/// Files as Hadoop's own clients create them: 0666 less the configured umask.
+fn write_options() -> WriteOptions {
+    WriteOptions::default().overwrite(true).create_parent(true).permission(0o666 & !crate::settings().umask())
+}
+
 fn mkdirs(name: &str, parents: bool) -> Result<i64, Failure> {
     let (c, uri, path) = target(name)?;
     if let Some(s) = status(&c, &uri, &path)? {
@@ -150,7 +155,7 @@ fn mkdirs(name: &str, parents: bool) -> Result<i64, Failure> {
         }
         return Ok(0);
     }
-    run(&uri, c.mkdirs(&path, 0o755, parents))?;
+    run(&uri, c.mkdirs(&path, 0o777 & !crate::settings().umask(), parents))?;
     Ok(0)
 }
 
@@ -230,7 +235,7 @@ impl Writer {
         }
         use std::os::unix::fs::FileExt;
         let temp = temp_name(&self.path);
-        let options = WriteOptions::default().overwrite(true).create_parent(true);
+        let options = write_options();
         let mut out = run(&self.uri, self.client.create(&temp, &options))?;
         let local = |e: std::io::Error| Failure(crate::INTERNAL, format!("{}: local spool: {e}", self.uri));
         let size = spool.metadata().map_err(local)?.len();
@@ -332,7 +337,7 @@ fn create(name: &str, append: bool, initial: &mut i64) -> Result<i64, Failure> {
     if existing.as_ref().is_some_and(|s| s.isdir) {
         return Err(Failure(FAILED_PRECONDITION, format!("{uri}: is a directory")));
     }
-    let options = WriteOptions::default().overwrite(true).create_parent(true);
+    let options = write_options();
     let (inner, mode) = match existing {
         Some(s) if append => {
             *initial = s.length as i64;

@@ -186,7 +186,7 @@ fn client(base: &str) -> Result<Arc<Client>, Failure> {
 }
 
 /// The client settings of the current HADOOP_CONF_DIR / HADOOP_HOME, read once per folder.
-fn settings() -> Arc<local::Settings> {
+pub(crate) fn settings() -> Arc<local::Settings> {
     let env = |k: &str| std::env::var(k).unwrap_or_default();
     let dir = format!("{}\n{}", env("HADOOP_CONF_DIR"), env("HADOOP_HOME"));
     Arc::clone(state().settings.lock().unwrap().entry(dir).or_insert_with(|| Arc::new(local::Settings::load())))

@@ -100,6 +100,12 @@ impl Settings {
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.conf.get(key).map(|v| v.trim())
     }
+
+    /// fs.permissions.umask-mode (octal, Hadoop's default 022): what Hadoop clients take from 0666 for files and
+    /// 0777 for folders they create. A symbolic mode is not parsed and counts as the default.
+    pub(crate) fn umask(&self) -> u32 {
+        self.get("fs.permissions.umask-mode").and_then(|v| u32::from_str_radix(v, 8).ok()).unwrap_or(0o022) & 0o777
+    }
 }
 
 /// core-site.xml and hdfs-site.xml from HADOOP_CONF_DIR (or $HADOOP_HOME/etc/hadoop), as hdfs-native reads them.
