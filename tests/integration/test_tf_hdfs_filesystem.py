@@ -17,6 +17,7 @@ import textwrap
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -392,7 +393,10 @@ def _get_json(url: str):
         return json.loads(r.read())
 
 
-def test_tensorboard_server_follows_hdfs_logdir_while_written(hdfs_tmp, tmp_path):
+@pytest.mark.parametrize("command", ["tensorboard-role", "plain-tensorboard-cli"])
+def test_tensorboard_server_follows_hdfs_logdir_while_written(hdfs_tmp, tmp_path, command):
+    """The tensorboard role's command, and the `tensorboard` a user types on an edge node (hdfs_io is imported by
+    its tensorboard_plugins entry point, nothing by hand)."""
     from tfnode.tensorboard import tensorboard_command
 
     logdir = uri(f"{hdfs_tmp}/logs")
@@ -403,8 +407,12 @@ def test_tensorboard_server_follows_hdfs_logdir_while_written(hdfs_tmp, tmp_path
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = tensorboard_command(logdir, port)
-    cmd[cmd.index("--bind_all")] = "--host=127.0.0.1"
+    if command == "tensorboard-role":
+        cmd = tensorboard_command(logdir, port)
+        cmd[cmd.index("--bind_all")] = "--host=127.0.0.1"
+    else:
+        cmd = [str(Path(sys.executable).parent / "tensorboard"), "--logdir", logdir, "--port", str(port),
+               "--host=127.0.0.1"]
     cmd += ["--reload_interval", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "tb.log", "wb"))
     try:
