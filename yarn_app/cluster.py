@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 
@@ -50,8 +51,11 @@ def set_lifetime(app_id: str, seconds: float, timeout: float = CONNECT_TIMEOUT_S
     through its REST API), so timeouts.job holds without a client watching (`--detach`, a killed submitter)."""
     from datetime import UTC, datetime, timedelta
 
+    from hdfs_io import kerberos
     from hdfs_io.paths import hadoop_user
 
+    if kerberos.enabled():  # the REST API wants SPNEGO there: YARN's own client, with the ticket, instead
+        return _set_lifetime_cli(app_id, seconds)
     expiry = datetime.now(UTC) + timedelta(seconds=seconds)
     body = {"timeout": {"type": "LIFETIME", "expiryTime": expiry.strftime("%Y-%m-%dT%H:%M:%S.000+0000")}}
     url = f"http://{rm_webapp()}/ws/v1/cluster/apps/{app_id}/timeout?user.name={hadoop_user()}"
@@ -62,6 +66,17 @@ def set_lifetime(app_id: str, seconds: float, timeout: float = CONNECT_TIMEOUT_S
             return
     except Exception as e:  # noqa: BLE001 - reported as one error naming the call
         raise ClusterError(f"setting the lifetime of {app_id} ({url}): {e}") from e
+
+
+def _set_lifetime_cli(app_id: str, seconds: float, timeout: float = 60) -> None:
+    cmd = ["yarn", "application", "-appId", app_id, "-updateLifetime", str(max(1, int(seconds)))]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ClusterError(f"setting the lifetime of {app_id} ({' '.join(cmd)}): {e}") from e
+    if proc.returncode != 0:
+        raise ClusterError(f"setting the lifetime of {app_id} ({' '.join(cmd)}): exit {proc.returncode}: "
+                           f"{proc.stderr.strip()[-300:]}")
 
 
 def check_reachable(address: str, what: str, key: str, timeout: float = CONNECT_TIMEOUT_S) -> None:

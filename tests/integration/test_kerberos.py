@@ -105,10 +105,28 @@ def toy_data(secure, ticket) -> str:
     return base
 
 
+# the toy job, after hdfs_io's own reader and writer have run in the container on its delegation tokens
+ENTRY = """
+import sys
+import toy_train
+from hdfs_io import datasets, fs
+
+
+def main(args, ctx):
+    toy_train.main(args, ctx)  # first: MultiWorkerMirroredStrategy must be made before any TF op runs
+    data = ctx.absolute_path(args[args.index("--data") + 1])
+    records = sum(1 for _ in datasets.tfrecord_dataset(fs.glob(data + "/*.tfrecord")))
+    fs.write_bytes(f"{ctx.model_dir}/hdfs_io-{ctx.job_name}-{ctx.task_index}.txt", str(records).encode())
+"""
+
+
 def job_spec(tmp_path: Path, base: str, epochs: int = 2, sleep: float = 0.0, **security) -> Path:
     name = f"tfoy-secure-{uuid.uuid4().hex[:8]}"
+    entry = tmp_path / "secure_entry.py"
+    entry.write_text(ENTRY)
     spec = {
-        "name": name, "entry_point": "toy_train:main", "files": {"toy_train.py": str(TOY)},
+        "name": name, "entry_point": "secure_entry:main",
+        "files": {"toy_train.py": str(TOY), "secure_entry.py": str(entry)},
         "args": ["--data", f"{base}/data", "--epochs", str(epochs), "--steps", "3", "--epoch-sleep", str(sleep)],
         "roles": {"chief": {"memory": 1024}, "worker": {"instances": 2, "memory": 1024}},
         "python_env": {"python": sys.executable},
@@ -200,13 +218,17 @@ def test_mwms_job_on_kerberized_yarn_trains_exports_and_outlives_the_token_renew
     proc = secure.tfoy("submit", str(spec), ccache=ticket)
     took = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "lifetime" not in proc.stderr, proc.stderr[-2000:]  # timeouts.job given to YARN (its CLI, with the ticket)
     assert took > TOKEN_RENEW_S * 1.5
     name = yaml.safe_load(spec.read_text())["name"]
     listed = secure.python(f"""
         from hdfs_io import fs
         print([f.uri.rsplit("/", 1)[1] for f in fs.ls("{secure.fs}{toy_data}/{name}/export")])
+        print(sorted(fs.read_bytes(f.uri).decode() for f in fs.ls("{secure.fs}{toy_data}/{name}/model")
+                     if f.uri.rsplit("/", 1)[1].startswith("hdfs_io-")))
     """, ticket)
     assert "'1'" in listed.stdout, listed.stdout + listed.stderr
+    assert "['400', '400', '400']" in listed.stdout, listed.stdout  # hdfs_io read every record in each task
 
 
 def test_keytab_submit_from_the_spec(secure, toy_data, tmp_path):
