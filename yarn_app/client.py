@@ -87,7 +87,7 @@ def _python_shipping(spec: JobSpec, workdir: Path, hdfs_client=None) -> Shipping
     if pe.archive is None:
         return Shipping(code_zip=str(code_zip), python=pe.python)
     if pe.archive == "auto":
-        archive = env.ensure_env_archive(tuple(pe.exclude), client=hdfs_client)
+        archive = env.ensure_env_archive(tuple(pe.exclude), client=hdfs_client, shared=pe.shared)
         return Shipping(code_zip=str(code_zip), env_archive=archive.hdfs_uri, env_public=archive.public,
                         python_in_archive=archive.python_relpath)
     from hdfs_io.paths import absolute_uri, split_uri

@@ -10,10 +10,12 @@ its own `lib/pythonX.Y/site-packages`. Unpacked anywhere, `bin/pythonX.Y` finds 
 Packing ~1.5 GB (TensorFlow) takes minutes on a small edge node, so archives are content-addressed: the key hashes
 the Python version, the platform and what would be packed of site-packages, cheaply (see `env_key`: each
 distribution's RECORD, sizes and mtimes where no RECORD vouches for the files). The archive is built once into a
-local cache, uploaded once to HDFS (`/user/<user>/.tfoy/envs/<key>.tar.gz`, world-readable so YARN may localize it
-PUBLIC, i.e. cache it on each NodeManager across applications, when every folder above it lets others through:
-else it is localized per application) next to a marker `<key>.tar.gz.json` (size, sha256), and reused by every
-later job with the same environment.
+local cache, uploaded once to HDFS next to a marker `<key>.tar.gz.json` (size, sha256), and reused by every later
+job with the same environment. Private by default: `/user/<user>/.tfoy/envs/<key>.tar.gz`, 0600 in a 0700 folder,
+localized with APPLICATION visibility (once per application and node). `python_env.shared: true` puts it in
+`/user/<user>/.tfoy/envs-shared/` world-readable (0644, folders 0755) so that YARN may localize it PUBLIC, i.e.
+cache it on each NodeManager across applications, when every folder above it lets others through (else it is
+still localized per application).
 
 A published archive is never overwritten: YARN fails a container whose resource changed (timestamp) while it was
 being localized, and other jobs may be localizing it at any time. Uploads go to a unique temporary name and are
@@ -65,6 +67,18 @@ PUBLISH_ATTEMPTS = 3
 UPLOAD_CHUNK = 8 << 20
 
 
+@dataclass(frozen=True)
+class _Modes:
+    """HDFS permissions of an env folder and of the files in it (archive, temporary uploads, marker)."""
+
+    folder: int
+    file: int
+
+
+PRIVATE_MODES = _Modes(folder=0o700, file=0o600)  # only the owner: localized APPLICATION
+SHARED_MODES = _Modes(folder=0o755, file=0o644)  # world-readable by choice: may be localized PUBLIC
+TFOY_DIR_MODE = 0o755  # `.tfoy` itself: other tfoy folders (runs) live under it
+
 
 @dataclass(frozen=True)
 class EnvArchive:
@@ -86,8 +100,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TFOY_CACHE", Path.home() / ".cache" / "tfoy")) / "envs"
 
 
-def hdfs_env_dir() -> str:
-    return absolute_uri(f"/user/{hadoop_user()}/.tfoy/envs")
+def hdfs_env_dir(shared: bool = False) -> str:
+    """The folder of the cached env archives: private ones (only the owner may read them) or shared ones
+    (world-readable, for PUBLIC localization). Its parent is the user's `.tfoy` folder."""
+    return absolute_uri(f"/user/{hadoop_user()}/.tfoy/{'envs-shared' if shared else 'envs'}")
 
 
 def _site_packages(prefix: str) -> Path:
@@ -279,14 +295,16 @@ class _Verdict:
     reason: str = ""
 
 
-def ensure_env_archive(excludes: tuple[str, ...] = DEFAULT_EXCLUDES, client: Any = None) -> EnvArchive:
+def ensure_env_archive(excludes: tuple[str, ...] = DEFAULT_EXCLUDES, client: Any = None,
+                       shared: bool = False) -> EnvArchive:
     """The cached archive of this environment on HDFS, packing and uploading it only when missing or unusable.
 
     `client`: the raw hdfs-native client of the archive's filesystem (fs.hdfs_client by default), for what the fs
-    facade does not do (permissions)."""
+    facade does not do (permissions). `shared`: world-readable in `.tfoy/envs-shared` (may be localized PUBLIC);
+    else private to its owner in `.tfoy/envs` (0600 in a 0700 folder: localized APPLICATION)."""
     key = env_key(excludes)
     local = cache_dir() / f"{key}.tar.gz"
-    uri = f"{hdfs_env_dir()}/{key}.tar.gz"
+    uri = f"{hdfs_env_dir(shared)}/{key}.tar.gz"
     client = client or fs.hdfs_client(uri)
 
     def local_archive() -> Path:
@@ -295,9 +313,12 @@ def ensure_env_archive(excludes: tuple[str, ...] = DEFAULT_EXCLUDES, client: Any
             pack(local, excludes)
         return local
 
-    size = _ensure_published(uri, local_archive, client)
+    size = _ensure_published(uri, local_archive, client, SHARED_MODES if shared else PRIVATE_MODES)
     public = hdfs_path_is_public(client, split_uri(uri)[2])
-    if not public:
+    if not public and not shared:
+        log.info("%s is private (python_env.shared: false): YARN localizes it with APPLICATION visibility (once per "
+                 "application and node, not cached across jobs)", uri)
+    elif not public:
         log.info("%s is not readable by everyone (o+r on it, o+x on every folder above it): YARN localizes it with "
                  "APPLICATION visibility (once per application and node, not cached across jobs)", uri)
     return EnvArchive(key, local, uri, size, public)
@@ -307,22 +328,24 @@ def marker_uri(uri: str) -> str:
     return uri + MARKER_SUFFIX
 
 
-def _ensure_published(uri: str, local_archive: Callable[[], Path], client: Any) -> int:
+def _ensure_published(uri: str, local_archive: Callable[[], Path], client: Any, modes: _Modes) -> int:
     """Size of the verified archive at `uri`, uploaded from local_archive() unless a usable one is there.
 
     Never replaces a usable published archive (a job may be localizing it); a bad one is deleted first, and ours is
-    published by a rename that fails if another submitter published meanwhile: then theirs is kept."""
+    published by a rename that fails if another submitter published meanwhile: then theirs is kept. The folder, and
+    a reused archive and its marker, get `modes` first (a private folder an older tfoy made 0755 is tightened)."""
+    _prepare_env_dir(client, uri.rsplit("/", 1)[0], modes.folder)
     verdict = _verify(uri)
     if verdict.ok:
         assert verdict.info is not None
+        _set_file_modes(client, uri, modes.file)
         log.info("env archive cached on HDFS: %s (%d MB)", uri, verdict.info.size // 1_000_000)
         return verdict.info.size
     if verdict.info is not None:
         _discard(uri, verdict)
     local = local_archive()
-    _prepare_env_dir(client, uri.rsplit("/", 1)[0])
     started = time.monotonic()
-    tmp, digest, size = _upload(local, uri, client)
+    tmp, digest, size = _upload(local, uri, client, modes.file)
     try:
         for _ in range(PUBLISH_ATTEMPTS):
             try:
@@ -331,6 +354,7 @@ def _ensure_published(uri: str, local_archive: Callable[[], Path], client: Any) 
                 verdict = _verify(uri)
                 if verdict.ok:
                     assert verdict.info is not None
+                    _set_file_modes(client, uri, modes.file)
                     log.info("env archive %s was published meanwhile by another submitter: keeping it (jobs may be "
                              "localizing it) and deleting this upload %s", uri, tmp)
                     return verdict.info.size
@@ -338,7 +362,7 @@ def _ensure_published(uri: str, local_archive: Callable[[], Path], client: Any) 
                     _discard(uri, verdict)
                 continue
             tmp = ""
-            _write_marker(uri, digest, size, client)
+            _write_marker(uri, digest, size, client, modes.file)
             log.info("uploaded %s (%d MB) in %.0f s", uri, size // 1_000_000, time.monotonic() - started)
             return size
     finally:
@@ -389,21 +413,46 @@ def _discard(uri: str, verdict: _Verdict) -> None:
     fs.delete(marker_uri(uri))
 
 
-def _prepare_env_dir(client: Any, dir_uri: str) -> None:
-    """Creates the archive folder; tfoy's own folders get o+x so that the archive can be PUBLIC (hdfs_path_is_public
-    decides whether it is: the user's home may still be private)."""
+def _prepare_env_dir(client: Any, dir_uri: str, folder_mode: int) -> None:
+    """Creates the archive folder with `folder_mode`, or sets it on an existing one whose mode differs (0700: only
+    the owner; 0755: o+x so that a shared archive can be PUBLIC, hdfs_path_is_public decides whether it is: the
+    user's home may still be private). The `.tfoy` folder above it stays 0755: other tfoy folders live there."""
     _, _, dir_path = split_uri(dir_uri)
-    client.mkdirs(dir_path, permission=0o755, create_parent=True)
-    parent = dir_path
-    while parent not in ("", "/"):
-        if parent.endswith("/.tfoy") or parent.endswith("/.tfoy/envs"):
-            client.set_permission(parent, 0o755)
-        parent = os.path.dirname(parent)
+    parent = os.path.dirname(dir_path)
+    if os.path.basename(parent) == ".tfoy":
+        _ensure_dir(client, parent, TFOY_DIR_MODE)  # first, so that its parents are made as before (0755)
+    _ensure_dir(client, dir_path, folder_mode)
 
 
-def _upload(local: Path, uri: str, client: Any) -> tuple[str, str, int]:
-    """Copies `local` next to `uri` under a name unique to this upload; returns (temporary URI, sha256, size).
-    Two first submits of one environment at once each write their own file instead of sharing one."""
+def _ensure_dir(client: Any, path: str, mode: int) -> None:
+    try:
+        current = client.get_file_info(path).permission & 0o7777
+    except FileNotFoundError:
+        client.mkdirs(path, permission=mode, create_parent=True)
+        current = None  # mkdirs applies the umask (and gives implicit parents u+wx): set the mode itself
+    if current != mode:
+        if current is not None:
+            log.info("%s: permission %o -> %o", path, current, mode)
+        client.set_permission(path, mode)
+
+
+def _set_file_modes(client: Any, uri: str, file_mode: int) -> None:
+    """Gives a reused archive and its marker `file_mode` where they have another one (0644 files an older tfoy
+    left in what is now a private folder become 0600). A permission change leaves the modification time, which
+    YARN checks while localizing, as it is."""
+    for path in (split_uri(uri)[2], split_uri(marker_uri(uri))[2]):
+        try:
+            current = client.get_file_info(path).permission & 0o7777
+        except FileNotFoundError:
+            continue
+        if current != file_mode:
+            log.info("%s: permission %o -> %o", path, current, file_mode)
+            client.set_permission(path, file_mode)
+
+
+def _upload(local: Path, uri: str, client: Any, file_mode: int) -> tuple[str, str, int]:
+    """Copies `local` next to `uri` under a name unique to this upload, with `file_mode`; returns (temporary URI,
+    sha256, size). Two first submits of one environment at once each write their own file instead of sharing one."""
     folder, name = uri.rsplit("/", 1)
     tmp = f"{folder}/.{name}.{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}.uploading"
     h = hashlib.sha256()
@@ -414,7 +463,7 @@ def _upload(local: Path, uri: str, client: Any) -> tuple[str, str, int]:
                 h.update(chunk)
                 dst.write(chunk)
                 size += len(chunk)
-        client.set_permission(split_uri(tmp)[2], 0o644)
+        client.set_permission(split_uri(tmp)[2], file_mode)
     except BaseException:
         _delete_quietly(tmp)
         raise
@@ -429,15 +478,16 @@ def _delete_quietly(uri: str) -> None:
         log.warning("could not delete %s: %s", uri, exc)
 
 
-def _write_marker(uri: str, digest: str, size: int, client: Any) -> None:
-    """Writes the marker whole under a temporary name first: a reader must never see half of one."""
+def _write_marker(uri: str, digest: str, size: int, client: Any, file_mode: int) -> None:
+    """Writes the marker (with `file_mode`) whole under a temporary name first: a reader must never see half of
+    one."""
     marker = marker_uri(uri)
     folder, name = marker.rsplit("/", 1)
     tmp = f"{folder}/.{name}.{uuid.uuid4().hex[:12]}.tmp"
     body = {"size": size, "sha256": digest, "archive": uri.rsplit("/", 1)[1],
             "uploaded_by": f"{hadoop_user()}@{socket.gethostname()}", "uploaded_at": time.time()}
     fs.write_bytes(tmp, json.dumps(body).encode())
-    client.set_permission(split_uri(tmp)[2], 0o644)
+    client.set_permission(split_uri(tmp)[2], file_mode)
     fs.rename(tmp, marker, overwrite=True)
 
 

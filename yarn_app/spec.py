@@ -113,11 +113,16 @@ class RoleSpec:
 @dataclass
 class PythonEnvSpec:
     """How containers get Python: `archive: auto` packs this venv; a path uses a prebuilt archive; `python`
-    uses an interpreter already installed on every node (no archive shipped)."""
+    uses an interpreter already installed on every node (no archive shipped).
+
+    `shared` (only with `archive: auto`): the packed archive is world-readable on HDFS, by choice, so that every
+    NodeManager may cache it PUBLIC across jobs (unpacked once per node). The default is private: readable by its
+    owner only and localized with APPLICATION visibility (once per application and node)."""
 
     archive: str | None = "auto"
     python: str | None = None
     exclude: list[str] = field(default_factory=lambda: ["pyspark", "py4j"])
+    shared: bool = False
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "python_env") -> PythonEnvSpec:
@@ -130,8 +135,13 @@ class PythonEnvSpec:
             env.archive = None if d["archive"] in (None, "none") else _check_type(d["archive"], str, f"{where}.archive")
         if "exclude" in d:
             env.exclude = [_check_type(x, str, f"{where}.exclude[{i}]") for i, x in enumerate(d["exclude"] or [])]
+        if "shared" in d:
+            env.shared = _check_type(d["shared"], bool, f"{where}.shared")
         if env.archive is None and env.python is None:
             raise SpecError(f"{where}: give an archive ('auto' or a path) or the python installed on the nodes")
+        if env.shared and env.archive != "auto":
+            uses = f"archive: {env.archive}" if env.archive is not None else "python:"
+            raise SpecError(f"{where}.shared: only for archive: auto (tfoy packs and caches that one), not with {uses}")
         return env
 
 

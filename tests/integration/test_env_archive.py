@@ -1,8 +1,9 @@
-"""The env archive on the real HDFS (and one small YARN application): concurrent first uploads, untrusted files with
-the right name, and the visibility the archive's permissions allow.
+"""The env archive on the real HDFS (and small YARN applications): concurrent first uploads, untrusted files with
+the right name, private (default) and shared archives' permissions, and the visibility they allow.
 
-ensure_env_archive runs for real against a folder of its own (not the user's shared `.tfoy/envs`); only what would
-take minutes is replaced: the key (a fresh one per test) and the packing (a tiny tar.gz naming who packed it).
+ensure_env_archive runs for real against a home of its own (not the user's `.tfoy/envs` and `.tfoy/envs-shared`);
+only what would take minutes is replaced: the key (a fresh one per test) and the packing (a tiny tar.gz naming who
+packed it).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.integration
 
 SPEC = {"entry_point": "toy_train:main", "roles": {"chief": {}, "worker": {"instances": 1}},
         "python_env": {"archive": "auto"}}
+SHARED_SPEC = {**SPEC, "python_env": {"archive": "auto", "shared": True}}
 APP_TIMEOUT = 180
 
 
@@ -57,15 +59,18 @@ class Envs:
     def __init__(self, monkeypatch, tmp_path: Path, hdfs, hdfs_tmp: str) -> None:
         self.hdfs = hdfs
         self.home = f"{hdfs_tmp}/home"
-        self.folder = f"{self.home}/.tfoy/envs"
+        self.folder = f"{self.home}/.tfoy/envs"  # private archives (the default)
+        self.shared_folder = f"{self.home}/.tfoy/envs-shared"
         self.key = uuid.uuid4().hex[:16]
         self.path = f"{self.folder}/{self.key}.tar.gz"
+        self.shared_path = f"{self.shared_folder}/{self.key}.tar.gz"
         self.uri = absolute_uri(self.path)
         self.tmp_path = tmp_path
         self.packs: list[str] = []
         self.who = "A"
         self.monkeypatch = monkeypatch
-        monkeypatch.setattr(env, "hdfs_env_dir", lambda: absolute_uri(self.folder))
+        monkeypatch.setattr(env, "hdfs_env_dir",
+                            lambda shared=False: absolute_uri(self.shared_folder if shared else self.folder))
         monkeypatch.setattr(env, "env_key", lambda excludes=env.DEFAULT_EXCLUDES: self.key)
         monkeypatch.setattr(env, "MARKER_WAIT_S", 1.0)
         self.use_cache("A")
@@ -95,6 +100,9 @@ class Envs:
     def names(self) -> list[str]:
         return sorted(s.path.rsplit("/", 1)[1] for s in self.hdfs.list_status(self.folder))
 
+    def mode(self, path: str) -> int:
+        return self.hdfs.get_file_info(path).permission & 0o7777
+
 
 @pytest.fixture
 def envs(monkeypatch, tmp_path, hdfs, hdfs_tmp) -> Envs:
@@ -110,7 +118,47 @@ def test_the_first_upload_publishes_the_archive_with_its_marker(envs):
     assert archive.hdfs_uri == envs.uri and archive.size == len(data) and packed_by(data) == "A"
     assert envs.marker()["size"] == len(data) and envs.marker()["sha256"] == hashlib.sha256(data).hexdigest()
     assert envs.names() == [f"{envs.key}.tar.gz", f"{envs.key}.tar.gz.json"]  # no temporary file left
-    assert envs.hdfs.get_file_info(envs.path).permission == 0o644
+
+
+# ---- private (default) and shared archives ---------------------------------------------------------------------------
+
+
+def test_a_private_archive_is_readable_by_its_owner_only(envs):
+    """The default: the archive and its marker 0600 in a 0700 folder; `.tfoy` stays 0755 (tfoy's runs live there)."""
+    archive = env.ensure_env_archive()
+    assert archive.hdfs_uri == envs.uri and not archive.public
+    assert envs.mode(envs.path) == 0o600 and envs.mode(envs.path + ".json") == 0o600
+    assert envs.mode(envs.folder) == 0o700
+    assert envs.mode(f"{envs.home}/.tfoy") == 0o755
+
+
+def test_a_shared_archive_is_world_readable_in_a_folder_of_its_own(envs):
+    archive = env.ensure_env_archive(shared=True)
+    assert archive.hdfs_uri == absolute_uri(envs.shared_path) and archive.public
+    assert envs.mode(envs.shared_path) == 0o644 and envs.mode(envs.shared_path + ".json") == 0o644
+    assert envs.mode(envs.shared_folder) == 0o755 and envs.mode(f"{envs.home}/.tfoy") == 0o755
+    with pytest.raises(FileNotFoundError):  # never in the private folder
+        envs.hdfs.get_file_info(envs.path)
+
+
+def test_an_old_world_readable_private_folder_is_tightened_when_used(envs, tmp_path, hdfs):
+    """What an older tfoy left in `.tfoy/envs`: a 0755 folder with a 0644 archive and marker. The next submit
+    reuses the archive as it is (same file, not packed again) but makes it private: 0700 folder, 0600 files."""
+    env.ensure_env_archive()
+    envs.hdfs.set_permission(envs.folder, 0o755)
+    envs.hdfs.set_permission(envs.path, 0o644)
+    envs.hdfs.set_permission(envs.path + ".json", 0o644)
+    mtime = envs.hdfs.get_file_info(envs.path).modification_time
+
+    def must_not_pack(*args, **kwargs):
+        raise AssertionError("packed again although a verified archive is on HDFS")
+
+    envs.use_cache("C")
+    envs.use_pack(must_not_pack)
+    assert env_visibility(tmp_path, hdfs) == "APPLICATION"
+    assert envs.mode(envs.folder) == 0o700
+    assert envs.mode(envs.path) == 0o600 and envs.mode(envs.path + ".json") == 0o600
+    assert envs.hdfs.get_file_info(envs.path).modification_time == mtime
 
 
 def test_a_second_first_upload_keeps_the_archive_published_meanwhile(envs, caplog):
@@ -214,23 +262,30 @@ def test_a_foreign_file_with_the_right_name_is_replaced(envs, caplog):
 # ---- visibility ---------------------------------------------------------------------------------------------------
 
 
-def env_visibility(tmp_path: Path, hdfs) -> str:
+def env_visibility(tmp_path: Path, hdfs, spec_dict: dict = SPEC) -> str:
     """What submit ships for `archive: auto`: prepare_shipping, then the skein spec's env archive visibility."""
-    spec = JobSpec.from_dict(SPEC)
+    spec = JobSpec.from_dict(spec_dict)
     app = build_application_spec(spec, tfoy_client.prepare_shipping(spec, tmp_path, hdfs))
     return str(app.services["worker"].files[ENV_LINK].visibility)
 
 
-def test_an_archive_under_a_world_readable_home_is_localized_public(envs, tmp_path, hdfs):
-    assert env_visibility(tmp_path, hdfs) == "PUBLIC"
-    assert env.ensure_env_archive().public
-
-
-def test_an_archive_under_a_private_home_is_localized_per_application(envs, tmp_path, hdfs):
-    """A 0700 HDFS home: NodeManagers cannot read the archive as PUBLIC and fail the container."""
-    envs.hdfs.set_permission(envs.home, 0o700)
+def test_a_private_archive_is_localized_per_application_even_under_a_world_readable_home(envs, tmp_path, hdfs):
+    assert envs.mode(envs.home) == 0o755
     assert env_visibility(tmp_path, hdfs) == "APPLICATION"
     assert not env.ensure_env_archive().public
+
+
+def test_a_shared_archive_under_a_world_readable_home_is_localized_public(envs, tmp_path, hdfs):
+    assert env_visibility(tmp_path, hdfs, SHARED_SPEC) == "PUBLIC"
+    assert env.ensure_env_archive(shared=True).public
+    assert envs.mode(envs.shared_path) == 0o644
+
+
+def test_a_shared_archive_under_a_private_home_is_localized_per_application(envs, tmp_path, hdfs):
+    """A 0700 HDFS home: NodeManagers cannot read the archive as PUBLIC and fail the container."""
+    envs.hdfs.set_permission(envs.home, 0o700)
+    assert env_visibility(tmp_path, hdfs, SHARED_SPEC) == "APPLICATION"
+    assert not env.ensure_env_archive(shared=True).public
 
 
 def test_hdfs_path_is_public_follows_the_real_permissions(hdfs, hdfs_tmp):
@@ -248,12 +303,16 @@ def test_hdfs_path_is_public_follows_the_real_permissions(hdfs, hdfs_tmp):
     assert not env.hdfs_path_is_public(hdfs, path)
 
 
-def test_yarn_localizes_an_archive_from_a_private_home(envs, tmp_path, hdfs, skein_client):
-    """The real failure: a PUBLIC resource in a 0700 home fails the container at localization. One small container
-    gets the env archive exactly as build_application_spec describes it, and checks it was unpacked."""
-    envs.hdfs.set_permission(envs.home, 0o700)
-    spec = JobSpec.from_dict(SPEC)
+@pytest.mark.parametrize("spec_dict, home_mode", [(SHARED_SPEC, 0o700), (SPEC, 0o755)],
+                         ids=["shared-in-private-home", "private-in-world-readable-home"])
+def test_yarn_localizes_an_archive_it_cannot_cache_publicly(envs, tmp_path, hdfs, skein_client, spec_dict, home_mode):
+    """The real failure: a PUBLIC resource in a 0700 home fails the container at localization; and a private
+    (0600) archive must still be localized, per application, by the user's own NodeManager download. One small
+    container gets the env archive exactly as build_application_spec describes it, and checks it was unpacked."""
+    envs.hdfs.set_permission(envs.home, home_mode)
+    spec = JobSpec.from_dict(spec_dict)
     app_spec = build_application_spec(spec, tfoy_client.prepare_shipping(spec, tmp_path, hdfs))
+    assert str(app_spec.services["worker"].files[ENV_LINK].visibility) == "APPLICATION"
     probe = skein.Service(
         resources=skein.Resources(memory=128, vcores=1),
         files={ENV_LINK: app_spec.services["worker"].files[ENV_LINK]},

@@ -42,15 +42,17 @@ def toy_data(hdfs):
     hdfs.delete(base, recursive=True)
 
 
-def make_spec(tmp_path: Path, base: str, archive: bool = False, **changes) -> Path:
+def make_spec(tmp_path: Path, base: str, archive: bool = False, shared: bool = False, **changes) -> Path:
+    """archive: ship the packed venv (`archive: auto`, private unless shared) instead of this interpreter."""
     name = f"tfoy-it-{uuid.uuid4().hex[:8]}"
+    python_env = {"archive": "auto", "shared": True} if shared else {"archive": "auto"}
     spec = {
         "name": name,
         "entry_point": "toy_train:main",
         "args": ["--data", f"{base}/data", "--epochs", "2", "--steps", "3"],
         "files": {"toy_train.py": str(TOY)},
         "roles": {"chief": {"memory": 1024}, "worker": {"instances": 2, "memory": 1024}},
-        "python_env": {"archive": "auto"} if archive else {"python": sys.executable},
+        "python_env": python_env if archive else {"python": sys.executable},
         "timeouts": {"allocation": 240, "barrier": 240, "job": JOB_TIMEOUT},
         "model_dir": f"{base}/{name}/model",
         "export_dir": f"{base}/{name}/export",
@@ -98,7 +100,7 @@ def env_localized_path(app_id: str) -> str:
 
 # ---- training --------------------------------------------------------------------------------------------------
 def test_mwms_job_with_shipped_env_trains_and_exports(tmp_path, toy_data, hdfs, skein_client):
-    spec = make_spec(tmp_path, toy_data, archive=True)
+    spec = make_spec(tmp_path, toy_data, archive=True, shared=True)  # the PUBLIC cache is what this test checks
     proc = submit(spec)
     app_id = app_id_of(proc.stdout)
     assert_not_running(skein_client, app_id)
@@ -114,10 +116,10 @@ def test_mwms_job_with_shipped_env_trains_and_exports(tmp_path, toy_data, hdfs, 
     state = json.loads(hdfs.read(f"{toy_data}/{name}/model/state.json").read())
     assert state["epoch"] == 1
 
-    # A second job reuses the env archive from the NodeManager's public cache: same localized path.
+    # A second job reuses the shared env archive from the NodeManager's public cache: same localized path.
     first = env_localized_path(app_id)
     assert "/filecache/" in first and "/usercache/" not in first, first
-    proc2 = submit(make_spec(tmp_path, toy_data, archive=True,
+    proc2 = submit(make_spec(tmp_path, toy_data, archive=True, shared=True,
                              roles={"chief": {"memory": 1024}, "worker": {"instances": 1, "memory": 1024}}))
     assert proc2.returncode == 0, proc2.stdout[-3000:]
     assert env_localized_path(app_id_of(proc2.stdout)) == first
