@@ -292,3 +292,12 @@ def test_secret_env_values_ship_as_a_private_file_not_in_any_environment(tmp_pat
         spec_of(env={"A": "1"}, security={"secret_env": ["NOPE"]})
     with pytest.raises(SpecError, match=r"security\.principal: a keytab needs the principal"):
         spec_of(security={"keytab": "/etc/hosts"})
+
+
+def test_python_env_shared_only_with_archive_auto():
+    assert spec_of(python_env={"archive": "auto", "shared": True}).python_env.shared
+    assert not spec_of(python_env={"archive": "auto"}).python_env.shared
+    with pytest.raises(SpecError, match=r"python_env\.shared"):
+        spec_of(python_env={"python": "/usr/bin/python3", "shared": True})
+    with pytest.raises(SpecError, match=r"python_env\.shared: expected bool"):
+        spec_of(python_env={"archive": "auto", "shared": "yes"})
