@@ -397,3 +397,49 @@ def test_a_bad_record_in_inference_raises_its_error_not_a_feed_timeout(sc):
         with pytest.raises(RuntimeError, match="bad-record--7"):
             cluster.shutdown(timeout=30)
     _assert_no_node_left(cluster.cluster_id)
+
+
+# ---- dfutil: DataFrames <-> TFRecords on HDFS ------------------------------------------------------------------------
+def test_dfutil_round_trip_keeps_rows_and_types(sc, hdfs_tmp):
+    from pyspark.sql import SparkSession
+    from pyspark.sql.types import ArrayType, BinaryType, FloatType, LongType, StringType
+
+    from hdfs_io import fs
+    from hdfs_io.paths import absolute_uri
+    from tfnode import dfutil
+
+    spark = SparkSession.builder.getOrCreate()
+    rows = [(i, i / 4, f"name-{i}", [f"t{i}", "x"], [float(i), 0.5, 2.0], bytes([i % 256, 0, 255]))
+            for i in range(40)]
+    df = spark.createDataFrame(rows, "id long, score double, name string, tags array<string>, vec array<float>, "
+                                     "raw binary").repartition(3)
+    out = absolute_uri(f"{hdfs_tmp}/tfr")
+    assert dfutil.saveAsTFRecords(df, out) == 40
+    assert fs.exists(f"{out}/_SUCCESS") and len(dfutil.tfrecord_files(out)) == 3
+    with pytest.raises(FileExistsError, match="already exists"):
+        dfutil.saveAsTFRecords(df, out)
+    loaded = dfutil.loadTFRecords(sc, out, binary_features=["raw"])
+    assert dfutil.isLoadedDF(loaded) and not dfutil.isLoadedDF(df)
+    types = {f.name: f.dataType for f in loaded.schema.fields}
+    assert types == {"id": LongType(), "score": FloatType(), "name": StringType(), "tags": ArrayType(StringType()),
+                     "vec": ArrayType(FloatType()), "raw": BinaryType()}
+    got = sorted(loaded.collect(), key=lambda r: r.id)
+    assert [(r.id, r.name, r.tags, r.vec, bytes(r.raw)) for r in got] == [
+        (i, n, t, v, b) for i, _, n, t, v, b in rows]
+    assert [r.score for r in got] == pytest.approx([s for _, s, *_ in rows])
+
+
+def test_dfutil_names_the_file_and_offset_of_a_corrupt_record(sc, hdfs_tmp):
+    from hdfs_io import fs, records
+    from hdfs_io.paths import absolute_uri
+    from tfnode import dfutil
+
+    out = absolute_uri(f"{hdfs_tmp}/bad")
+    examples = [records.make_example({"x": i, "y": [1.0, 2.0]}).SerializeToString() for i in range(10)]
+    records.write_tfrecords(f"{out}/part-r-00000", examples)
+    data = bytearray(fs.read_bytes(f"{out}/part-r-00000"))
+    offset = sum(12 + len(e) + 4 for e in examples[:4])  # the fifth record's header
+    data[offset + 12 + 3] ^= 0xFF  # a byte of its data
+    fs.write_bytes(f"{out}/part-r-00000", bytes(data))
+    with pytest.raises(Exception, match=rf"part-r-00000: corrupt TFRecord at byte offset {offset}: data checksum"):
+        dfutil.loadTFRecords(sc, out).collect()
