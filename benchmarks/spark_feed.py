@@ -7,7 +7,9 @@ Each side runs in its own process on `local-cluster[2,1,2048]` with 2 TF nodes; 
 map_fun that pulls batches through TFNode.DataFeed.next_batch until should_stop(). TFoS runs from a benchmark-only
 venv (~/.cache/tfoy/bench-tfos-venv, no system site packages, tensorflowonspark installed with --no-deps and the
 project venv's site-packages reachable through a .pth file for TF/pyspark), so it never becomes a dependency.
-Last line: RESULT tfoy_rps=… tfos_rps=… ratio=…
+A third run feeds the same rows as a cached DataFrame (`cluster.train(df)`: Arrow batches via mapInArrow, no
+per-row pickling). Last line: RESULT tfoy_rps=… tfos_rps=… ratio=… df_rps=… df_ratio=… (df_ratio: DataFrame
+feeding over TFoS's RDD feeding).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def ensure_tfos_venv() -> Path:
 
 def consume(args, ctx):
     """map_fun: pull batches until the feed ends (same code for both implementations)."""
-    if args["impl"] == "tfoy":
+    if args["impl"] in ("tfoy", "tfoy-df"):
         from tfnode import TFNode
     else:
         from tensorflowonspark import TFNode
@@ -59,7 +61,7 @@ def run_one(impl: str, records: int, batch: int) -> None:
     os.environ["PYSPARK_PYTHON"] = sys.executable
     from pyspark import SparkConf, SparkContext
 
-    if impl == "tfoy":
+    if impl in ("tfoy", "tfoy-df"):
         from tfnode import TFCluster
     else:
         from tensorflowonspark import TFCluster
@@ -70,10 +72,16 @@ def run_one(impl: str, records: int, batch: int) -> None:
     try:
         rdd = sc.parallelize(range(records), 8).map(lambda i: ([i % 256] * 784, i % 10)).cache()
         assert rdd.count() == records
+        data = rdd
+        if impl == "tfoy-df":  # the same rows as a cached DataFrame, fed over Arrow
+            from pyspark.sql import SparkSession
+
+            data = SparkSession.builder.getOrCreate().createDataFrame(rdd, "image array<long>, label long").cache()
+            assert data.count() == records
         cluster = TFCluster.run(sc, consume, {"impl": impl, "batch": batch}, 2, 0,
                                 input_mode=TFCluster.InputMode.SPARK, reservation_timeout=120)
         start = time.perf_counter()
-        cluster.train(rdd, 1)
+        cluster.train(data, 1)
         trained = time.perf_counter() - start
         cluster.shutdown()
         elapsed = time.perf_counter() - start
@@ -98,7 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--impl", choices=["tfoy", "tfos"], help="internal: run one side in this process")
+    parser.add_argument("--impl", choices=["tfoy", "tfoy-df", "tfos"], help="internal: run one side in this process")
     args = parser.parse_args()
     if args.impl:
         run_one(args.impl, args.records, args.batch)
@@ -106,7 +114,9 @@ def main() -> None:
     tfos_python = ensure_tfos_venv()
     tfoy = measure(Path(sys.executable), "tfoy", args.records, args.batch)
     tfos = measure(tfos_python, "tfos", args.records, args.batch)
-    print(f"RESULT tfoy_rps={tfoy:.0f} tfos_rps={tfos:.0f} ratio={tfoy / tfos:.1f}")
+    df = measure(Path(sys.executable), "tfoy-df", args.records, args.batch)
+    print(f"RESULT tfoy_rps={tfoy:.0f} tfos_rps={tfos:.0f} ratio={tfoy / tfos:.1f} df_rps={df:.0f} "
+          f"df_ratio={df / tfos:.1f}")
 
 
 if __name__ == "__main__":

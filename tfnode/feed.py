@@ -515,6 +515,50 @@ def _chunks(records: Iterator[Any], size: int, partition: int) -> Iterator[tuple
         yield {"op": "chunk", "tuple": tuple_mode, "narrow": narrow}, columns
 
 
+def arrow_columns(batch: Any, names: list[str], partition: int) -> list[np.ndarray]:
+    """numpy columns of an Arrow record batch, without a Python object per value: numbers as they are, lists of
+    numbers of one length as 2-D arrays, strings and binaries as fixed-width numpy strings. A null, ragged lists or
+    a type with no array form raise ValueError naming the column and the partition."""
+    import pyarrow as pa
+
+    out = []
+    for name in names:
+        col = batch.column(name)
+        if col.null_count:
+            raise ValueError(f"partition {partition}: column {name!r} has {col.null_count} null value(s)")
+        kind = col.type
+        if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+            lengths = np.asarray(col.value_lengths())
+            width = int(lengths[0]) if len(lengths) else 0
+            if len(lengths) and (lengths != width).any():
+                raise ValueError(f"partition {partition}: column {name!r} holds lists of different lengths "
+                                 f"({width} and {int(lengths[lengths != width][0])})")
+            values = col.flatten()
+            if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)
+                    or pa.types.is_boolean(values.type)):
+                raise ValueError(f"partition {partition}: column {name!r} is {kind}, not a list of numbers")
+            out.append(values.to_numpy(zero_copy_only=False).reshape(len(col), width))
+        elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+            out.append(col.to_numpy(zero_copy_only=False))
+        elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            out.append(np.asarray(col.to_pylist(), dtype=str))
+        elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+            out.append(np.asarray(col.to_pylist(), dtype=bytes))
+        else:
+            raise ValueError(f"partition {partition}: column {name!r} is {kind}, which cannot be fed (numbers, "
+                             "lists of numbers, strings, binaries)")
+    return out
+
+
+def arrow_chunks(batches: Iterator[Any], names: list[str], size: int,
+                 partition: int) -> Iterator[tuple[dict[str, Any], list[np.ndarray]]]:
+    """(chunk header, columns) of at most `size` rows from Arrow record batches (a DataFrame's mapInArrow)."""
+    for batch in batches:
+        for start in range(0, batch.num_rows, size):
+            piece = batch.slice(start, size)
+            yield {"op": "chunk", "tuple": len(names) > 1, "narrow": []}, arrow_columns(piece, names, partition)
+
+
 def _send(conn: wire.Connection, target: FeedTarget, partition: int, header: dict[str, Any],
           columns: list[np.ndarray] = ()) -> None:
     try:
@@ -532,13 +576,13 @@ def _await(conn: wire.Connection, target: FeedTarget, partition: int, what: str)
                            f"(feed_timeout) while this task waited for {what}") from e
 
 
-def _send_all(conn: wire.Connection, target: FeedTarget, partition: int, records: Iterator[Any],
-              sent: list[int], watch: bool) -> bool:
+def _send_all(conn: wire.Connection, target: FeedTarget, partition: int,
+              chunks: Iterator[tuple[dict[str, Any], list[np.ndarray]]], sent: list[int], watch: bool) -> bool:
     """Streams a partition as chunks, then the end marker; sent[0] counts the records sent so far (a caller
     that loses the connection half-way still knows how many went). With `watch` it looks for a message from the
     TF process before each chunk and returns False at once if that is `terminated` (training sends only read
     their reply at the end)."""
-    for header, columns in _chunks(records, target.chunk_records, partition):
+    for header, columns in chunks:
         if watch and conn.pending():
             reply, _ = _await(conn, target, partition, "a message from the TF process")
             if reply.get("op") != "terminated":
@@ -550,12 +594,16 @@ def _send_all(conn: wire.Connection, target: FeedTarget, partition: int, records
     return True
 
 
-def feed_partition(target: FeedTarget, partition: int, records: Iterator[Any]) -> int:
-    """Sends one partition for training; returns the record count once the TF process has buffered all of it."""
+def feed_partition(target: FeedTarget, partition: int, records: Iterator[Any] | None = None,
+                   chunks: Iterator[tuple[dict[str, Any], list[np.ndarray]]] | None = None) -> int:
+    """Sends one partition for training (records of an RDD, or ready column chunks: arrow_chunks); returns the
+    record count once the TF process has buffered all of it."""
     conn = _connect(target, partition, "train")
     sent = [0]
+    if chunks is None:
+        chunks = _chunks(iter(records or ()), target.chunk_records, partition)
     try:
-        terminated = not _send_all(conn, target, partition, records, sent, watch=True)
+        terminated = not _send_all(conn, target, partition, chunks, sent, watch=True)
         if not terminated:
             reply, _ = _await(conn, target, partition, "the TF process to buffer the end")
             terminated = reply.get("op") == "terminated"
@@ -586,7 +634,8 @@ def infer_partition(target: FeedTarget, partition: int, records: Iterator[Any]) 
     def sender() -> None:
         total = [0]
         try:
-            _send_all(conn, target, partition, records, total, watch=False)
+            _send_all(conn, target, partition, _chunks(records, target.chunk_records, partition), total,
+                      watch=False)
         except BaseException as e:  # noqa: BLE001 - re-raised by the consuming side
             state["error"] = e
             conn.close()

@@ -443,3 +443,57 @@ def test_dfutil_names_the_file_and_offset_of_a_corrupt_record(sc, hdfs_tmp):
     fs.write_bytes(f"{out}/part-r-00000", bytes(data))
     with pytest.raises(Exception, match=rf"part-r-00000: corrupt TFRecord at byte offset {offset}: data checksum"):
         dfutil.loadTFRecords(sc, out).collect()
+
+
+# ---- DataFrames fed over Arrow -----------------------------------------------------------------------------------
+def mapped_sum_fun(args, ctx):
+    from tfnode import TFNode
+
+    feed = TFNode.DataFeed(ctx.mgr, train_mode=True, input_mapping={"image": "x", "label": "y"})
+    seen, labels, shape = 0, 0, None
+    while not feed.should_stop():
+        batch = feed.next_batch(100)
+        if len(batch["y"]):
+            seen += len(batch["y"])
+            labels += int(batch["y"].sum())
+            shape = list(batch["x"].shape[1:])
+    Path(args["out"], f"df-{ctx.executor_id}").write_text(json.dumps([seen, labels, shape]))
+
+
+def test_a_dataframe_is_fed_over_arrow_through_input_mapping(sc, tmp_path):
+    from pyspark.sql import SparkSession
+
+    from tfnode import TFCluster
+
+    spark = SparkSession.builder.getOrCreate()
+    df = spark.createDataFrame([([i % 256] * 784, i % 10, f"n{i}") for i in range(3000)],
+                               "image array<long>, label long, name string").repartition(4)
+    cluster = TFCluster.run(sc, mapped_sum_fun, {"out": str(tmp_path)}, 2, 0, input_mode=TFCluster.InputMode.SPARK,
+                            reservation_timeout=120)
+    try:
+        with pytest.raises(ValueError, match=r"no column 'pixels' \(its columns: image, label, name\)"):
+            cluster.train(df, input_mapping={"pixels": "x", "label": "y"})
+        cluster.train(df, num_epochs=2, feed_timeout=120, input_mapping={"image": "x", "label": "y"})
+    finally:
+        cluster.shutdown(timeout=120)
+    got = [json.loads(p.read_text()) for p in tmp_path.glob("df-*")]
+    assert sum(g[0] for g in got) == 6000 and sum(g[1] for g in got) == 2 * sum(i % 10 for i in range(3000))
+    assert all(g[2] == [784] for g in got if g[0])
+    _assert_no_node_left(cluster.cluster_id)
+
+
+def test_a_dataframe_column_that_cannot_be_fed_is_named(sc, tmp_path):
+    from pyspark.sql import SparkSession
+
+    from tfnode import TFCluster
+
+    spark = SparkSession.builder.getOrCreate()
+    df = spark.createDataFrame([({"a": i}, i) for i in range(50)], "props map<string,long>, label long")
+    cluster = TFCluster.run(sc, count_fun, {"out": str(tmp_path), "batch": 16}, 2, 0,
+                            input_mode=TFCluster.InputMode.SPARK, reservation_timeout=120)
+    try:
+        with pytest.raises(Exception, match=r"column 'props' is map<string, int64>, which cannot be fed"):
+            cluster.train(df, feed_timeout=60)
+    finally:
+        cluster.shutdown(timeout=60)
+    _assert_no_node_left(cluster.cluster_id)
