@@ -57,6 +57,12 @@ def consume(args, ctx):
     print(f"executor {ctx.executor_id} consumed {count}", flush=True)
 
 
+def _count_batches(batches):
+    import pyarrow as pa
+
+    yield pa.RecordBatch.from_pydict({"n": [sum(b.num_rows for b in batches)]})
+
+
 def run_one(impl: str, records: int, batch: int) -> None:
     os.environ["PYSPARK_PYTHON"] = sys.executable
     from pyspark import SparkConf, SparkContext
@@ -78,6 +84,8 @@ def run_one(impl: str, records: int, batch: int) -> None:
 
             data = SparkSession.builder.getOrCreate().createDataFrame(rdd, "image array<long>, label long").cache()
             assert data.count() == records
+            # the Arrow UDF workers started before timing, as rdd.count() starts the RDD path's Python workers
+            assert sum(r.n for r in data.mapInArrow(_count_batches, "n long").collect()) == records
         cluster = TFCluster.run(sc, consume, {"impl": impl, "batch": batch}, 2, 0,
                                 input_mode=TFCluster.InputMode.SPARK, reservation_timeout=120)
         start = time.perf_counter()
