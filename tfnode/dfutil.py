@@ -103,7 +103,7 @@ def fromTFExample(records: Iterable[bytes], binary_features: list[str] | None = 
             schema = infer_schema(example, binary_features)
         row = {}
         for field in schema.fields:
-            feature = example.features.feature.get(field.name) if field.name in example.features.feature else None
+            feature = example.features.feature[field.name] if field.name in example.features.feature else None
             kind = feature.WhichOneof("kind") if feature is not None else None
             values = list(getattr(feature, kind).value) if kind else []
             is_binary = field.name in binary or isinstance(
