@@ -88,7 +88,7 @@ setup_jars() {
   fi
   log "resolving Hadoop 3.5.0 jars with Maven into $HADOOP_LIB"
   rm -rf "$HADOOP_LIB"
-  (cd "$ROOT/conf/hadoop" && mvn -q -B dependency:copy-dependencies -DincludeScope=runtime \
+  (cd "$ROOT/conf/hadoop" && mvn -q -B -Dstyle.color=never dependency:copy-dependencies -DincludeScope=runtime \
      -DoutputDirectory="$HADOOP_LIB") || die "Maven could not resolve conf/hadoop/pom.xml (see above)"
   touch "$HADOOP_LIB/.complete"
 }
@@ -124,16 +124,33 @@ setup_kerberos() {
     || die "could not install MIT Kerberos (${apt[*]})"
 }
 
+setup_browser() {
+  # a real browser for the history page's test (Debian's Chromium, headless)
+  command -v chromium >/dev/null && return
+  log "installing Debian's chromium (the history page's browser test)"
+  local apt=(apt-get install -y -q chromium)
+  [ "$(id -u)" = 0 ] || apt=(sudo "${apt[@]}")
+  DEBIAN_FRONTEND=noninteractive "${apt[@]}" >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null; DEBIAN_FRONTEND=noninteractive "${apt[@]}" >/dev/null; } \
+    || die "could not install chromium (${apt[*]})"
+}
+
 cmd_setup() {
+  # what the demo needs; `./build.sh test` adds what only the tests use (the Airflow venv, a browser)
   require_tools
   local t0=$SECONDS
   setup_jars
   setup_venv
-  setup_airflow
   setup_data
   setup_kerberos
   setup_native
   log "setup done in $((SECONDS - t0))s"
+}
+
+cmd_setup_tests() {
+  cmd_setup
+  setup_airflow
+  setup_browser
 }
 
 print_env() {
@@ -168,7 +185,7 @@ hadoop_ctl() {
 }
 
 cmd_test() {
-  cmd_setup
+  cmd_setup_tests
   load_env
   local started_here=0
   if ! hadoop_ctl status >/dev/null 2>&1; then

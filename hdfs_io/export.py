@@ -68,6 +68,8 @@ def export_saved_model(
     retain (older ones deleted). Chief from `is_chief`, else `ctx.is_chief`, else True.
     """
     chief = is_chief if is_chief is not None else (ctx.is_chief if ctx is not None else True)
+    if callable(getattr(ctx, "report", None)):  # a tfoy node's progress: the task is exporting now
+        ctx.report(phase="exporting")
     if not chief:
         with tempfile.TemporaryDirectory(prefix="tfoy-export-") as local:
             _save(model, f"{local}/model", signatures)

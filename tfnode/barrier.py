@@ -71,6 +71,11 @@ def ack_key(role: str, i: int) -> str:
     return f"{PREFIX}ack/{role}/{i}"
 
 
+def progress_key(role: str, i: int) -> str:
+    """The latest progress snapshot of a task (tfnode.progress), JSON."""
+    return f"{PREFIX}progress/{role}/{i}"
+
+
 def chief_has_ended(kv, chief: tuple[str, int], restartable: bool) -> bool:
     """True once the chief is done for good: its outcome is "ok", or a failure no restart can follow. A failed
     chief that YARN may restart must find its ps tasks, evaluator and TensorBoard still there when it rejoins

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tfnode import barrier as kvb
+from tfnode import progress
 from tfnode.cluster_spec import build_cluster_spec, tf_config
 from tfnode.prepare import prepare_node
 
@@ -44,6 +45,8 @@ ROLE_ENV = "TFOY_ROLE"
 CTX_ENV = "TFOY_CTX"  # JSON handed from supervisor to child
 SECRETS_FILE = "tfoy_secrets.json"  # security.secret_env values, localized privately (never in the container env)
 RESULT_ENV = "TFOY_RESULT"  # file the child writes its traceback to
+STACKS_ENV = "TFOY_STACKS"  # file the child's faulthandler dumps every thread's stack into on SIGUSR1
+STACK_DUMP_WAIT_S = 2.0
 RESTART_WAIT_S = 90  # how long a failed task waits for a restarted peer before reporting its failure
 ACK_WAIT_S = 10
 CHILD_STOP_GRACE_S = 5
@@ -59,6 +62,7 @@ class JobRuntime:
     roles: dict[str, int]  # TensorFlow roles → instances
     strategy: str  # multi_worker_mirrored | parameter_server
     barrier_timeout: float = 300
+    progress_timeout: float | None = None  # the stall watchdog (timeouts.progress); None: off
     restartable: bool = False  # some TF role has max_restarts > 0
     gpus: dict[str, int] = field(default_factory=dict)
     model_dir: str | None = None
@@ -247,14 +251,23 @@ class Supervisor:
                                    "serve": self.job.serves_only(self.role), "generation": gen})
         env[RESULT_ENV] = str(result)
         env[SUPERVISOR_ENV] = str(os.getpid())
+        progress_file = Path(f"tfoy-progress-{self.role}-{self.index}.json").resolve()
+        stacks_file = Path(f"tfoy-stacks-{self.role}-{self.index}-{gen}.txt").resolve()
+        progress_file.unlink(missing_ok=True)
+        env[progress.PROGRESS_ENV] = str(progress_file)
+        env[STACKS_ENV] = str(stacks_file)
         # No preexec_fn: it would make CPython fork (not vfork) this gRPC-using process and run gRPC's fork handlers,
         # whose restarted threads then abort on fds that close_fds closes before exec. The child ties itself to us.
         proc = subprocess.Popen([sys.executable, "-m", "tfnode.bootstrap", "--child"], env=env)
         self.put_state("running", generation=gen, child_pid=proc.pid)
         waits_for_chief = self.job.waits_for_chief(self.role)
+        trains = self.role in ("chief", "master", "worker") and not self.job.serves_only(self.role)
+        watch = ProgressWatch(self.kv, kvb.progress_key(self.role, self.index), progress_file,
+                              self.job.progress_timeout if trains else None)  # only what trains is watched
         while True:
             code = proc.poll()
             if code is not None:
+                watch.poll()
                 if code == 0:
                     return "ok"
                 return result.read_text() if result.exists() else f"task process exited with code {code}"
@@ -264,7 +277,45 @@ class Supervisor:
             if waits_for_chief and self.chief_has_ended():
                 _stop(proc)  # ps / PS-mode workers serve until the chief ends; the evaluator follows it
                 return "ok"
+            if watch.poll():
+                return watch.stall(proc, stacks_file, f"{self.role}:{self.index}")
             time.sleep(0.5)
+
+
+class ProgressWatch:
+    """The supervisor's side of tfnode.progress: copies the TF process's snapshots into the KV (where `tfoy submit`
+    and `tfoy status` read them) and, with a timeout, notices a task that stopped making progress."""
+
+    def __init__(self, kv, key: str, path: Path, timeout: float | None) -> None:
+        self.kv, self.key, self.path, self.timeout = kv, key, path, timeout
+        self.last_seq: int | None = None
+        self.last_change = time.monotonic()
+
+    def poll(self) -> bool:
+        """Forwards a new snapshot; True when the watchdog's time is up."""
+        snap = progress.read_snapshot(self.path)
+        if snap is not None and snap.get("seq") != self.last_seq:
+            self.last_seq = snap.get("seq")
+            self.last_change = time.monotonic()
+            try:
+                self.kv.put(self.key, json.dumps(snap).encode())
+            except Exception as e:  # noqa: BLE001 - the AM going away ends us soon anyway
+                log.debug("progress to the KV: %s", e)
+        return self.timeout is not None and time.monotonic() - self.last_change > self.timeout
+
+    def stall(self, proc: subprocess.Popen, stacks_file: Path, task: str) -> str:
+        """Dumps every thread's Python stack of the stuck TF process (faulthandler, SIGUSR1), stops it, and
+        returns the failure text naming the task and the timeout."""
+        try:
+            os.kill(proc.pid, signal.SIGUSR1)
+            time.sleep(STACK_DUMP_WAIT_S)
+        except ProcessLookupError:
+            pass
+        _stop(proc)
+        stacks = stacks_file.read_text(errors="replace") if stacks_file.exists() else "(no stack dump was written)"
+        print(f"tfoy: task {task} stalled; Python stacks of its threads:\n{stacks}", file=sys.stderr, flush=True)
+        return (f"task {task} stalled: no progress report for {self.timeout:g}s (timeouts.progress: no model.fit "
+                f"batch, no ctx.report); it was stopped. Python stacks of its threads:\n{stacks[-6000:]}")
 
 
 def read_secrets(path: Path = Path(SECRETS_FILE)) -> dict[str, str]:
@@ -314,8 +365,15 @@ def load_entry_point(entry_point: str):
 
 
 def run_child() -> int:
+    import faulthandler
+
     _die_with_parent()
-    prepare_node()  # TF_USE_LEGACY_KERAS, if the spec chose Keras 2, came with the container's environment
+    stacks = open(os.environ[STACKS_ENV], "w") if os.environ.get(STACKS_ENV) else sys.stderr  # noqa: SIM115
+    faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)  # the stall watchdog asks for it
+    reporter = progress.Reporter(progress.FileSink(os.environ[progress.PROGRESS_ENV])) \
+        if os.environ.get(progress.PROGRESS_ENV) else None
+    # TF_USE_LEGACY_KERAS, if the spec chose Keras 2, came with the container's environment
+    prepare_node(reporter=reporter)
     data = json.loads(os.environ[CTX_ENV])
     try:
         if data["serve"]:
@@ -328,6 +386,9 @@ def run_child() -> int:
             return 0
         job = JobRuntime.from_env()
         ctx = context_from_env()
+        ctx.reporter = reporter
+        if reporter is not None:
+            reporter.report(phase="running", force=True)
         if job.entry_point.endswith(".py"):
             sys.argv = [job.entry_point, *job.args]
             runpy.run_path(job.entry_point, run_name="__main__")

@@ -27,6 +27,14 @@ class NodeContext:
     log_dir: str | None = None
     mgr: Any = None  # Spark mode: the feeding manager behind get_data_feed()
     tmp_socket: Any = None  # the socket reserving this task's port until TF binds it
+    reporter: Any = None  # tfnode.progress.Reporter where this node has one (YARN tasks, Spark-mode nodes)
+
+    def report(self, phase: str | None = None, **metrics: Any) -> None:
+        """Progress for `tfoy submit` / `tfoy status` and the stall watchdog, from code that does not use
+        model.fit (a custom loop): e.g. `ctx.report(epoch=2, step=300, loss=0.41, records_per_s=5200)`.
+        Rate-limited; numbers only (anything else is dropped with one warning)."""
+        if self.reporter is not None:
+            self.reporter.report(phase=phase, **metrics)
 
     # ---- TFoS-compatible names -----------------------------------------------------------------------
     @property

@@ -182,14 +182,16 @@ class NodeFeed:
     `_tf_side_wait`); at most `max_connections` feeding tasks are served at once.
     """
 
-    def __init__(self, key: bytes, capacity: int = CAPACITY_CHUNKS, *, max_connections: int | None = None,
-                 timeouts: wire.Timeouts = wire.DEFAULT_TIMEOUTS, hello_timeout: float = HELLO_TIMEOUT) -> None:
+    def __init__(self, key: bytes, capacity: int = CAPACITY_CHUNKS, *, host: str = "127.0.0.1",
+                 max_connections: int | None = None, timeouts: wire.Timeouts = wire.DEFAULT_TIMEOUTS,
+                 hello_timeout: float = HELLO_TIMEOUT) -> None:
         self.key = key
         self.queue: queue.Queue[_Chunk | _End] = queue.Queue(maxsize=capacity)
         self.end_of_feed = threading.Event()
         self.terminated = threading.Event()
         self.hello_timeout = hello_timeout
-        self._listener = wire.Listener("127.0.0.1", key, self._serve,
+        self.host = host
+        self._listener = wire.Listener(host, key, self._serve,
                                        max_connections=max_connections or feed_connection_limit(),
                                        name="tfoy-feed", timeouts=timeouts)
         self.port = self._listener.port
@@ -455,13 +457,24 @@ def state_dir(cluster_id: str, root: str | None = None) -> Path:
 
 
 @dataclass(frozen=True)
+class FeedAddress:
+    """A node that takes data, as the driver knows it: where a task on an executor without one sends its partition."""
+
+    host: str
+    port: int
+    node: str  # e.g. "worker:1 on executor 2"
+
+
+@dataclass(frozen=True)
 class FeedTarget:
-    """How a feeding task finds the TF process on its executor (written by tfnode.node into its state folder)."""
+    """How a feeding task finds a TF process to feed: the one on its executor (written by tfnode.node into its state
+    folder) or, on an executor whose node takes no data (ps, evaluator) or that runs none, one of `feeds`."""
 
     cluster_id: str
     key: bytes
     feed_timeout: float
     chunk_records: int = CHUNK_RECORDS
+    feeds: tuple[FeedAddress, ...] = ()
 
     @property
     def state_dir(self) -> Path:
@@ -490,15 +503,30 @@ class FeedTarget:
                             f"{self.state_dir}")
 
 
+def feed_address(target: FeedTarget, partition: int) -> tuple[str, int]:
+    """The node this partition goes to: the one on this executor, else (a ps or evaluator here, or no node at all,
+    e.g. more executors than TF nodes) a feeding node elsewhere, chosen by partition so the load spreads."""
+    path = target.state_dir / "node.json"
+    info = json.loads(path.read_text()) if path.exists() else None
+    if info is not None and info.get("feed_port") is not None:
+        return info.get("feed_host", "127.0.0.1"), info["feed_port"]
+    if not target.feeds:
+        here = f"runs {info['job_name']}:{info['task_index']}, a node without a feed" if info else \
+            f"runs no tfoy TF node (no {path})"
+        raise RuntimeError(f"partition {partition}: this executor {here}, and no node elsewhere takes data; was "
+                           "TFCluster.run started with InputMode.SPARK?")
+    remote = target.feeds[partition % len(target.feeds)]
+    here = f"runs {info['job_name']}:{info['task_index']}" if info else "runs no TF node"
+    log.info("partition %d: this executor %s (no feed); sending it to %s at %s:%d", partition, here, remote.node,
+             remote.host, remote.port)
+    return remote.host, remote.port
+
+
 def _connect(target: FeedTarget, partition: int, mode: str) -> wire.Connection:
-    info = target.node_info()
-    if info.get("feed_port") is None:
-        raise RuntimeError(f"partition {partition} landed on executor {info['executor_id']} which runs "
-                           f"{info['job_name']}:{info['task_index']}, a node without a feed")
+    address = feed_address(target, partition)
     timeouts = wire.Timeouts(send=target.feed_timeout)
     try:
-        conn = wire.Connection.connect(("127.0.0.1", info["feed_port"]), target.key, timeout=CONNECT_TIMEOUT,
-                                       timeouts=timeouts)
+        conn = wire.Connection.connect(address, target.key, timeout=CONNECT_TIMEOUT, timeouts=timeouts)
     except OSError as e:
         raise target.failure(e) from e
     conn.send({"op": "hello", "partition": partition, "mode": mode, "timeout": target.feed_timeout})
@@ -556,7 +584,8 @@ def arrow_chunks(batches: Iterator[Any], names: list[str], size: int,
     for batch in batches:
         for start in range(0, batch.num_rows, size):
             piece = batch.slice(start, size)
-            yield {"op": "chunk", "tuple": len(names) > 1, "narrow": []}, arrow_columns(piece, names, partition)
+            # rows are tuples even of one column, as the Rows of `df.rdd` that TFoS feeds are
+            yield {"op": "chunk", "tuple": True, "narrow": []}, arrow_columns(piece, names, partition)
 
 
 def _send(conn: wire.Connection, target: FeedTarget, partition: int, header: dict[str, Any],
@@ -626,16 +655,19 @@ def _join(thread: threading.Thread, target: FeedTarget, partition: int) -> None:
                            f"within {target.feed_timeout:g}s (feed_timeout) after the TF process stopped taking them")
 
 
-def infer_partition(target: FeedTarget, partition: int, records: Iterator[Any]) -> Iterator[Any]:
-    """Sends one partition for inference and yields the results TF returns through batch_results()."""
+def infer_partition(target: FeedTarget, partition: int, records: Iterator[Any] | None = None,
+                    chunks: Iterator[tuple[dict[str, Any], list[np.ndarray]]] | None = None) -> Iterator[Any]:
+    """Sends one partition for inference (records of an RDD, or ready column chunks: arrow_chunks) and yields the
+    results TF returns through batch_results()."""
     conn = _connect(target, partition, "inference")
     state: dict[str, Any] = {"sent": None, "error": None}
+    if chunks is None:
+        chunks = _chunks(iter(records or ()), target.chunk_records, partition)
 
     def sender() -> None:
         total = [0]
         try:
-            _send_all(conn, target, partition, _chunks(records, target.chunk_records, partition), total,
-                      watch=False)
+            _send_all(conn, target, partition, chunks, total, watch=False)
         except BaseException as e:  # noqa: BLE001 - re-raised by the consuming side
             state["error"] = e
             conn.close()

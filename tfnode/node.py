@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tfnode import progress
 from tfnode.context import NodeContext
 from tfnode.feed import NodeFeed
 from tfnode.prepare import prepare_node
@@ -34,6 +35,7 @@ from tfnode.tensorboard import tensorboard_command
 log = logging.getLogger(__name__)
 
 FEEDLESS_ROLES = ("ps", "evaluator")
+SPARK_PROGRESS_EVERY_S = 10.0  # progress lines in the driver's log: at most this often per node (and each epoch)
 EXECUTOR_POLL_S = 2.0
 
 
@@ -58,9 +60,11 @@ class NodeLaunch:
 
 
 class Node:
-    def __init__(self, launch: NodeLaunch, folder: Path) -> None:
+    def __init__(self, launch: NodeLaunch, folder: Path, reporter: progress.Reporter | None = None,
+                 sink: progress.ControlSink | None = None) -> None:
         self.launch = launch
         self.folder = folder
+        self.reporter, self.sink = reporter, sink
         self.feed: NodeFeed | None = None
         self.tensorboard: subprocess.Popen | None = None
         self.client: ReservationClient | None = None
@@ -73,18 +77,22 @@ class Node:
             tmp_socket = socket.create_server(("0.0.0.0", 0))
             port = tmp_socket.getsockname()[1]
             if la.spark_feed and la.job_name not in FEEDLESS_ROLES:
-                self.feed = NodeFeed(la.secret)
+                self.feed = NodeFeed(la.secret, host=host)  # reachable: tasks on ps/evaluator executors feed it
             self.client = ReservationClient(la.server_address, la.secret)
             spec = self.client.register(
                 {"executor_id": la.executor_id, "host": host, "port": port, "pid": os.getpid(),
-                 "job_name": la.job_name, "task_index": la.task_index},
+                 "job_name": la.job_name, "task_index": la.task_index,
+                 "feed_port": self.feed.port if self.feed else None},
                 timeout=la.reservation_timeout + 30)
             self.client.listen(self._on_control, self._on_lost)
+            if self.sink is not None:
+                self.sink.client = self.client
             if la.executor_pid:
                 threading.Thread(target=self._watch_executor, args=(la.executor_pid,), daemon=True,
                                  name="tfoy-executor-lifeline").start()
             ctx = NodeContext(job_name=la.job_name, task_index=la.task_index, cluster_spec=spec,
-                              executor_id=la.executor_id, log_dir=la.log_dir, mgr=self.feed, tmp_socket=tmp_socket)
+                              executor_id=la.executor_id, log_dir=la.log_dir, mgr=self.feed, tmp_socket=tmp_socket,
+                              reporter=self.reporter)
             if "chief" in spec or "master" in spec:
                 ctx.export_tf_config()
             if la.tensorboard and ctx.is_chief:
@@ -92,7 +100,7 @@ class Node:
             self._write("node.json", json.dumps({
                 "executor_id": la.executor_id, "job_name": la.job_name, "task_index": la.task_index,
                 "pid": os.getpid(), "executor_pid": la.executor_pid,
-                "feed_port": self.feed.port if self.feed else None}))
+                "feed_host": host, "feed_port": self.feed.port if self.feed else None}))
             if la.release_port:
                 ctx.release_port()
             la.map_fun(la.tf_args, ctx)
@@ -197,11 +205,13 @@ def main(argv: list[str]) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     launch_file = Path(argv[1])
-    prepare_node()  # before the launch is unpickled: that imports the user's modules (TF, Keras) already
+    sink = progress.ControlSink()
+    reporter = progress.Reporter(sink, every_s=SPARK_PROGRESS_EVERY_S)
+    prepare_node(reporter=reporter)  # before the launch is unpickled: that imports the user's modules (TF, Keras)
     with open(launch_file, "rb") as f:
         launch: NodeLaunch = pickle.load(f)  # written by our own start task into a 0700 folder
     launch_file.unlink()
-    code = Node(launch, launch_file.parent).run()
+    code = Node(launch, launch_file.parent, reporter, sink).run()
     sys.stdout.flush()
     sys.stderr.flush()
     time.sleep(0.1)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tfnode import cluster_spec as cs
-from tfnode import wire
+from tfnode import progress, wire
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +209,8 @@ class ReservationServer:
                 log.error("%s failed:\n%s", node.slot.describe(), node.traceback)
             elif op == "tensorboard":
                 self.tensorboard_url = msg.get("url")
+            elif op == "progress":
+                log.info("%s: %s", node.slot.describe(), progress.describe(msg.get("progress")))
             self._cond.notify_all()
 
     def _safe_send(self, conn: wire.Connection, msg: dict[str, Any]) -> bool:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tfnode import keras_compat
-from tfnode.feed import FeedTarget, feed_partition, infer_partition, state_dir
+from tfnode.feed import FeedAddress, FeedTarget, feed_partition, infer_partition, state_dir
 from tfnode.node import FEEDLESS_ROLES, NodeLaunch
 from tfnode.reservation import NodeState, ReservationServer, Slot
 
@@ -134,8 +134,44 @@ def feed_columns(df: Any, input_mapping: dict[str, str] | None) -> list[str]:
     return columns
 
 
+def check_feedable(df: Any, columns: list[str]) -> None:
+    """On the driver, before any job: every column has a type the Arrow feed turns into an array (numbers,
+    booleans, strings, binaries, or arrays of numbers); anything else is named with its type."""
+    from pyspark.sql import types as T
+
+    simple = (T.NumericType, T.BooleanType, T.StringType, T.BinaryType)
+    for name in columns:
+        kind = df.schema[name].dataType
+        element = kind.elementType if isinstance(kind, T.ArrayType) else None
+        if isinstance(kind, simple) and not isinstance(kind, T.DecimalType):
+            continue
+        if element is not None and isinstance(element, T.NumericType | T.BooleanType) \
+                and not isinstance(element, T.DecimalType):
+            continue
+        raise ValueError(f"column {name!r} is {kind.simpleString()}, which cannot be fed (numbers, booleans, "
+                         "strings, binaries, or arrays of numbers)")
+
+
 def _infer_task(target: FeedTarget, index: int, iterator: Any) -> Any:
     return infer_partition(target, index, iterator)
+
+
+def _infer_arrow_task(target: FeedTarget, columns: list[str], batches: Any) -> Any:
+    """mapInArrow for inference: Arrow batches in as numpy columns; results out as JSON, one per row (results are
+    whatever map_fun passes to batch_results, so they have no schema to declare)."""
+    import itertools
+    import json
+
+    import pyarrow as pa
+    from pyspark import TaskContext
+
+    from tfnode.feed import arrow_chunks
+
+    partition = TaskContext.get().partitionId()
+    results = infer_partition(target, partition,
+                              chunks=arrow_chunks(batches, columns, target.chunk_records, partition))
+    while piece := list(itertools.islice(results, target.chunk_records)):
+        yield pa.RecordBatch.from_pydict({"result": [json.dumps(r) for r in piece]})
 
 
 # ---- driver side -----------------------------------------------------------------------------------------------
@@ -166,7 +202,10 @@ class TFCluster:
                 for n in self.server.nodes.values()]
 
     def _target(self, feed_timeout: float) -> FeedTarget:
-        return FeedTarget(self.cluster_id, self.secret, feed_timeout)
+        feeds = tuple(FeedAddress(n.info["host"], n.info["feed_port"], n.slot.describe())
+                      for n in sorted(self.server.nodes.values(), key=lambda n: n.slot.executor_id)
+                      if n.info.get("feed_port") is not None)
+        return FeedTarget(self.cluster_id, self.secret, feed_timeout, feeds=feeds)
 
     def _require_spark_mode(self, what: str) -> None:
         if self.input_mode != InputMode.SPARK:
@@ -194,6 +233,7 @@ class TFCluster:
         from functools import reduce
 
         columns = feed_columns(df, input_mapping)
+        check_feedable(df, columns)
         selected = df.select(*columns)
         data = selected if num_epochs <= 1 else reduce(lambda a, b: a.unionAll(b), [selected] * num_epochs)
         target = self._target(feed_timeout)
@@ -201,9 +241,20 @@ class TFCluster:
                       .collect(), "train")
         self.server.broadcast({"op": "end_feed"})
 
-    def inference(self, dataRDD: Any, feed_timeout: float = 600, qname: str = "input") -> Any:
-        """An RDD of the results map_fun returns through DataFeed.batch_results, partition by partition (lazy)."""
+    def inference(self, dataRDD: Any, feed_timeout: float = 600, qname: str = "input",
+                  input_mapping: dict[str, str] | None = None) -> Any:
+        """An RDD of the results map_fun returns through DataFeed.batch_results, partition by partition (lazy).
+
+        A DataFrame is fed over Arrow as in train() (its `input_mapping` keys sorted, or all columns); its results
+        come back through JSON, so they are what json makes of them (lists, numbers, strings, dicts)."""
         self._require_spark_mode("inference")
+        if hasattr(dataRDD, "mapInArrow"):
+            import json
+
+            columns = feed_columns(dataRDD, input_mapping)
+            check_feedable(dataRDD, columns)
+            task = partial(_infer_arrow_task, self._target(feed_timeout), columns)
+            return dataRDD.select(*columns).mapInArrow(task, "result string").rdd.map(lambda row: json.loads(row[0]))
         return dataRDD.mapPartitionsWithIndex(partial(_infer_task, self._target(feed_timeout)))
 
     def _run_job(self, action: Any, what: str) -> Any:

@@ -45,6 +45,7 @@ def job_runtime(spec: JobSpec) -> JobRuntime:
         roles=tf_roles,
         strategy=spec.effective_strategy,
         barrier_timeout=spec.timeouts.barrier,
+        progress_timeout=spec.timeouts.progress,
         restartable=any(spec.roles[r].max_restarts > 0 for r in tf_roles),
         gpus={r: s.gpus for r, s in spec.roles.items() if s.gpus},
         # as the submitting user means them (relative to /user/<submitter> on the defaultFS, as with `hdfs dfs`):

@@ -12,7 +12,7 @@ import sys
 
 from hdfs_io.fs import NameNodeUnreachableError
 from hdfs_io.kerberos import KerberosError
-from yarn_app import client
+from yarn_app import client, live
 from yarn_app.cluster import ClusterError
 from yarn_app.spec import SpecError, load_spec
 
@@ -37,9 +37,18 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--keytab", help="log in from this keytab instead of the ticket cache (security.keytab)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any spec key, e.g. --set roles.worker.instances=3 (repeatable)")
-    st = sub.add_parser("status", help="state of an application and its tasks")
+    st = sub.add_parser("status", help="state of an application and its tasks (ended ones from the job history)")
     st.add_argument("app_id")
     st.add_argument("--json", action="store_true")
+    st.add_argument("--history-dir", help="the job history folder (default: ~/.tfoy/history on the defaultFS)")
+    h = sub.add_parser("history", help="ended jobs, from the job history on HDFS")
+    h.add_argument("--user", help="another user's history (/user/USER/.tfoy/history)")
+    h.add_argument("--since", help="only jobs ended since: a duration (30m, 12h, 7d) or a date (2026-11-30)")
+    h.add_argument("--json", action="store_true")
+    h.add_argument("--history-dir", help="the job history folder (default: ~/.tfoy/history on the defaultFS)")
+    h.add_argument("--serve", action="store_true", help="serve the history as a web page until interrupted")
+    h.add_argument("--host", default="127.0.0.1", help="address the page listens on (--serve)")
+    h.add_argument("--port", type=int, default=8765, help="port of the page (--serve; 0: any free port)")
     lg = sub.add_parser("logs", help="aggregated container logs of a finished application")
     lg.add_argument("app_id")
     lg.add_argument("--task", help="only this task, e.g. worker:1")
@@ -122,6 +131,59 @@ def _model(args: argparse.Namespace) -> int:
     return client.EXIT_OK
 
 
+def _history(args: argparse.Namespace) -> int:
+    from yarn_app import history
+
+    folder = args.history_dir or history.history_dir(user=args.user)
+    if args.serve:
+        from yarn_app import history_page
+
+        server = history_page.make_server(folder, args.host, args.port)
+        host, port = server.server_address[:2]
+        print(f"job history of {folder} at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+        return client.EXIT_OK
+    try:
+        since = history.parse_since(args.since) if args.since else None
+    except ValueError as e:
+        print(f"tfoy: {e}", file=sys.stderr)
+        return client.EXIT_BAD_INPUT
+    records, problems = history.list_records(folder, since)
+    for problem in problems:
+        print(f"tfoy: {problem}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([{k: v for k, v in r.items() if k != "spec"} for r in records], indent=1))
+    elif not records:
+        print(f"no job history{' since ' + args.since if args.since else ''} in {folder}")
+    for r in [] if args.json else records:
+        print(history.summary_line(r))
+    return client.EXIT_OK
+
+
+def _ended_status(app_id: str, folder: str | None, as_json: bool) -> int | None:
+    """`tfoy status` of an application YARN no longer runs (or knows): from its history record; None if none."""
+    from yarn_app import history
+
+    record = history.read(app_id, folder or history.history_dir())
+    if record is None:
+        return None
+    if as_json:
+        print(json.dumps({k: v for k, v in record.items() if k != "spec"}, indent=2))
+        return client.EXIT_OK
+    print(f"{app_id} {record['state']} {record['final_status']} (from the job history; ended "
+          f"{history.summary_line(record).split('  ')[1]}, {record['duration_s']:.0f}s)")
+    for name, task in record["tasks"].items():
+        print(f"  {name:14s} {task['outcome']:9s} attempts {task['attempts']}  {task.get('last_progress', '')}")
+    if record.get("traceback"):
+        print(f"traceback:\n{record['traceback']}")
+    return client.EXIT_OK
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -154,14 +216,25 @@ def main(argv: list[str] | None = None) -> int:
                 spec.security.keytab = os.path.abspath(args.keytab)
             spec.security.validate()
             return client.submit(spec, detach=args.detach, reattach_tag=args.reattach)
+        if args.command == "history":
+            return _history(args)
         if args.command == "status":
-            prog = client.status(args.app_id)
+            try:
+                prog = client.status(args.app_id)
+            except ValueError as e:
+                if "Unknown ApplicationId" in str(e) and (
+                        code := _ended_status(args.app_id, args.history_dir, args.json)) is not None:
+                    return code
+                raise
+            if prog.state in client.FINAL_STATES and (
+                    code := _ended_status(args.app_id, args.history_dir, args.json)) is not None:
+                return code
             if args.json:
                 print(json.dumps(prog.to_dict(), indent=2))
             else:
                 print(f"{prog.app_id} {prog.state} {prog.final_status} {prog.tracking_url}")
                 for t in prog.tasks.values():
-                    print(f"  {t.name:14s} {t.state}")
+                    print(f"  {live.task_line(t)}")
                 if prog.diagnostics:
                     print(f"diagnostics: {prog.diagnostics.strip()}")
             return client.EXIT_OK

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tfnode import barrier as kvb
-from yarn_app import cluster, env
+from yarn_app import cluster, env, history, live
 from yarn_app.application import Shipping, build_application_spec
 from yarn_app.spec import SIDE_ROLES, JobSpec
 
@@ -34,6 +34,7 @@ DRIVER_START_TIMEOUT_S = 60
 POLL_S = 1.0
 CLAIM_WAIT_S = 600.0  # a first submit ships the env (minutes when it is packed for the first time)
 CLAIM_POLL_S = 1.0
+JAVA_LOGS_KEPT = 20
 
 
 def say(text: str) -> None:
@@ -41,24 +42,46 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def start_skein(timeout: float = DRIVER_START_TIMEOUT_S, principal: str | None = None, keytab: str | None = None):
+def java_log_path(keep: int = JAVA_LOGS_KEPT) -> Path:
+    """A fresh file for this client's Java driver log in ~/.tfoy/logs (the newest `keep` are kept): Hadoop's and
+    skein's INFO lines stay out of what people and schedulers read; the path is printed when a job fails."""
+    folder = Path(os.environ.get("TFOY_STATE_DIR", Path.home() / ".tfoy")) / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in sorted(folder.glob("java-client-*.log"), key=lambda p: p.stat().st_mtime)[:-keep or None]:
+        old.unlink(missing_ok=True)
+    return folder / f"java-client-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+
+
+def default_java_log() -> Path | None:
+    """Where this process's Java driver logs: a file of its own, or stderr (None) with `tfoy -v`."""
+    return None if log.isEnabledFor(logging.DEBUG) else java_log_path()
+
+
+def start_skein(timeout: float = DRIVER_START_TIMEOUT_S, principal: str | None = None, keytab: str | None = None,
+                java_log: Path | None | bool = True):
     """A skein client (its Java driver), bounded in time; the RM is probed first so a dead RM is named. On a
-    Kerberized cluster the driver logs in from the keytab if given, else uses the ticket cache (KRB5CCNAME)."""
+    Kerberized cluster the driver logs in from the keytab if given, else uses the ticket cache (KRB5CCNAME).
+    java_log: the driver's log file (True: default_java_log(); None: stderr)."""
     import skein
 
     cluster.check_reachable(cluster.rm_address(), "ResourceManager", "yarn.resourcemanager.address")
     pool = concurrent.futures.ThreadPoolExecutor(1)
+    if java_log is True:
+        java_log = default_java_log()
     kwargs: dict = {"principal": principal, "keytab": keytab} if keytab else {}
+    kwargs["log"] = str(java_log) if java_log else None
     krb5_conf = os.environ.get("KRB5_CONFIG")
     if krb5_conf:  # MIT's tools read KRB5_CONFIG, Java only its own property
         options = os.environ.get("SKEIN_DRIVER_JAVA_OPTIONS", "").split()
         kwargs["java_options"] = [*options, f"-Djava.security.krb5.conf={krb5_conf.split(':')[0]}"]
     try:
-        return pool.submit(skein.Client, **kwargs).result(timeout=timeout)
+        client = pool.submit(skein.Client, **kwargs).result(timeout=timeout)
     except concurrent.futures.TimeoutError:
-        raise cluster.ClusterError(f"the skein driver did not start within {timeout:.0f}s") from None
+        where = f" (its log: {java_log})" if java_log else ""
+        raise cluster.ClusterError(f"the skein driver did not start within {timeout:.0f}s{where}") from None
     finally:
         pool.shutdown(wait=False)
+    return client
 
 
 def prepare_shipping(spec: JobSpec, workdir: Path, hdfs_client=None) -> Shipping:
@@ -104,6 +127,8 @@ class TaskView:
     name: str
     state: str = "-"
     outcome: str | None = None
+    container: str | None = None
+    progress: dict | None = None  # the TF process's latest snapshot (tfnode.progress)
 
 
 @dataclass
@@ -131,14 +156,22 @@ class Progress:
     def to_dict(self) -> dict:
         return {"app_id": self.app_id, "state": self.state, "final_status": self.final_status,
                 "tracking_url": self.tracking_url, "containers": self.containers, "diagnostics": self.diagnostics,
-                "tasks": {k: {"state": v.state, "outcome": v.outcome} for k, v in self.tasks.items()}}
+                "tasks": {k: {"state": v.state, "phase": live.task_phase(v), "outcome": v.outcome,
+                              "container": v.container, "progress": v.progress} for k, v in self.tasks.items()}}
 
 
 def _kv_tasks(kv_items: dict[str, bytes], expected: list[str]) -> dict[str, TaskView]:
     tasks = {n: TaskView(n) for n in expected}
     for (role, i), raw in kvb.parse_task_keys(kv_items, f"{kvb.PREFIX}state/").items():
         name = kvb.task_name(role, i)
-        tasks.setdefault(name, TaskView(name)).state = json.loads(raw).get("state", "?")
+        state = json.loads(raw)
+        task = tasks.setdefault(name, TaskView(name))
+        task.state, task.container = state.get("state", "?"), state.get("container")
+    for (role, i), raw in kvb.parse_task_keys(kv_items, f"{kvb.PREFIX}progress/").items():
+        try:
+            tasks.setdefault(kvb.task_name(role, i), TaskView(kvb.task_name(role, i))).progress = json.loads(raw)
+        except ValueError:
+            log.debug("unreadable progress of %s:%d", role, i)
     for (role, i), raw in kvb.parse_task_keys(kv_items, f"{kvb.PREFIX}outcome/").items():
         name = kvb.task_name(role, i)
         tasks.setdefault(name, TaskView(name)).outcome = raw.decode(errors="replace")
@@ -179,8 +212,44 @@ def connect_when_running(client, app_id: str):
         return None
 
 
-def watch(client, app_id: str, spec: JobSpec, out: Callable[[str], None] = say) -> int:
-    """Shows progress until the application ends; prints each failing task's traceback; returns the exit code."""
+def watch(client, app_id: str, spec: JobSpec, out: Callable[[str], None] = say, java_log: Path | None = None) -> int:
+    """Shows progress until the application ends; prints each failing task's traceback; returns the exit code.
+    Whatever the end (also Ctrl-C), the job's record goes to its history folder (yarn_app.history)."""
+    from hdfs_io.paths import hadoop_user
+
+    record = history.JobRecord.for_spec(app_id, spec, hadoop_user())
+    view = live.view_for(out, say)
+    outcome = {"code": EXIT_INTERRUPTED, "how": "the client was interrupted (the application is killed)"}
+    try:
+        code = _watch(client, app_id, spec, out, record, view, outcome)
+        outcome["code"] = code
+        if code != EXIT_OK and java_log:
+            out(f"this client's Java log: {java_log}")
+        return code
+    finally:
+        view.close()
+        _record_history(client, app_id, spec, record, outcome, out)
+
+
+def _record_history(client, app_id: str, spec: JobSpec, record: history.JobRecord, outcome: dict,
+                    out: Callable[[str], None]) -> None:
+    try:
+        report = client.application_report(app_id)
+        state, final, diagnostics = str(report.state), str(report.final_status), report.diagnostics or ""
+    except Exception as e:  # noqa: BLE001 - the record is still worth writing
+        state, final, diagnostics = "UNKNOWN", "UNDEFINED", f"no application report: {e}"
+    if outcome["code"] == EXIT_INTERRUPTED:
+        state, final = "KILLED", "KILLED"
+    where = history.write(record.finish(state, final, outcome["code"], diagnostics, outcome.get("how", "")),
+                          history.history_dir(spec.history_dir))
+    if where:
+        log.info("job history: %s", where)
+    else:
+        out(f"warning: no job history for {app_id}: {history.history_dir(spec.history_dir)} is not writable")
+
+
+def _watch(client, app_id: str, spec: JobSpec, out: Callable[[str], None], record: history.JobRecord,
+           view: live.PlainView | live.TerminalView, outcome: dict) -> int:
     started = time.monotonic()
     expected = expected_task_names(spec)
     app = None
@@ -197,8 +266,10 @@ def watch(client, app_id: str, spec: JobSpec, out: Callable[[str], None] = say) 
             if app is not None:
                 app.kv[kvb.CLIENT_KEY] = b"watching"
         prog = snapshot(client, app_id, app, expected)
+        record.observe(prog)
         if prog.state in FINAL_STATES:
             break
+        view.update(prog, elapsed)
         for name, task in prog.tasks.items():
             if task.outcome is not None and shown.get(name) != task.outcome:
                 shown[name] = task.outcome
@@ -231,15 +302,19 @@ def watch(client, app_id: str, spec: JobSpec, out: Callable[[str], None] = say) 
         all_granted = all_granted or (bool(c) and c.get("requested", 0) == 0)
         if not all_granted and elapsed > spec.timeouts.allocation:
             client.kill_application(app_id)
-            out(f"allocation timeout: not every container was granted within {spec.timeouts.allocation:.0f}s "
-                f"({c.get('requested', '?')} still requested, queue {spec.queue}); application killed")
+            outcome["how"] = (f"allocation timeout: not every container was granted within "
+                              f"{spec.timeouts.allocation:.0f}s ({c.get('requested', '?')} still requested, queue "
+                              f"{spec.queue}); application killed")
+            out(outcome["how"])
             return EXIT_FAILED
         if elapsed > spec.timeouts.job:
             client.kill_application(app_id)
-            out(f"job timeout: still running after {spec.timeouts.job:.0f}s (timeouts.job); application killed")
+            outcome["how"] = f"job timeout: still running after {spec.timeouts.job:.0f}s (timeouts.job); killed"
+            out(outcome["how"])
             return EXIT_FAILED
         time.sleep(POLL_S)
     out(f"{app_id} {prog.state} {prog.final_status}")
+    outcome["how"] = "ended"
     if prog.final_status == "SUCCEEDED" and not failures:
         if side_failures:
             out(f"training succeeded; failed beside it: {', '.join(sorted(set(side_failures)))} "
@@ -289,7 +364,8 @@ def _submit_logged_in(spec: JobSpec, detach: bool, out: Callable[[str], None], r
     if reattach_tag and reattach_tag.lower() not in {t.lower() for t in spec.tags}:
         spec.tags = [*spec.tags, reattach_tag]
     with tempfile.TemporaryDirectory(prefix="tfoy-submit-") as tmp:
-        client = start_skein(principal=login and login.principal, keytab=login and login.keytab)
+        java_log = default_java_log()
+        client = start_skein(principal=login and login.principal, keytab=login and login.keytab, java_log=java_log)
         app_id = None
         try:
             with claimed_run(spec.name, reattach_tag) if reattach_tag else contextlib.nullcontext():
@@ -306,7 +382,7 @@ def _submit_logged_in(spec: JobSpec, detach: bool, out: Callable[[str], None], r
             out(f"tracking URL: {cluster.tracking_url(app_id)}")
             if detach:
                 return EXIT_OK
-            return watch(client, app_id, spec, out)
+            return watch(client, app_id, spec, out, java_log=java_log)
         except KeyboardInterrupt:
             if app_id:
                 client.kill_application(app_id)

@@ -147,17 +147,22 @@ class PythonEnvSpec:
 
 @dataclass
 class TimeoutSpec:
-    """Seconds. allocation: containers granted; barrier: every task registered; job: the whole application."""
+    """Seconds. allocation: containers granted; barrier: every task registered; job: the whole application;
+    progress: the stall watchdog (off by default): a task whose TF process reports no progress for this long (no
+    model.fit batch, no ctx.report) is dumped (every thread's Python stack into its log) and failed."""
 
     allocation: float = 300
     barrier: float = 300
     job: float = 3600
+    progress: float | None = None
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "timeouts") -> TimeoutSpec:
         d = _check_keys(data, {f.name for f in fields(cls)}, where)
         t = cls()
         for f in fields(cls):
+            if f.name in d and d[f.name] is None and f.default is None:  # an optional timeout, off
+                continue
             if f.name in d:
                 v = _check_type(d[f.name], (int, float), f"{where}.{f.name}")
                 if not math.isfinite(v) or v <= 0:  # .nan or .inf would make the wait never fire
@@ -222,6 +227,7 @@ class JobSpec:
     log_dir: str | None = None
     inputs: list[str] = field(default_factory=list)  # HDFS paths that must exist before submission
     security: SecuritySpec = field(default_factory=SecuritySpec)
+    history_dir: str = ".tfoy/history"  # where the client records each job's end (home-relative on the defaultFS)
 
     # ---- (de)serialisation -------------------------------------------------------------------------------
     @classmethod
@@ -234,7 +240,7 @@ class JobSpec:
         roles_raw = _check_keys(d["roles"], set(ROLE_NAMES), "roles")
         roles = {name: RoleSpec.from_dict(r, f"roles.{name}") for name, r in roles_raw.items()}
         spec = cls(entry_point=_check_type(d["entry_point"], str, "entry_point"), roles=roles)
-        for key in ("name", "queue", "strategy", "model_dir", "export_dir", "log_dir"):
+        for key in ("name", "queue", "strategy", "model_dir", "export_dir", "log_dir", "history_dir"):
             if d.get(key) is not None:
                 setattr(spec, key, _check_type(d[key], str, key))
         for key in ("tags", "args", "inputs"):

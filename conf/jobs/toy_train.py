@@ -52,6 +52,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--epoch-sleep", type=float, default=0.0, help="seconds per epoch (lets tests kill mid-run)")
     p.add_argument("--fail", default="", help="task (e.g. worker:1) that raises, for tests")
     p.add_argument("--fail-once", default="", help="task that raises in its first attempt only, for tests")
+    p.add_argument("--hang", default="", help="task that sleeps for ever before training (the stall watchdog's test)")
     p.add_argument("--digest-env", default="", help="print the sha256 of this env variable (tests of secrets)")
     return p.parse_args(argv)
 
@@ -82,6 +83,9 @@ def main(args: list[str], ctx) -> None:
         with tf.io.gfile.GFile(marker, "w") as f:
             f.write("failed")
         raise RuntimeError(f"toy_train: {me} fails once on purpose")
+    if opts.hang == me:
+        while True:
+            time.sleep(60)
     if opts.digest_env:
         value = os.environ.get(opts.digest_env)
         digest = hashlib.sha256(value.encode()).hexdigest() if value is not None else "unset"

@@ -18,8 +18,9 @@ def bench(hadoop_conf):
     b.skein.close()
 
 
-@pytest.mark.parametrize("row", ["double", "am", "chief", "ps", "evaluator", "datanode", "nodemanager",
-                                 "resourcemanager", "spark-train"])
+# the other rows (worker, double kill, evaluator, tensorboard, client, namenode, spark-inference) run in the benchmark
+# only, to keep the suite within its time: the kill-and-resume path they share is tested by chief and ps here
+@pytest.mark.parametrize("row", ["am", "chief", "ps", "datanode", "nodemanager", "resourcemanager", "spark-train"])
 def test_fault_is_survived_with_nothing_lost_or_left(bench, row):
     result = faults.ROWS[row](bench)
     assert result.survived and result.lost == 0 and result.orphans == 0, result

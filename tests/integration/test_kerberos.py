@@ -229,6 +229,27 @@ def test_mwms_job_on_kerberized_yarn_trains_exports_and_outlives_the_token_renew
     """, ticket)
     assert "'1'" in listed.stdout, listed.stdout + listed.stderr
     assert "['400', '400', '400']" in listed.stdout, listed.stdout  # hdfs_io read every record in each task
+    # what a job ships is its owner's: the second user cannot list the env archives (published here as `tfoy
+    # submit` publishes a private one, with a stand-in archive: packing the real one takes minutes). The code zip
+    # is staged by skein in .skein/<app id> (0700, its Driver's SKEIN_DIR_PERM), gone when the application ends.
+    published = secure.python(f"""
+        from pathlib import Path
+        from hdfs_io import fs
+        from yarn_app import env
+        archive = Path("{tmp_path}/stand-in.tar.gz")
+        archive.write_bytes(b"not a real environment")
+        uri = env.hdfs_env_dir(False) + "/stand-in.tar.gz"
+        env._ensure_published(uri, lambda: archive, fs.hdfs_client(uri), env.PRIVATE_MODES)
+    """, ticket)
+    assert published.returncode == 0, published.stderr[-2000:]
+    other = secure.kinit("tfoy-other", tmp_path)
+    for private in (f"/user/{USER}/.tfoy/envs",):
+        denied = secure.python(f"""
+            from hdfs_io import fs
+            print(fs.ls("{secure.fs}{private}"))
+        """, other)
+        assert denied.returncode != 0, f"{private} is readable by tfoy-other: {denied.stdout[-500:]}"
+        assert "tfoy-other" in denied.stderr and private in denied.stderr, denied.stderr[-2000:]
 
 
 def test_keytab_submit_from_the_spec(secure, toy_data, tmp_path):

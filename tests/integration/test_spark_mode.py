@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -216,16 +217,25 @@ def test_train_then_inference_in_spark_mode(sc, tmp_path):
     cluster = TFCluster.run(sc, infer_fun, {"out": str(tmp_path)}, 2, 0, input_mode=TFCluster.InputMode.SPARK,
                             reservation_timeout=120)
     results = cluster.inference(infer_rdd).collect()
+    from pyspark.sql import SparkSession
+
+    infer_df = SparkSession.builder.getOrCreate().createDataFrame(infer_rdd, "x double").repartition(2)
+    df_results = cluster.inference(infer_df).collect()  # the same records as a DataFrame, fed over Arrow
     cluster.shutdown(timeout=120)
     _assert_no_node_left(cluster.cluster_id)
     assert len(results) == 1001
     assert sorted(x for x, _ in results) == sorted(i / 1001 for i in range(1001))
     assert all(abs(p - (2 * x + 1)) < 0.1 for x, p in results)
+    assert sorted(map(tuple, df_results)) == sorted(map(tuple, results))
 
 
 @pytest.mark.parametrize("keras", [3, 2])
-def test_keras_fit_on_the_data_feed_with_two_nodes_exports_to_hdfs(sc, hdfs_tmp, keras, monkeypatch):
+def test_keras_fit_on_the_data_feed_with_two_nodes_exports_to_hdfs(sc, hdfs_tmp, keras, monkeypatch, caplog):
+    import logging
+
     import tensorflow as tf
+
+    caplog.set_level(logging.INFO, logger="tfnode.reservation")
 
     from hdfs_io import export
     from hdfs_io.paths import absolute_uri
@@ -253,6 +263,9 @@ def test_keras_fit_on_the_data_feed_with_two_nodes_exports_to_hdfs(sc, hdfs_tmp,
     assert f"weights-0002{suffix}" in tf.io.gfile.listdir(f"{base}/model")
     served = tf.saved_model.load(f"{base}/export/1")
     assert "serving_default" in served.signatures
+    # every node's progress reached the driver's log (the callback tfoy adds to model.fit, Keras 3 and 2)
+    for node in ("chief:0", "worker:0"):
+        assert re.search(rf"\({node}\): \w+ epoch 2/2 step \d+ loss", caplog.text), caplog.text[-3000:]
 
 
 def test_tensorflow_mode_reads_tfrecords_from_hdfs(sc, hdfs, hdfs_tmp, tmp_path):
@@ -449,6 +462,8 @@ def test_dfutil_names_the_file_and_offset_of_a_corrupt_record(sc, hdfs_tmp):
 def mapped_sum_fun(args, ctx):
     from tfnode import TFNode
 
+    if ctx.mgr is None:  # the ps node: no feed; its executor's partitions go to the worker
+        return
     feed = TFNode.DataFeed(ctx.mgr, train_mode=True, input_mapping={"image": "x", "label": "y"})
     seen, labels, shape = 0, 0, None
     while not feed.should_stop():
@@ -460,7 +475,8 @@ def mapped_sum_fun(args, ctx):
     Path(args["out"], f"df-{ctx.executor_id}").write_text(json.dumps([seen, labels, shape]))
 
 
-def test_a_dataframe_is_fed_over_arrow_through_input_mapping(sc, tmp_path):
+def test_a_dataframe_is_fed_over_arrow_also_from_the_ps_executor(sc, tmp_path):
+    """ps:0 + worker:0 on two executors: the partitions Spark runs on the ps executor are sent to the worker."""
     from pyspark.sql import SparkSession
 
     from tfnode import TFCluster
@@ -468,32 +484,95 @@ def test_a_dataframe_is_fed_over_arrow_through_input_mapping(sc, tmp_path):
     spark = SparkSession.builder.getOrCreate()
     df = spark.createDataFrame([([i % 256] * 784, i % 10, f"n{i}") for i in range(3000)],
                                "image array<long>, label long, name string").repartition(4)
-    cluster = TFCluster.run(sc, mapped_sum_fun, {"out": str(tmp_path)}, 2, 0, input_mode=TFCluster.InputMode.SPARK,
+    props = spark.createDataFrame([({"a": i}, i) for i in range(50)], "props map<string,long>, label long")
+    cluster = TFCluster.run(sc, mapped_sum_fun, {"out": str(tmp_path)}, 2, 1, input_mode=TFCluster.InputMode.SPARK,
                             reservation_timeout=120)
     try:
         with pytest.raises(ValueError, match=r"no column 'pixels' \(its columns: image, label, name\)"):
             cluster.train(df, input_mapping={"pixels": "x", "label": "y"})
+        with pytest.raises(ValueError, match=r"column 'props' is map<string,bigint>, which cannot be fed"):
+            cluster.train(props)
         cluster.train(df, num_epochs=2, feed_timeout=120, input_mapping={"image": "x", "label": "y"})
     finally:
         cluster.shutdown(timeout=120)
     got = [json.loads(p.read_text()) for p in tmp_path.glob("df-*")]
-    assert sum(g[0] for g in got) == 6000 and sum(g[1] for g in got) == 2 * sum(i % 10 for i in range(3000))
-    assert all(g[2] == [784] for g in got if g[0])
+    assert len(got) == 1 and got[0][0] == 6000 and got[0][1] == 2 * sum(i % 10 for i in range(3000))
+    assert got[0][2] == [784]
     _assert_no_node_left(cluster.cluster_id)
 
 
-def test_a_dataframe_column_that_cannot_be_fed_is_named(sc, tmp_path):
+# ---- the Spark ML pipeline: TFEstimator / TFModel ---------------------------------------------------------------
+def pipeline_train_fun(args, ctx):
+    """A TFoS pipeline train function: args are tf_args merged with the estimator's Params."""
+    import tensorflow as tf
+
+    from tfnode import TFNode, compat
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    feed = TFNode.DataFeed(ctx.mgr, train_mode=True)
+    ds = feed.dataset(args.batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y))  # columns: image, label
+    options = tf.data.Options()
+    compat.disable_auto_shard(options)
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input((784,), name="image"), tf.keras.layers.Rescaling(1 / 255),
+                                     tf.keras.layers.Dense(128, activation="relu"), tf.keras.layers.Dense(10)])
+        model.compile("adam", tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(ds.with_options(options), epochs=args.epochs, steps_per_epoch=args.steps, verbose=0)
+    feed.terminate()
+    compat.export_saved_model(model, args.export_dir, ctx.is_chief)
+
+
+def _mnist_df(spark, split: str, n: int):
+    import pyarrow as pa
+
+    from examples.mnist.idx import load_split
+
+    images, labels = load_split(split)
+    images, labels = images[:n].astype("int64"), labels[:n].astype("int64")
+    table = pa.table({"image": pa.FixedSizeListArray.from_arrays(images.reshape(-1), 784).cast(
+        pa.list_(pa.int64())), "label": labels})
+    return spark.createDataFrame(table)
+
+
+def test_tfestimator_fit_then_tfmodel_transform_on_fashion_mnist(sc, hdfs_tmp):
+    import numpy as np
+    from pyspark.ml import Pipeline, PipelineModel
     from pyspark.sql import SparkSession
 
-    from tfnode import TFCluster
+    from hdfs_io.paths import absolute_uri
+    from tfnode.pipeline import TFEstimator, TFModel
 
     spark = SparkSession.builder.getOrCreate()
-    df = spark.createDataFrame([({"a": i}, i) for i in range(50)], "props map<string,long>, label long")
-    cluster = TFCluster.run(sc, count_fun, {"out": str(tmp_path), "batch": 16}, 2, 0,
-                            input_mode=TFCluster.InputMode.SPARK, reservation_timeout=120)
-    try:
-        with pytest.raises(Exception, match=r"column 'props' is map<string, int64>, which cannot be fed"):
-            cluster.train(df, feed_timeout=60)
-    finally:
-        cluster.shutdown(timeout=60)
-    _assert_no_node_left(cluster.cluster_id)
+    base = absolute_uri(hdfs_tmp)
+    train = _mnist_df(spark, "train", 6000).repartition(4)
+    estimator = (TFEstimator(pipeline_train_fun, {"note": "tf_args reach train_fn"})
+                 .setInputMapping({"image": "image", "label": "label"}).setClusterSize(2).setEpochs(2)
+                 .setBatchSize(100).setSteps(15).setExportDir(f"{base}/export").setModelDir(f"{base}/model")
+                 .setGraceSecs(5))
+    fitted = Pipeline(stages=[estimator]).fit(train)
+    model = fitted.stages[0]
+    assert isinstance(model, TFModel) and model.getExportDir() == f"{base}/export" and model.getBatchSize() == 100
+    model.setInputMapping({"image": "image"}).setOutputMapping({"output_0": "logits"})
+    fitted.write().save(f"{base}/pipeline")  # TFModel saves with its params and tf_args; the SavedModel stays put
+    loaded = PipelineModel.load(f"{base}/pipeline")
+    assert loaded.stages[0].args.note == "tf_args reach train_fn"
+
+    test = _mnist_df(spark, "test", 2000).repartition(3)
+    rows = loaded.transform(test).select("label", "logits").collect()
+    assert len(rows) == 2000 and len(rows[0]["logits"]) == 10
+    accuracy = float(np.mean([int(np.argmax(r["logits"])) == r["label"] for r in rows]))
+    print(f"TFEstimator.fit + TFModel.transform on Fashion-MNIST: accuracy {accuracy:.3f} on 2000 test images")
+    assert accuracy > 0.6
+
+    # bad input, named on the driver before any Spark job
+    with pytest.raises(ValueError, match=r"has no input 'pixels'; its inputs: image float32 \(None, 784\)"):
+        TFModel().setExportDir(f"{base}/export").setInputMapping({"image": "pixels"}).setOutputMapping(
+            {"output_0": "p"}).transform(test)
+    named = spark.createDataFrame([("a", 1)], "image string, label long")
+    with pytest.raises(ValueError, match=r"column 'image' is string, which cannot feed the signature's input image"):
+        model.transform(named)
+    with pytest.raises(ValueError, match=r"no column 'image' \(its columns: label\)"):
+        model.transform(test.select("label"))
+    with pytest.raises(FileNotFoundError, match=r"holds no SavedModel"):
+        TFModel().setExportDir(f"{base}/model").setInputMapping({"image": "image"}).setOutputMapping(
+            {"output_0": "p"}).transform(test)

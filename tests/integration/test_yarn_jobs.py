@@ -42,6 +42,20 @@ def toy_data(hdfs):
     hdfs.delete(base, recursive=True)
 
 
+@pytest.fixture(scope="module")
+def ended():
+    """Application ids of this module's finished jobs by outcome, for the history page test at its end."""
+    return {}
+
+
+def history_of(app_id: str) -> dict:
+    """The job's history record, as `tfoy status` reads it once YARN has finished it."""
+    status = run_cli(TFOY, "status", app_id, "--json", timeout=120)
+    record = json.loads(status.stdout)
+    assert record.get("format") == 1, f"not from the job history: {status.stdout[:1000]}"
+    return record
+
+
 def make_spec(tmp_path: Path, base: str, archive: bool = False, shared: bool = False, **changes) -> Path:
     """archive: ship the packed venv (`archive: auto`, private unless shared) instead of this interpreter."""
     name = f"tfoy-it-{uuid.uuid4().hex[:8]}"
@@ -99,7 +113,7 @@ def env_localized_path(app_id: str) -> str:
 
 
 # ---- training --------------------------------------------------------------------------------------------------
-def test_mwms_job_with_shipped_env_trains_and_exports(tmp_path, toy_data, hdfs, skein_client):
+def test_mwms_job_with_shipped_env_trains_and_exports(tmp_path, toy_data, hdfs, skein_client, ended):
     spec = make_spec(tmp_path, toy_data, archive=True, shared=True)  # the PUBLIC cache is what this test checks
     proc = submit(spec)
     app_id = app_id_of(proc.stdout)
@@ -107,6 +121,14 @@ def test_mwms_job_with_shipped_env_trains_and_exports(tmp_path, toy_data, hdfs, 
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "tracking URL: http://" in proc.stdout
     assert re.search(r"chief:0=succeeded worker:0=succeeded worker:1=succeeded", proc.stdout), proc.stdout
+    # progress while it ran (piped: plain lines), then the record of its end
+    assert re.search(r"chief:0 +training +epoch 2/2 step \d+ loss [0-9.]+", proc.stdout), proc.stdout[-3000:]
+    record = history_of(app_id)
+    assert record["final_status"] == "SUCCEEDED" and record["exit_code"] == 0
+    assert {n: t["outcome"] for n, t in record["tasks"].items()} == {
+        "chief:0": "succeeded", "worker:0": "succeeded", "worker:1": "succeeded"}
+    assert [e["epoch"] for e in record["tasks"]["chief:0"]["epochs"]] == [1, 2]
+    ended["succeeded"] = app_id
     name = yaml.safe_load(spec.read_text())["name"]
     export = f"{toy_data}/{name}/export"
     versions = [os.path.basename(s.path) for s in hdfs.list_status(export)]
@@ -141,7 +163,7 @@ def test_parameter_server_job_trains(tmp_path, toy_data, hdfs, skein_client):
 
 
 # ---- failures ---------------------------------------------------------------------------------------------------
-def test_failing_task_fails_the_job_with_its_traceback(tmp_path, toy_data, skein_client):
+def test_failing_task_fails_the_job_with_its_traceback(tmp_path, toy_data, skein_client, ended):
     spec = make_spec(tmp_path, toy_data, args=["--data", f"{toy_data}/data", "--fail", "worker:1"])
     proc = submit(spec)
     app_id = app_id_of(proc.stdout)
@@ -151,6 +173,24 @@ def test_failing_task_fails_the_job_with_its_traceback(tmp_path, toy_data, skein
     assert "RuntimeError: toy_train: worker:1 fails on purpose" in proc.stdout
     assert "Traceback (most recent call last)" in proc.stdout
     assert str(skein_client.application_report(app_id).final_status) == "FAILED"
+    record = history_of(app_id)
+    assert record["final_status"] == "FAILED" and record["exit_code"] == 1
+    assert record["tasks"]["worker:1"]["outcome"] == "failed"
+    assert "worker:1 fails on purpose" in record["traceback"]
+    text = run_cli(TFOY, "status", app_id, timeout=120).stdout
+    assert "from the job history" in text and "worker:1 fails on purpose" in text, text
+    ended["failed"] = app_id
+
+
+def test_the_stall_watchdog_fails_a_task_that_stops_reporting_naming_it(tmp_path, toy_data, skein_client):
+    spec = make_spec(tmp_path, toy_data, args=["--data", f"{toy_data}/data", "--hang", "worker:1"],
+                     timeouts={"allocation": 240, "barrier": 240, "job": JOB_TIMEOUT, "progress": 20})
+    proc = submit(spec)
+    app_id = app_id_of(proc.stdout)
+    assert_not_running(skein_client, app_id)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "task worker:1 stalled: no progress report for 20s (timeouts.progress" in proc.stdout, proc.stdout[-3000:]
+    assert re.search(r'File ".*toy_train.py", line \d+ in main', proc.stdout), proc.stdout[-3000:]  # its stack
 
 
 def test_a_task_that_fails_once_and_succeeds_on_restart_is_a_success(tmp_path, toy_data, skein_client):
@@ -289,27 +329,6 @@ def test_bad_input_is_rejected_before_submission(tmp_path, toy_data, skein_clien
     assert no_app_named(skein_client, yaml.safe_load(spec.read_text())["name"])
 
 
-def test_ctrl_c_kills_the_application(tmp_path, toy_data, skein_client):
-    spec = make_spec(tmp_path, toy_data, args=["--data", f"{toy_data}/data", "--epochs", "50", "--epoch-sleep", "5"])
-    proc = subprocess.Popen([TFOY, "submit", str(spec)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    app_id = None
-    try:
-        while app_id is None:
-            line = proc.stdout.readline()
-            assert line
-            if m := re.search(r"application id: (\S+)", line):
-                app_id = m.group(1)
-        time.sleep(3)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, out
-    assert f"killed {app_id}" in out
-    assert str(skein_client.application_report(app_id).state) == "KILLED"
-
-
 def test_detach_status_json_and_kill(tmp_path, toy_data, skein_client):
     spec = make_spec(tmp_path, toy_data, args=["--data", f"{toy_data}/data", "--epochs", "50", "--epoch-sleep", "5"])
     proc = run_cli(TFOY, "submit", str(spec), "--detach", timeout=120)
@@ -376,3 +395,36 @@ def test_tensorboard_role_serves_log_dir_on_the_tracking_page(tmp_path, toy_data
     finally:
         run_cli(TFOY, "kill", app_id, timeout=120, check=False)
         assert_not_running(skein_client, app_id)
+
+
+def test_history_page_lists_jobs_and_shows_a_failed_tasks_traceback_in_a_browser(ended):
+    """`tfoy history --serve`, read by a real headless browser (Chromium), over this module's job records."""
+    import shutil
+
+    assert {"succeeded", "failed"} <= set(ended), f"needs this module's succeeded and failed jobs first: {ended}"
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser, "Chromium not found: ./build.sh test installs Debian's chromium"
+    server = subprocess.Popen([TFOY, "history", "--serve", "--port", "0"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        line = server.stdout.readline()
+        m = re.search(r"at (http://\S+/)", line)
+        assert m, line
+
+        def dom(url: str) -> str:
+            out = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", url],
+                                 capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0, out.stderr[-2000:]
+            return out.stdout
+
+        index = dom(m.group(1))
+        assert ended["succeeded"] in index and ended["failed"] in index, index[:3000]
+        assert "SUCCEEDED" in index and "FAILED" in index
+        page = dom(f"{m.group(1)}job/{ended['failed']}")
+        assert "worker:1 fails on purpose" in page and "class=\"traceback\"" in page, page[:3000]
+        assert f"tfoy logs {ended['failed']}" in page
+        good = dom(f"{m.group(1)}job/{ended['succeeded']}")
+        assert "<svg" in good and "loss by epoch" in good, good[:3000]  # the metrics plot
+    finally:
+        server.terminate()
+        server.wait(30)

@@ -1,0 +1,113 @@
+"""Progress reporting, the plain progress lines, history records and the history page, without a cluster."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from tfnode import progress
+from yarn_app import history, history_page, live
+from yarn_app.client import Progress, TaskView
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_reports_are_rate_limited_but_epoch_ends_and_phases_always_go_out(caplog):
+    sent, clock = [], Clock()
+    r = progress.Reporter(sent.append, every_s=2.0, clock=clock)
+    r.report(phase="training", epochs=3)
+    r.report(epoch=1)
+    for step in range(1, 6):
+        clock.t += 0.1
+        r.report(step=step, loss=1.0 / step)
+    assert len(sent) == 2  # the phase and the epoch change; steps inside 2 s are not sent
+    clock.t += 2.0
+    r.report(step=30, loss=0.1)
+    assert sent[-1]["step"] == 30 and sent[-1]["metrics"]["loss"] == 0.1 and sent[-1]["steps_per_s"] > 0
+    with caplog.at_level(logging.WARNING):
+        r.report(epoch=1, epoch_end=True, loss=0.09, accuracy=0.8, note="not a number")
+        r.report(note="again")
+    assert sent[-1]["history"] == [{"epoch": 1, "loss": 0.09, "accuracy": 0.8}]
+    assert "note" not in sent[-1]["metrics"]
+    assert len([m for m in caplog.messages if "'note'" in m]) == 1  # one warning per metric name
+    assert progress.describe(sent[-1]).startswith("training epoch 1/3 step 30 loss 0.09 accuracy 0.8")
+
+
+def test_a_failing_sink_never_fails_training():
+    def broken(snapshot):
+        raise OSError("disk full")
+
+    progress.Reporter(broken).report(phase="training", force=True)  # no exception
+
+
+def test_file_sink_is_read_back_whole(tmp_path):
+    sink = progress.FileSink(tmp_path / "p.json")
+    sink({"phase": "training", "seq": 1})
+    assert progress.read_snapshot(tmp_path / "p.json") == {"phase": "training", "seq": 1}
+    assert progress.read_snapshot(tmp_path / "missing.json") is None
+
+
+def _prog(**tasks) -> Progress:
+    return Progress("application_1_0001", "RUNNING", "UNDEFINED", "http://rm/proxy/application_1_0001/",
+                    tasks={n: TaskView(n, state=s, container=f"c-{n}", progress=p) for n, (s, p) in tasks.items()})
+
+
+def test_plain_view_prints_on_change_and_then_at_most_every_interval():
+    lines, clock = [], Clock()
+    view = live.PlainView(lines.append, every_s=30, clock=clock)
+    snap = {"phase": "training", "epoch": 1, "epochs": 2, "step": 3, "metrics": {"loss": 0.5}, "seq": 1}
+    view.update(_prog(**{"chief:0": ("running", snap)}), 5)
+    view.update(_prog(**{"chief:0": ("running", dict(snap, step=4, seq=2))}), 6)
+    assert len(lines) == 1 and "chief:0      training   epoch 1/2 step 3 loss 0.5" in lines[0]
+    clock.t = 31
+    view.update(_prog(**{"chief:0": ("running", dict(snap, step=9, seq=3))}), 36)
+    view.update(_prog(**{"chief:0": ("running", dict(snap, epoch=2, seq=4))}), 37)
+    assert len(lines) == 3 and "step 9" in lines[1] and "epoch 2/2" in lines[2]
+    assert live.task_phase(TaskView("w", state="waiting")) == "barrier"
+
+
+def test_a_record_names_outcomes_attempts_and_the_first_traceback_and_hides_secrets():
+    from yarn_app.spec import JobSpec
+
+    spec = JobSpec.from_dict({"entry_point": "m:f", "roles": {"worker": {"instances": 1}},
+                              "env": {"TOKEN": "s3cret", "MODE": "x"}, "security": {"secret_env": ["TOKEN"]}})
+    record = history.JobRecord.for_spec("application_1_0002", spec, "alice")
+    prog = _prog(**{"worker:0": ("running", {"phase": "training", "metrics": {"loss": 0.3},
+                                             "history": [{"epoch": 1, "loss": 0.3}], "seq": 1})})
+    record.observe(prog)
+    prog.tasks["worker:0"].outcome = "failed\nTraceback ...\nValueError: boom"
+    prog.failed_containers = {"c-2": ("worker:0", "exit 1")}
+    record.observe(prog)
+    done = record.finish("FINISHED", "FAILED", 1, "one task failed")
+    assert done["tasks"]["worker:0"]["outcome"] == "failed" and done["tasks"]["worker:0"]["attempts"] == 2
+    assert done["traceback"].endswith("ValueError: boom") and done["spec"]["env"] == {"TOKEN": "(secret)", "MODE": "x"}
+    assert "s3cret" not in json.dumps(done)
+    page = history_page.job_page(done).decode()
+    assert "ValueError: boom" in page and "<svg" in page and "tfoy logs application_1_0002" in page
+    index = history_page.jobs_page([done], ["hdfs://x/bad.json: skipped"], "hdfs://x").decode()
+    assert "application_1_0002" in index and "bad.json: skipped" in index
+
+
+def test_history_listing_skips_a_corrupt_file_naming_it(tmp_path):
+    folder = f"file://{tmp_path}"
+    ok = {"app_id": "application_1_0003", "ended": 5.0, "state": "FINISHED", "final_status": "SUCCEEDED"}
+    assert history.write(ok, folder) == f"{folder}/application_1_0003.json"
+    (tmp_path / "application_1_0004.json").write_text("{not json")
+    records, problems = history.list_records(folder)
+    assert [r["app_id"] for r in records] == ["application_1_0003"]
+    assert len(problems) == 1 and "application_1_0004.json: skipped" in problems[0]
+    assert history.list_records(f"file://{tmp_path}/none") == ([], [])
+    assert history.parse_since("2h") > 0
+
+
+def test_an_unwritable_history_folder_is_named_and_nothing_raises(tmp_path, caplog):
+    (tmp_path / "file").write_text("x")
+    with caplog.at_level(logging.WARNING):
+        assert history.write({"app_id": "application_1_0005"}, f"file://{tmp_path}/file/history") is None
+    assert f"{tmp_path}/file/history is not writable" in caplog.text
