@@ -63,18 +63,25 @@ def _count_batches(batches):
     yield pa.RecordBatch.from_pydict({"n": [sum(b.num_rows for b in batches)]})
 
 
-def run_one(impl: str, records: int, batch: int) -> None:
+def local_cluster_context(name: str):
+    """The benchmarks' Spark: `local-cluster[2,1,2048]` (two executor JVMs of one core), this interpreter's Python."""
     os.environ["PYSPARK_PYTHON"] = sys.executable
     from pyspark import SparkConf, SparkContext
+
+    conf = (SparkConf().setMaster("local-cluster[2,1,2048]").setAppName(name)
+            .set("spark.executor.memory", "1g").set("spark.task.maxFailures", "1"))
+    sc = SparkContext(conf=conf)
+    sc.setLogLevel("ERROR")
+    return sc
+
+
+def run_one(impl: str, records: int, batch: int) -> None:
 
     if impl in ("tfoy", "tfoy-df"):
         from tfnode import TFCluster
     else:
         from tensorflowonspark import TFCluster
-    conf = (SparkConf().setMaster("local-cluster[2,1,2048]").setAppName(f"spark-feed-{impl}")
-            .set("spark.executor.memory", "1g").set("spark.task.maxFailures", "1"))
-    sc = SparkContext(conf=conf)
-    sc.setLogLevel("ERROR")
+    sc = local_cluster_context(f"spark-feed-{impl}")
     try:
         rdd = sc.parallelize(range(records), 8).map(lambda i: ([i % 256] * 784, i % 10)).cache()
         assert rdd.count() == records

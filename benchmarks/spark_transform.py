@@ -14,7 +14,6 @@ Last line: RESULT transform_ratio=… (TFoS's median steady-state seconds over t
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
 import subprocess
@@ -25,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.spark_feed import ensure_tfos_venv  # noqa: E402
+from benchmarks.spark_feed import ensure_tfos_venv, local_cluster_context  # noqa: E402
 
 
 def export_model(folder: str) -> None:
@@ -38,9 +37,7 @@ def export_model(folder: str) -> None:
 
 
 def run_one(impl: str, export_dir: str, records: int, batch: int, repeats: int) -> None:
-    os.environ["PYSPARK_PYTHON"] = sys.executable
     import pyarrow as pa
-    from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
     from examples.mnist.idx import load_split
@@ -49,10 +46,7 @@ def run_one(impl: str, export_dir: str, records: int, batch: int, repeats: int) 
         from tfnode.pipeline import TFModel
     else:
         from tensorflowonspark.pipeline import TFModel
-    conf = (SparkConf().setMaster("local-cluster[2,1,2048]").setAppName(f"spark-transform-{impl}")
-            .set("spark.executor.memory", "1g").set("spark.task.maxFailures", "1"))
-    sc = SparkContext(conf=conf)
-    sc.setLogLevel("ERROR")
+    sc = local_cluster_context(f"spark-transform-{impl}")
     try:
         spark = SparkSession.builder.getOrCreate()
         images, labels = load_split("test")
