@@ -188,7 +188,9 @@ def describe(snapshot: dict[str, Any] | None) -> str:
         parts.append(f"epoch {snapshot['epoch']}" + (f"/{snapshot['epochs']}" if snapshot.get("epochs") else ""))
     if snapshot.get("step") is not None:
         parts.append(f"step {snapshot['step']}")
-    for name, value in (snapshot.get("metrics") or {}).items():
+    metrics = snapshot.get("metrics") or {}
+    for name in sorted(metrics, key=lambda n: (n != "loss", n.startswith("val_"))):  # loss first, val_* last
+        value = metrics[name]
         parts.append(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}")
     if snapshot.get("steps_per_s"):
         parts.append(f"{snapshot['steps_per_s']:g} steps/s")
