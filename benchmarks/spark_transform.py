@@ -96,10 +96,10 @@ def main() -> None:
         return
     tfos_python = ensure_tfos_venv()
     with tempfile.TemporaryDirectory(prefix="tfoy-bench-transform-") as folder:
-        export_dir = f"{folder}/model"
         subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r}); "
-                        f"from benchmarks.spark_transform import export_model; export_model({export_dir!r})"],
+                        f"from benchmarks.spark_transform import export_model; export_model({folder + '/model'!r})"],
                        check=True, capture_output=True)
+        export_dir = f"file://{folder}/model"  # a bare path would be on the defaultFS (HDFS), as Hadoop reads it
         tfoy_first, tfoy = measure(Path(sys.executable), "tfoy", args, export_dir)
         tfos_first, tfos = measure(tfos_python, "tfos", args, export_dir)
     print(f"{args.records} images: tfoy {args.records / tfoy:.0f} images/s, TFoS {args.records / tfos:.0f} images/s "

@@ -134,7 +134,7 @@ def _model(args: argparse.Namespace) -> int:
 def _history(args: argparse.Namespace) -> int:
     from yarn_app import history
 
-    folder = args.history_dir or history.history_dir(user=args.user)
+    folder = history.history_dir(args.history_dir) if args.history_dir else history.history_dir(user=args.user)
     if args.serve:
         from yarn_app import history_page
 
@@ -169,7 +169,7 @@ def _ended_status(app_id: str, folder: str | None, as_json: bool) -> int | None:
     """`tfoy status` of an application YARN no longer runs (or knows): from its history record; None if none."""
     from yarn_app import history
 
-    record = history.read(app_id, folder or history.history_dir())
+    record = history.read(app_id, history.history_dir(folder))
     if record is None:
         return None
     if as_json:

@@ -228,11 +228,10 @@ def watch(client, app_id: str, spec: JobSpec, out: Callable[[str], None] = say, 
         return code
     finally:
         view.close()
-        _record_history(client, app_id, spec, record, outcome, out)
+        _record_history(client, app_id, spec, record, outcome)
 
 
-def _record_history(client, app_id: str, spec: JobSpec, record: history.JobRecord, outcome: dict,
-                    out: Callable[[str], None]) -> None:
+def _record_history(client, app_id: str, spec: JobSpec, record: history.JobRecord, outcome: dict) -> None:
     try:
         report = client.application_report(app_id)
         state, final, diagnostics = str(report.state), str(report.final_status), report.diagnostics or ""
@@ -244,8 +243,6 @@ def _record_history(client, app_id: str, spec: JobSpec, record: history.JobRecor
                           history.history_dir(spec.history_dir))
     if where:
         log.info("job history: %s", where)
-    else:
-        out(f"warning: no job history for {app_id}: {history.history_dir(spec.history_dir)} is not writable")
 
 
 def _watch(client, app_id: str, spec: JobSpec, out: Callable[[str], None], record: history.JobRecord,

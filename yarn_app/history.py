@@ -103,7 +103,8 @@ def write(record: dict[str, Any], folder: str) -> str | None:
         fs.rename(tmp, target, overwrite=True)
         return target
     except (OSError, ValueError) as e:
-        log.warning("job history not written: %s is not writable (%s); the job itself is unaffected", folder, e)
+        log.warning("job history of %s not written: %s is not writable (%s); the job itself is unaffected",
+                    record.get("app_id"), folder, e)
         try:
             fs.delete(tmp)
         except (OSError, ValueError):

@@ -122,7 +122,7 @@ def test_mwms_job_with_shipped_env_trains_and_exports(tmp_path, toy_data, hdfs, 
     assert "tracking URL: http://" in proc.stdout
     assert re.search(r"chief:0=succeeded worker:0=succeeded worker:1=succeeded", proc.stdout), proc.stdout
     # progress while it ran (piped: plain lines), then the record of its end
-    assert re.search(r"chief:0 +training +epoch 2/2 step \d+ loss [0-9.]+", proc.stdout), proc.stdout[-3000:]
+    assert re.search(r"chief:0 +\w+ +epoch 2/2 step \d+ loss [0-9.]+", proc.stdout), proc.stdout[-3000:]
     record = history_of(app_id)
     assert record["final_status"] == "SUCCEEDED" and record["exit_code"] == 0
     assert {n: t["outcome"] for n, t in record["tasks"].items()} == {
@@ -402,6 +402,10 @@ def test_history_page_lists_jobs_and_shows_a_failed_tasks_traceback_in_a_browser
     import shutil
 
     assert {"succeeded", "failed"} <= set(ended), f"needs this module's succeeded and failed jobs first: {ended}"
+    empty = run_cli(TFOY, "history", "--history-dir", f"/tmp/tfoy-test/no-history-{uuid.uuid4().hex[:6]}")
+    assert empty.returncode == 0 and "no job history in hdfs://" in empty.stdout, empty.stdout + empty.stderr
+    listed = run_cli(TFOY, "history", "--since", "1d").stdout
+    assert ended["succeeded"] in listed and ended["failed"] in listed, listed[-2000:]
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     assert browser, "Chromium not found: ./build.sh test installs Debian's chromium"
     server = subprocess.Popen([TFOY, "history", "--serve", "--port", "0"], stdout=subprocess.PIPE,
