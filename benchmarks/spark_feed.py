@@ -106,14 +106,21 @@ def run_one(impl: str, records: int, batch: int) -> None:
           f"shutdown {elapsed - trained:.2f}s)", flush=True)
 
 
-def measure(python: Path, impl: str, records: int, batch: int) -> float:
-    proc = subprocess.run([str(python), __file__, "--impl", impl, "--records", str(records), "--batch", str(batch)],
-                          capture_output=True, text=True, timeout=1800)
-    found = re.search(rf"^RPS {impl} ([0-9.]+).*$", proc.stdout, re.M)
+def run_side(python: Path, script: str, impl: str, argv: list[str], pattern: str) -> re.Match:
+    """Runs one side of a benchmark (`script --impl impl …`) in its own process and returns its result line."""
+    proc = subprocess.run([str(python), script, "--impl", impl, *argv], capture_output=True, text=True,
+                          timeout=1800)
+    found = re.search(pattern, proc.stdout, re.M)
     if proc.returncode != 0 or not found:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-5000:])
         raise SystemExit(f"{impl} benchmark failed (exit {proc.returncode})")
     print(found.group(0), flush=True)
+    return found
+
+
+def measure(python: Path, impl: str, records: int, batch: int) -> float:
+    found = run_side(python, __file__, impl, ["--records", str(records), "--batch", str(batch)],
+                     rf"^RPS {impl} ([0-9.]+).*$")
     return float(found.group(1))
 
 

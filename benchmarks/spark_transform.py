@@ -14,7 +14,6 @@ Last line: RESULT transform_ratio=… (TFoS's median steady-state seconds over t
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.spark_feed import ensure_tfos_venv, local_cluster_context  # noqa: E402
+from benchmarks.spark_feed import ensure_tfos_venv, local_cluster_context, run_side  # noqa: E402
 
 
 def export_model(folder: str) -> None:
@@ -72,14 +71,9 @@ def run_one(impl: str, export_dir: str, records: int, batch: int, repeats: int) 
 
 
 def measure(python: Path, impl: str, args: argparse.Namespace, export_dir: str) -> tuple[float, float]:
-    proc = subprocess.run([str(python), __file__, "--impl", impl, "--export-dir", export_dir, "--records",
-                           str(args.records), "--batch", str(args.batch), "--repeats", str(args.repeats)],
-                          capture_output=True, text=True, timeout=1800)
-    found = re.search(rf"^SECONDS {impl} first ([0-9.]+) steady ([0-9.]+).*$", proc.stdout, re.M)
-    if proc.returncode != 0 or not found:
-        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-5000:])
-        raise SystemExit(f"{impl} benchmark failed (exit {proc.returncode})")
-    print(found.group(0), flush=True)
+    found = run_side(python, __file__, impl, ["--export-dir", export_dir, "--records", str(args.records), "--batch",
+                                              str(args.batch), "--repeats", str(args.repeats)],
+                     rf"^SECONDS {impl} first ([0-9.]+) steady ([0-9.]+).*$")
     return float(found.group(1)), float(found.group(2))
 
 

@@ -35,9 +35,11 @@ from pathlib import Path
 
 if __package__:
     from embedded_hadoop import kerberos
-else:  # run as a script (before any venv exists): the sibling module
+    from embedded_hadoop.errors import EmbeddedHadoopError
+else:  # run as a script (before any venv exists): the sibling modules
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import kerberos
+    from errors import EmbeddedHadoopError
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE.parent / "conf" / "hadoop"
@@ -120,10 +122,6 @@ EMPTY_WEB_XML = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
-class ClusterError(RuntimeError):
-    """A start/stop failure with a message meant for a person."""
-
-
 class Cluster:
     def __init__(self, state: Path, lib: Path, java_home: str | None, timeout: float, secure: bool = False,
                  port_offset: int = 0) -> None:
@@ -163,7 +161,7 @@ class Cluster:
                 text = text.replace(f"@{key}@", value)
             leftover = re.search(r"@[A-Z_]+@", text)
             if leftover:
-                raise ClusterError(f"{template}: no value for placeholder {leftover.group()}")
+                raise EmbeddedHadoopError(f"{template}: no value for placeholder {leftover.group()}")
             (self.conf / template.name[: -len(".in")]).write_text(text)
         # HDFS's HTTP servers look up webapps/<name> on the classpath; Maven's hadoop-hdfs jar leaves them out
         # (the tarball ships them as folders). JMX and WebHDFS need only an empty web.xml.
@@ -240,11 +238,11 @@ class Cluster:
             code = proc.wait(timeout=self.timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            raise ClusterError(
+            raise EmbeddedHadoopError(
                 f"NameNode format did not finish within {self.timeout:.0f}s\n{self.log_tail(namenode)}"
             ) from None
         if code != 0:
-            raise ClusterError(f"NameNode format failed (exit {code})\n{self.log_tail(namenode)}")
+            raise EmbeddedHadoopError(f"NameNode format failed (exit {code})\n{self.log_tail(namenode)}")
 
     def check_ports_free(self, daemon: Daemon) -> None:
         for key in daemon.ports:
@@ -254,7 +252,7 @@ class Cluster:
                 try:
                     s.bind(("127.0.0.1", port))
                 except OSError:
-                    raise ClusterError(
+                    raise EmbeddedHadoopError(
                         f"port {port} ({daemon.name} {key}) is already in use; stop whatever listens on it "
                         f"(ss -ltnp 'sport = :{port}') or set TFOY_HADOOP_PORT_OFFSET"
                     ) from None
@@ -314,8 +312,8 @@ class Cluster:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise ClusterError(f"the KDC exited with code {proc.returncode}; see {self.logs / 'kdc.out'} and "
-                                   f"{self.realm.dir / 'kdc.log'}")
+                raise EmbeddedHadoopError(f"the KDC exited with code {proc.returncode}; see "
+                                          f"{self.logs / 'kdc.out'} and {self.realm.dir / 'kdc.log'}")
             with socket.socket() as s:
                 s.settimeout(1)
                 if s.connect_ex(("127.0.0.1", self.realm.kdc_port)) == 0:
@@ -325,14 +323,14 @@ class Cluster:
                     return
             time.sleep(0.1)
         proc.kill()
-        raise ClusterError(f"the KDC did not listen on 127.0.0.1:{self.realm.kdc_port} within 30s")
+        raise EmbeddedHadoopError(f"the KDC did not listen on 127.0.0.1:{self.realm.kdc_port} within 30s")
 
     def assert_alive(self) -> None:
         for daemon in DAEMONS:
             proc = self.started.get(daemon.name)
             # The JVM launcher may re-exec itself, so /proc/<pid>/cmdline is briefly not Java's: poll our child.
             if (proc.poll() is not None) if proc else not self.pid_of(daemon):
-                raise ClusterError(f"{daemon.name} died during start-up\n{self.log_tail(daemon)}")
+                raise EmbeddedHadoopError(f"{daemon.name} died during start-up\n{self.log_tail(daemon)}")
 
     def wait_ready(self, t0: float) -> None:
         """Returns when HDFS has left safe mode with a live DataNode and a NodeManager has registered."""
@@ -349,7 +347,7 @@ class Cluster:
                 except (OSError, urllib.error.URLError, ValueError, LookupError):
                     pass  # web UI not up yet
                 if time.monotonic() - t0 > self.timeout:
-                    raise ClusterError(
+                    raise EmbeddedHadoopError(
                         f"timed out after {self.timeout:.0f}s waiting for: {what}\n{self.log_tail(daemon)}"
                     )
                 time.sleep(0.5)
@@ -409,7 +407,7 @@ class Cluster:
         try:
             self.spnego(method, f"{self.namenode_web}/webhdfs/v1{path}?{query}")
         except OSError as e:
-            raise ClusterError(f"WebHDFS {op} {path}: {e}") from None
+            raise EmbeddedHadoopError(f"WebHDFS {op} {path}: {e}") from None
 
     def prepare_hdfs(self) -> None:
         """Folders every Hadoop cluster has: /tmp (sticky), the log-aggregation root and the user's home."""
@@ -514,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{name:16} " + (f"running pid {d['pid']} rss {d['rss_mb']} MB" if d["pid"] else "stopped"))
                 print(f"hdfs ready: {info['hdfs_ready']}  yarn ready: {info['yarn_ready']}  conf: {info['conf']}")
             return 0 if all(d["pid"] for d in info["daemons"].values()) else 3
-    except (ClusterError, kerberos.KerberosError) as exc:
+    except EmbeddedHadoopError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

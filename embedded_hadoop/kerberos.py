@@ -18,6 +18,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+if __package__:
+    from embedded_hadoop.errors import EmbeddedHadoopError
+else:  # imported by cluster.py run as a script
+    from errors import EmbeddedHadoopError
+
 REALM = "TFOY.TEST"
 HOST = "localhost"
 # service principals (name/host) and the daemon keytab each goes into; HTTP (SPNEGO) is shared by the web servers
@@ -25,10 +30,6 @@ SERVICES = {"nn": "nn", "dn": "dn", "rm": "rm", "nm": "nm", "HTTP": "http"}
 OTHER_USER = "tfoy-other"  # a second user, for access-control tests
 STORE_PASSWORD = "tfoy-embedded"  # of the self-signed keystore: a test fixture, not a secret
 TOOLS = ("kdb5_util", "kadmin.local", "krb5kdc", "kinit")
-
-
-class KerberosError(RuntimeError):
-    """A realm set-up failure with a message meant for a person."""
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,8 @@ class Realm:
     def check_tools(self) -> None:
         missing = [t for t in TOOLS if not shutil.which(t) and not Path("/usr/sbin", t).exists()]
         if missing:
-            raise KerberosError(f"secure mode needs MIT Kerberos ({', '.join(missing)} not found): "
-                                "apt-get install krb5-kdc krb5-admin-server krb5-user (./build.sh setup does)")
+            raise EmbeddedHadoopError(f"secure mode needs MIT Kerberos ({', '.join(missing)} not found): "
+                                      "apt-get install krb5-kdc krb5-admin-server krb5-user (./build.sh setup does)")
 
     def write_conf(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -125,7 +126,7 @@ class Realm:
     def _run(self, *cmd: str) -> str:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **self.env), timeout=60)
         if proc.returncode != 0:
-            raise KerberosError(f"{' '.join(cmd[:3])}… failed (exit {proc.returncode}): {proc.stderr.strip()}")
+            raise EmbeddedHadoopError(f"{' '.join(cmd[:3])}… failed (exit {proc.returncode}): {proc.stderr.strip()}")
         return proc.stdout
 
     def kadmin(self, query: str) -> str:
@@ -217,7 +218,7 @@ def site_properties(realm: Realm, conf: Path, user: str, ports: dict[str, int]) 
     data = os.environ.get("TFOY_DATA_PROTECTION", "authentication")
     for key, value in (("TFOY_RPC_PROTECTION", rpc), ("TFOY_DATA_PROTECTION", data)):
         if value not in PROTECTIONS:
-            raise KerberosError(f"{key}={value!r}: one of {', '.join(PROTECTIONS)}")
+            raise EmbeddedHadoopError(f"{key}={value!r}: one of {', '.join(PROTECTIONS)}")
     kt = realm.keytab
     life = realm.lifetimes
     return {

@@ -37,6 +37,7 @@ from itertools import islice
 from typing import Any, Literal, NamedTuple, NoReturn
 
 from hdfs_io import fs, tf_bridge
+from hdfs_io.errors import HdfsIoError
 from hdfs_io.paths import absolute_uri, split_uri
 from hdfs_io.records import FOOTER, HEADER, CorruptRecordError, Frame, scan_frames
 
@@ -64,7 +65,7 @@ class ReadStats:
                 setattr(self, key, getattr(self, key) + value)
 
 
-class CsvFormatError(ValueError):
+class CsvFormatError(HdfsIoError, ValueError):
     """A CSV line with the wrong number of fields or a value that does not parse; names file and line."""
 
     def __init__(self, uri: str, line: int, reason: str):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from hdfs_io.errors import HdfsIoError
 from hdfs_io.paths import HADOOP_SCHEMES, absolute_uri, hadoop_conf_value, hadoop_user, split_uri
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ DEFAULT_NN_PORT = 8020
 IO_CHUNK = 1 << 20
 
 
-class NameNodeUnreachableError(ConnectionError):
+class NameNodeUnreachableError(HdfsIoError, ConnectionError):
     """No NameNode of a filesystem accepted a TCP connection within the timeout."""
 
 

@@ -18,12 +18,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hdfs_io.errors import HdfsIoError
 from hdfs_io.paths import hadoop_conf_value
 
 KINIT_TIMEOUT_S = 30.0  # a KDC that does not answer: kinit's own retries would take longer
 
 
-class KerberosError(RuntimeError):
+class KerberosError(HdfsIoError, RuntimeError):
     """No usable credentials, or a KDC that refused or did not answer; the message says what to do."""
 
 

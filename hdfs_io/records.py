@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from hdfs_io import fs
+from hdfs_io.errors import HdfsIoError
 from hdfs_io.paths import absolute_uri
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def masked_crc32c(data: bytes) -> int:
     return int(masked_crc32c_rows(np.frombuffer(data, dtype=np.uint8).reshape(1, -1))[0])
 
 
-class CorruptRecordError(IOError):
+class CorruptRecordError(HdfsIoError, OSError):
     """A TFRecord file whose framing or checksum is wrong; names the file and the byte offset."""
 
     def __init__(self, uri: str, offset: int, reason: str):

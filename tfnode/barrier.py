@@ -23,19 +23,21 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
+from tfnode.errors import TfnodeError
+
 PREFIX = "tfoy/"
 POLL_S = 0.2
 BARRIER_POLLS_PER_S = 500  # the barrier polls of all tasks together, at most: one AM serves them and the claims
 
 
-class BarrierTimeout(TimeoutError):
+class BarrierTimeout(TfnodeError, TimeoutError):
     def __init__(self, missing: list[str], timeout: float):
         self.missing = missing
         names = ", ".join(missing)
         super().__init__(f"start-up barrier timed out after {timeout:.0f}s: task(s) never arrived: {names}")
 
 
-class GenerationChanged(RuntimeError):
+class GenerationChanged(TfnodeError, RuntimeError):
     """A peer restarted: every task re-registers in the new generation."""
 
 

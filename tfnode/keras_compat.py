@@ -27,6 +27,7 @@ from types import ModuleType
 from typing import Any
 
 from hdfs_io.import_hooks import when_imported
+from tfnode.errors import TfnodeError
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ KERAS_2_HINT = ("set `keras: 2` in the job spec (YARN), or TF_USE_LEGACY_KERAS=1
                 "(Spark mode), to train with tf-keras (Keras 2)")
 
 
-class KerasDistributionError(RuntimeError):
+class KerasDistributionError(TfnodeError, RuntimeError):
     """model.fit under a strategy this Keras cannot train with; the message names the option that can."""
 
 

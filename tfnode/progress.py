@@ -129,20 +129,18 @@ def read_snapshot(path: str | os.PathLike) -> dict[str, Any] | None:
 
 
 # ---- the Keras callback tfoy adds to model.fit ---------------------------------------------------------------------
-def _callback_class(callback_base: type, reporter: Reporter) -> type:
-    class TfoyProgress(callback_base):  # type: ignore[misc, valid-type]
-        """Reports epoch, step, loss and metrics to tfoy (added to every model.fit by tfoy)."""
+def _callback_classes(callback_base: type, reporter: Reporter) -> tuple[type, type]:
+    """(the callback, its epoch-level twin): ParameterServerStrategy's fit (tf-keras) refuses callbacks with batch
+    hooks, so there only epochs are reported."""
+
+    class TfoyProgressEpochs(callback_base):  # type: ignore[misc, valid-type]
+        """Reports the epoch, loss and metrics to tfoy (added to every model.fit by tfoy)."""
 
         def on_train_begin(self, logs: Any = None) -> None:
             reporter.report(phase="training", epochs=(self.params or {}).get("epochs"))
 
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self._steps = 0
             reporter.report(epoch=epoch + 1)
-
-        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-            self._steps = batch + 1
-            reporter.report(step=batch + 1, **(logs or {}))
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             reporter.report(epoch=epoch + 1, epoch_end=True, **(logs or {}))
@@ -150,7 +148,13 @@ def _callback_class(callback_base: type, reporter: Reporter) -> type:
         def on_train_end(self, logs: Any = None) -> None:
             reporter.report(phase="trained", force=True)
 
-    return TfoyProgress
+    class TfoyProgress(TfoyProgressEpochs):
+        """Reports epoch, step, loss and metrics to tfoy (added to every model.fit by tfoy)."""
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            reporter.report(step=batch + 1, **(logs or {}))
+
+    return TfoyProgress, TfoyProgressEpochs
 
 
 def _patch_fit(keras: ModuleType, reporter: Reporter) -> None:
@@ -159,14 +163,16 @@ def _patch_fit(keras: ModuleType, reporter: Reporter) -> None:
     callbacks = getattr(keras, "callbacks", None)
     if model_class is None or callbacks is None or getattr(model_class.fit, "_tfoy_progress", False):
         return
-    progress = _callback_class(callbacks.Callback, reporter)
+    per_batch, per_epoch = _callback_classes(callbacks.Callback, reporter)
     original = model_class.fit
 
     def fit(self: Any, *args: Any, **kwargs: Any) -> Any:
         if len(args) <= 5:  # fit(x, y, batch_size, epochs, verbose, callbacks, ...): callbacks not positional
             given = list(kwargs.get("callbacks") or [])
-            if not any(type(c).__name__ == "TfoyProgress" for c in given):
-                kwargs["callbacks"] = [*given, progress()]
+            if not any(type(c).__name__.startswith("TfoyProgress") for c in given):
+                coordinated = getattr(getattr(self, "distribute_strategy", None), "_should_use_with_coordinator",
+                                      False)
+                kwargs["callbacks"] = [*given, per_epoch() if coordinated else per_batch()]
         return original(self, *args, **kwargs)
 
     fit.__doc__, fit.__wrapped__, fit._tfoy_progress = original.__doc__, original, True  # type: ignore[attr-defined]

@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from tfnode.errors import TfnodeError
+
 log = logging.getLogger(__name__)
 
 _PREFIX = struct.Struct("!IQ")
@@ -56,12 +58,12 @@ MAX_PAYLOAD = 4 << 30
 MIN_RATE = 1 << 20  # bytes/s a payload must at least move at, on top of the frame timeout
 
 
-class AuthError(ConnectionError):
+class AuthError(TfnodeError, ConnectionError):
     """A frame whose tag does not match (wrong secret, tampered, replayed or reordered data) or a peer that does
     not speak this protocol. The connection is closed."""
 
 
-class IdleTimeout(TimeoutError):
+class IdleTimeout(TfnodeError, TimeoutError):
     """No frame started within the caller's wait. Unlike any other error the connection is still usable."""
 
 

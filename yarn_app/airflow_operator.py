@@ -44,6 +44,7 @@ class TfoySubmitOperator(BaseOperator):
     def execute(self, context: Any) -> str:
         from hdfs_io.kerberos import KerberosError
         from yarn_app import client
+        from yarn_app.errors import EXIT_OK
         from yarn_app.spec import SpecError, load_spec
 
         ti = context["ti"]
@@ -64,7 +65,7 @@ class TfoySubmitOperator(BaseOperator):
             code = client.submit(job, reattach_tag=tag, out=self.log.info, on_app_id=remember)
         except KerberosError as exc:  # no ticket, a wrong keytab: retrying will not help
             raise AirflowException(f"tfoy job {job.name}: {exc}") from exc
-        if code != client.EXIT_OK:
+        if code != EXIT_OK:
             raise AirflowException(f"tfoy job {job.name} ({self.app_id or 'not submitted'}) failed with exit {code}; "
                                    f"the failing task's traceback is in this log, full logs: tfoy logs {self.app_id}")
         return self.app_id or ""

@@ -1,4 +1,5 @@
-"""`tfoy`: submit / status / logs / kill, with Hadoop CLI habits (application ids, `--json`, exit codes)."""
+"""`tfoy`: submit / status / logs / kill / history / model, with Hadoop CLI habits (application ids, `--json`, exit
+codes): one function per subcommand, one table from error types to exit codes."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable
 
 from hdfs_io.fs import NameNodeUnreachableError
 from hdfs_io.kerberos import KerberosError
 from yarn_app import client, live
 from yarn_app.cluster import ClusterError
+from yarn_app.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UnknownApplicationError
 from yarn_app.spec import SpecError, load_spec
 
 APP_ID = re.compile(r"application_\d+_\d+")
@@ -101,7 +104,7 @@ def _model(args: argparse.Namespace) -> int:
         base = absolute_uri(args.export_base)
         if not fs.exists(base):
             print(f"tfoy: {base}: no such export base", file=sys.stderr)
-            return client.EXIT_BAD_INPUT
+            return EXIT_BAD_INPUT
         versions = export.list_versions(base)
         if args.json:
             print(json.dumps({"export_base": base, "versions": versions}))
@@ -109,26 +112,26 @@ def _model(args: argparse.Namespace) -> int:
             print(f"tfoy: {base}: no complete version (a numbered folder with {export.SUCCESS})", file=sys.stderr)
         for v in [] if args.json else versions:
             print(f"{base}/{v}")
-        return client.EXIT_OK if versions else client.EXIT_FAILED
+        return EXIT_OK if versions else EXIT_FAILED
     if args.keep is not None and args.keep < 1:
         print(f"tfoy: --keep must be >= 1, not {args.keep}", file=sys.stderr)
-        return client.EXIT_BAD_INPUT
+        return EXIT_BAD_INPUT
     if args.model_command == "pull":
         result = serving.pull_latest(args.export_base, args.model_base_path, keep=args.keep)
         print(f"{'pulled' if result.pulled else 'already there:'} version {result.version} -> {result.path}")
-        return client.EXIT_OK
+        return EXIT_OK
     try:
         target, local = _prune_target(args.path)
     except ValueError as e:
         print(f"tfoy: {e}", file=sys.stderr)
-        return client.EXIT_BAD_INPUT
+        return EXIT_BAD_INPUT
     if not (os.path.isdir(fs.local_path(target)) if local else fs.exists(target)):
         print(f"tfoy: {target}: no such folder", file=sys.stderr)
-        return client.EXIT_BAD_INPUT
+        return EXIT_BAD_INPUT
     removed = serving.prune_local(fs.local_path(target), args.keep) if local else export.prune_versions(
         target, args.keep)
     print(f"{target}: removed versions {removed}" if removed else f"{target}: nothing to remove")
-    return client.EXIT_OK
+    return EXIT_OK
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -147,12 +150,12 @@ def _history(args: argparse.Namespace) -> int:
             pass
         finally:
             server.server_close()
-        return client.EXIT_OK
+        return EXIT_OK
     try:
         since = history.parse_since(args.since) if args.since else None
     except ValueError as e:
         print(f"tfoy: {e}", file=sys.stderr)
-        return client.EXIT_BAD_INPUT
+        return EXIT_BAD_INPUT
     records, problems = history.list_records(folder, since)
     for problem in problems:
         print(f"tfoy: {problem}", file=sys.stderr)
@@ -162,7 +165,7 @@ def _history(args: argparse.Namespace) -> int:
         print(f"no job history{' since ' + args.since if args.since else ''} in {folder}")
     for r in [] if args.json else records:
         print(history.summary_line(r))
-    return client.EXIT_OK
+    return EXIT_OK
 
 
 def _ended_status(app_id: str, folder: str | None, as_json: bool) -> int | None:
@@ -174,14 +177,14 @@ def _ended_status(app_id: str, folder: str | None, as_json: bool) -> int | None:
         return None
     if as_json:
         print(json.dumps({k: v for k, v in record.items() if k != "spec"}, indent=2))
-        return client.EXIT_OK
+        return EXIT_OK
     print(f"{app_id} {record['state']} {record['final_status']} (from the job history; ended "
           f"{history.summary_line(record).split('  ')[1]}, {record['duration_s']:.0f}s)")
     for name, task in record["tasks"].items():
         print(f"  {name:14s} {task['outcome']:9s} attempts {task['attempts']}  {task.get('last_progress', '')}")
     if record.get("traceback"):
         print(f"traceback:\n{record['traceback']}")
-    return client.EXIT_OK
+    return EXIT_OK
 
 
 def _interrupt(signum, frame) -> None:
@@ -197,83 +200,95 @@ def _kill_app_on_signals() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
 
 
+def _submit(args: argparse.Namespace) -> int:
+    tags = [t for t in (args.tags or "").split(",") if t] or None
+    _kill_app_on_signals()
+    spec = load_spec(args.spec, name=args.name, queue=args.queue, tags=tags, sets=args.set)
+    if args.principal:
+        spec.security.principal = args.principal
+    if args.keytab:
+        spec.security.keytab = os.path.abspath(args.keytab)
+    spec.security.validate()
+    return client.submit(spec, detach=args.detach, reattach_tag=args.reattach)
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        prog = client.status(args.app_id)
+    except UnknownApplicationError:
+        code = _ended_status(args.app_id, args.history_dir, args.json)
+        if code is None:
+            raise
+        return code
+    if prog.state in client.FINAL_STATES and (code := _ended_status(args.app_id, args.history_dir,
+                                                                    args.json)) is not None:
+        return code
+    if args.json:
+        print(json.dumps(prog.to_dict(), indent=2))
+        return EXIT_OK
+    print(f"{prog.app_id} {prog.state} {prog.final_status} {prog.tracking_url}")
+    for t in prog.tasks.values():
+        print(f"  {live.task_line(t)}")
+    if prog.diagnostics:
+        print(f"diagnostics: {prog.diagnostics.strip()}")
+    return EXIT_OK
+
+
+def _logs(args: argparse.Namespace) -> int:
+    found = client.logs(args.app_id, args.task)
+    if not found:
+        print(f"tfoy: no logs{' for task ' + args.task if args.task else ''} in {args.app_id} "
+              "(logs are aggregated when the application ends)", file=sys.stderr)
+        return EXIT_FAILED
+    for cid, text in sorted(found.items()):
+        print(f"===== {cid} =====\n{text}")
+    return EXIT_OK
+
+
+def _kill(args: argparse.Namespace) -> int:
+    client.kill(args.app_id)
+    print(f"killed {args.app_id}")
+    return EXIT_OK
+
+
+COMMANDS = {"submit": _submit, "status": _status, "logs": _logs, "kill": _kill, "model": _model,
+            "history": _history}
+
+
+def _unreachable_namenode(e: BaseException) -> str:
+    return f"{e} (fs.defaultFS in {os.environ.get('HADOOP_CONF_DIR', 'the Hadoop configuration')})"
+
+
+# Which error is which exit code, and how its message reads: the one table (first match wins). What is not here
+# is a bug, shown with its traceback.
+EXIT_CODES: list[tuple[type[BaseException], int, Callable[[BaseException], str]]] = [
+    (SpecError, EXIT_BAD_INPUT, lambda e: f"bad job spec: {e}"),
+    (KerberosError, EXIT_BAD_INPUT, str),
+    (NameNodeUnreachableError, EXIT_BAD_INPUT, _unreachable_namenode),
+    (UnknownApplicationError, EXIT_BAD_INPUT, str),
+    (ClusterError, EXIT_BAD_INPUT, str),  # as for an unreachable ResourceManager
+    (FileNotFoundError, EXIT_FAILED, str),
+]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.command in ("status", "logs", "kill") and not APP_ID.fullmatch(args.app_id):
+        print(f"tfoy: {args.app_id!r} is not a YARN application id (application_<cluster timestamp>_<number>)",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
-        if args.command in ("status", "logs", "kill") and not APP_ID.fullmatch(args.app_id):
-            print(f"tfoy: {args.app_id!r} is not a YARN application id (application_<cluster timestamp>_<number>)",
-                  file=sys.stderr)
-            return client.EXIT_BAD_INPUT
-        if args.command == "submit":
-            tags = [t for t in (args.tags or "").split(",") if t] or None
-            _kill_app_on_signals()
-            spec = load_spec(args.spec, name=args.name, queue=args.queue, tags=tags, sets=args.set)
-            if args.principal:
-                spec.security.principal = args.principal
-            if args.keytab:
-                spec.security.keytab = os.path.abspath(args.keytab)
-            spec.security.validate()
-            return client.submit(spec, detach=args.detach, reattach_tag=args.reattach)
-        if args.command == "history":
-            return _history(args)
-        if args.command == "status":
-            try:
-                prog = client.status(args.app_id)
-            except ValueError as e:
-                if "Unknown ApplicationId" in str(e) and (
-                        code := _ended_status(args.app_id, args.history_dir, args.json)) is not None:
-                    return code
-                raise
-            if prog.state in client.FINAL_STATES and (
-                    code := _ended_status(args.app_id, args.history_dir, args.json)) is not None:
-                return code
-            if args.json:
-                print(json.dumps(prog.to_dict(), indent=2))
-            else:
-                print(f"{prog.app_id} {prog.state} {prog.final_status} {prog.tracking_url}")
-                for t in prog.tasks.values():
-                    print(f"  {live.task_line(t)}")
-                if prog.diagnostics:
-                    print(f"diagnostics: {prog.diagnostics.strip()}")
-            return client.EXIT_OK
-        if args.command == "logs":
-            found = client.logs(args.app_id, args.task)
-            if not found:
-                print(f"tfoy: no logs{' for task ' + args.task if args.task else ''} in {args.app_id} "
-                      "(logs are aggregated when the application ends)", file=sys.stderr)
-                return client.EXIT_FAILED
-            for cid, text in sorted(found.items()):
-                print(f"===== {cid} =====\n{text}")
-            return client.EXIT_OK
-        if args.command == "model":
-            return _model(args)
-        if args.command == "kill":
-            client.kill(args.app_id)
-            print(f"killed {args.app_id}")
-            return client.EXIT_OK
-    except SpecError as e:
-        print(f"tfoy: bad job spec: {e}", file=sys.stderr)
-        return client.EXIT_BAD_INPUT
-    except KerberosError as e:
-        print(f"tfoy: {e}", file=sys.stderr)
-        return client.EXIT_BAD_INPUT
-    except (ClusterError, NameNodeUnreachableError) as e:  # as for an unreachable ResourceManager
-        print(f"tfoy: {e} (fs.defaultFS in {os.environ.get('HADOOP_CONF_DIR', 'the Hadoop configuration')})"
-              if isinstance(e, NameNodeUnreachableError) else f"tfoy: {e}", file=sys.stderr)
-        return client.EXIT_BAD_INPUT
-    except ValueError as e:
-        if "Unknown ApplicationId" not in str(e):  # skein's answer for an id the ResourceManager does not know
-            raise
-        print(f"tfoy: {args.app_id}: no such application on the ResourceManager", file=sys.stderr)
-        return client.EXIT_BAD_INPUT
-    except FileNotFoundError as e:
-        print(f"tfoy: {e}", file=sys.stderr)
-        return client.EXIT_FAILED
+        return COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        return client.EXIT_INTERRUPTED
-    return client.EXIT_FAILED
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        for kind, code, message in EXIT_CODES:
+            if isinstance(e, kind):
+                print(f"tfoy: {message(e)}", file=sys.stderr)
+                return code
+        raise
 
 
 if __name__ == "__main__":

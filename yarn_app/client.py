@@ -1,9 +1,5 @@
-"""Submit, watch, status, logs, kill: what `tfoy` does, with exit codes a scheduler (Airflow, Oozie) can trust.
-
-Exit codes: 0 every task succeeded; 1 the job failed (a task raised, barrier or allocation timeout, killed);
-2 bad input (spec, entry point, paths, cluster limits) before anything was submitted; 130 interrupted (the
-application is killed: Ctrl-C never leaves an orphan).
-"""
+"""Submit, watch, status, logs, kill: what `tfoy` does, returning the exit codes a scheduler (Airflow, Oozie) can
+trust (yarn_app.errors: 0 succeeded, 1 failed, 2 bad input before anything was submitted, 130 interrupted)."""
 
 from __future__ import annotations
 
@@ -24,11 +20,11 @@ from pathlib import Path
 from tfnode import barrier as kvb
 from yarn_app import cluster, env, history, live
 from yarn_app.application import Shipping, build_application_spec
+from yarn_app.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UnknownApplicationError
 from yarn_app.spec import SIDE_ROLES, JobSpec
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 FINAL_STATES = ("FINISHED", "FAILED", "KILLED")
 DRIVER_START_TIMEOUT_S = 60
 POLL_S = 1.0
@@ -462,14 +458,25 @@ def _limit_lifetime(app_id: str, spec: JobSpec, out: Callable[[str], None], deta
             log.warning("%s; timeouts.job is enforced by this client only", e)
 
 
+@contextlib.contextmanager
+def _known_application(app_id: str) -> Iterator[None]:
+    """skein answers an id the ResourceManager does not know with a ValueError; this names it as such."""
+    try:
+        yield
+    except ValueError as e:
+        if "Unknown ApplicationId" not in str(e):
+            raise
+        raise UnknownApplicationError(f"{app_id}: no such application on the ResourceManager") from None
+
+
 def status(app_id: str) -> Progress:
     client = start_skein()
     try:
-        app = None
-        if str(client.application_report(app_id).state) == "RUNNING":
-            app = connect_when_running(client, app_id)
-        prog = snapshot(client, app_id, app)
-        return prog
+        with _known_application(app_id):
+            app = None
+            if str(client.application_report(app_id).state) == "RUNNING":
+                app = connect_when_running(client, app_id)
+            return snapshot(client, app_id, app)
     finally:
         client.close()
 
@@ -504,6 +511,7 @@ def logs(app_id: str, task: str | None = None, timeout: float = 120) -> dict[str
 def kill(app_id: str) -> None:
     client = start_skein()
     try:
-        client.kill_application(app_id)
+        with _known_application(app_id):
+            client.kill_application(app_id)
     finally:
         client.close()

@@ -14,13 +14,14 @@ import urllib.request
 from collections.abc import Iterator
 
 from hdfs_io.paths import absolute_uri, hadoop_conf_value
+from yarn_app.errors import TfoyError
 from yarn_app.spec import JobSpec, SpecError
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 3
 
 
-class ClusterError(RuntimeError):
+class ClusterError(TfoyError, RuntimeError):
     """The cluster cannot be reached or cannot run this job."""
 
 

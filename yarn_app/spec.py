@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from yarn_app.errors import TfoyError
+
 ROLE_NAMES = ("chief", "worker", "ps", "evaluator", "tensorboard")
 # Roles beside training: their failure (past max_restarts) is reported but neither stops training nor fails the job,
 # as with TF's own evaluator (outside the cluster spec) and a TensorBoard that only reads what training wrote.
@@ -32,7 +34,7 @@ _MEM_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.I)
 _MEM_UNITS = {"": 1, "k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
 
 
-class SpecError(ValueError):
+class SpecError(TfoyError, ValueError):
     """A job spec problem; the message starts with the offending key."""
 
 

@@ -257,8 +257,9 @@ class _FakeYarn:
                 _Container("evaluator", evaluator, "Container killed on request. Exit code is 137")]
 
 
-def test_watch_names_a_side_role_that_ended_and_still_succeeds(monkeypatch):
+def test_watch_names_a_side_role_that_ended_and_still_succeeds_and_records_it(monkeypatch, tmp_path):
     from yarn_app import client as yc
+    from yarn_app import history
 
     class KV(dict):
         def get_prefix(self, prefix):
@@ -269,11 +270,15 @@ def test_watch_names_a_side_role_that_ended_and_still_succeeds(monkeypatch):
     monkeypatch.setattr(yc, "POLL_S", 0)
     monkeypatch.setattr(yc.cluster, "tracking_url", lambda app_id: "")
     lines: list[str] = []
-    spec = spec_of(roles={"chief": {}, "worker": {"instances": 1}, "evaluator": {}})
+    spec = spec_of(roles={"chief": {}, "worker": {"instances": 1}, "evaluator": {}},
+                   history_dir=f"file://{tmp_path}/history")
     assert yc.watch(fake, "application_1_0001", spec, out=lines.append) == yc.EXIT_OK
     text = "\n".join(lines)
     assert "container container_evaluator of task evaluator:0 ended: Container killed" in text
     assert "training goes on without it" in text and "failed beside it: evaluator:0" in text
+    record = history.read("application_1_0001", f"file://{tmp_path}/history")
+    assert record["final_status"] == "SUCCEEDED" and record["exit_code"] == 0
+    assert "Exit code is 137" in record["tasks"]["evaluator:0"]["failed_containers"]["container_evaluator"]
 
 
 def test_secret_env_values_ship_as_a_private_file_not_in_any_environment(tmp_path):
