@@ -487,7 +487,21 @@ class FeedTarget:
                                "with InputMode.SPARK on these executors?")
         return json.loads(path.read_text())
 
-    def failure(self, cause: BaseException) -> RuntimeError:
+    def local_feed(self) -> dict[str, Any] | None:
+        """node.json of this executor's node if it takes data, else None (a ps/evaluator here, or no node)."""
+        path = self.state_dir / "node.json"
+        info = json.loads(path.read_text()) if path.exists() else None
+        return info if info is not None and info.get("feed_port") is not None else None
+
+    def remote_feed(self, partition: int) -> FeedAddress | None:
+        """The node elsewhere this partition goes to when this executor's node takes no data."""
+        return self.feeds[partition % len(self.feeds)] if self.feeds and self.local_feed() is None else None
+
+    def failure(self, cause: BaseException, partition: int | None = None) -> RuntimeError:
+        remote = self.remote_feed(partition) if partition is not None else None
+        if remote is not None:  # its traceback is on another executor; the driver reports it
+            return RuntimeError(f"the TF process {remote.node} at {remote.host}:{remote.port}, which partition "
+                                f"{partition} was sent to, went away ({cause}); see node.log on its executor")
         error = self.state_dir / "error.txt"
         try:
             info = self.node_info()
@@ -506,16 +520,17 @@ class FeedTarget:
 def feed_address(target: FeedTarget, partition: int) -> tuple[str, int]:
     """The node this partition goes to: the one on this executor, else (a ps or evaluator here, or no node at all,
     e.g. more executors than TF nodes) a feeding node elsewhere, chosen by partition so the load spreads."""
+    local = target.local_feed()
+    if local is not None:
+        return local.get("feed_host", "127.0.0.1"), local["feed_port"]
     path = target.state_dir / "node.json"
     info = json.loads(path.read_text()) if path.exists() else None
-    if info is not None and info.get("feed_port") is not None:
-        return info.get("feed_host", "127.0.0.1"), info["feed_port"]
-    if not target.feeds:
+    remote = target.remote_feed(partition)
+    if remote is None:
         here = f"runs {info['job_name']}:{info['task_index']}, a node without a feed" if info else \
             f"runs no tfoy TF node (no {path})"
         raise RuntimeError(f"partition {partition}: this executor {here}, and no node elsewhere takes data; was "
                            "TFCluster.run started with InputMode.SPARK?")
-    remote = target.feeds[partition % len(target.feeds)]
     here = f"runs {info['job_name']}:{info['task_index']}" if info else "runs no TF node"
     log.info("partition %d: this executor %s (no feed); sending it to %s at %s:%d", partition, here, remote.node,
              remote.host, remote.port)
@@ -528,7 +543,7 @@ def _connect(target: FeedTarget, partition: int, mode: str) -> wire.Connection:
     try:
         conn = wire.Connection.connect(address, target.key, timeout=CONNECT_TIMEOUT, timeouts=timeouts)
     except OSError as e:
-        raise target.failure(e) from e
+        raise target.failure(e, partition) from e
     conn.send({"op": "hello", "partition": partition, "mode": mode, "timeout": target.feed_timeout})
     return conn
 
@@ -643,6 +658,10 @@ def feed_partition(target: FeedTarget, partition: int, records: Iterator[Any] | 
         if (target.state_dir / "finished").exists():
             log.info("partition %d: map_fun has returned; the rest of this partition is not needed", partition)
             return sent[0]
+        remote = target.remote_feed(partition)
+        if remote is not None:  # finished, or failed/vanished: then the driver raises naming it (TFCluster._run_job)
+            log.warning("partition %d: %s closed the feed after %d records (%s)", partition, remote.node, sent[0], e)
+            return sent[0]
         raise target.failure(e) from e
     finally:
         conn.close()
@@ -697,7 +716,7 @@ def _results(conn: wire.Connection, target: FeedTarget, partition: int, state: d
         except OSError as e:
             if isinstance(state["error"], ValueError | TimeoutError):
                 raise state["error"] from None
-            raise target.failure(e) from e
+            raise target.failure(e, partition) from e
         op = msg.get("op")
         if op == "eof":  # the TF process has taken the whole partition: the sender is done
             join_sender()

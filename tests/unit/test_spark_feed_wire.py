@@ -217,3 +217,22 @@ def test_feeder_fails_at_once_with_the_tf_traceback(tmp_path, monkeypatch):
         feed.feed_partition(target, 5, iter([([1] * 4, i) for i in range(100_000)]))
     assert time.monotonic() - started < 15
     server.close()
+
+
+def test_a_partition_on_an_executor_without_a_feed_goes_to_a_feeding_node_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    feeds = (feed.FeedAddress("10.0.0.2", 4001, "executor 1 (worker:0)"),
+             feed.FeedAddress("10.0.0.3", 4002, "executor 2 (worker:1)"))
+    target = feed.FeedTarget("c1", b"k" * 32, 60.0, feeds=feeds)
+    assert feed.feed_address(target, 5) == ("10.0.0.3", 4002)  # no node here at all: partition modulo feeders
+    target.state_dir.mkdir(parents=True)
+    (target.state_dir / "node.json").write_text(json.dumps(
+        {"executor_id": 0, "job_name": "ps", "task_index": 0, "feed_port": None}))
+    assert feed.feed_address(target, 4) == ("10.0.0.2", 4001)  # a ps here
+    assert "worker:0" in str(target.failure(ConnectionResetError("gone"), 4))  # names the node it went to
+    (target.state_dir / "node.json").write_text(json.dumps(
+        {"executor_id": 0, "job_name": "worker", "task_index": 2, "feed_port": 4555, "feed_host": "10.0.0.1"}))
+    assert feed.feed_address(target, 4) == ("10.0.0.1", 4555)  # a feeding node here: always that one
+    alone = feed.FeedTarget("c2", b"k" * 32, 60.0)
+    with pytest.raises(RuntimeError, match=r"partition 3: this executor runs no tfoy TF node .* no node elsewhere"):
+        feed.feed_address(alone, 3)
