@@ -1,6 +1,6 @@
 """Faults injected into real jobs on the embedded cluster: what tfoy survives, what it loses, what it leaves behind.
 
-Each row is one real fault at a point of a real job (conf/jobs/toy_train.py: chief + 2 workers, `model.fit` on
+Each row is one real fault at a point of a real job (examples/toy_train.py: chief + 2 workers, `model.fit` on
 TFRecords from HDFS, BackupAndRestore on HDFS, export), or of a real read: the fault, the outcome expected, the
 outcome observed, epochs of training lost (work redone or missing at the end), and what was left behind
 (applications not ended, tfoy task processes still alive). A row passes when what was observed is what was
@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "conf" / "jobs"))
+sys.path.insert(0, str(ROOT / "examples"))
 
 import yaml  # noqa: E402
 
@@ -37,7 +37,7 @@ from hdfs_io.paths import absolute_uri  # noqa: E402
 
 log = logging.getLogger("faults")
 TFOY = str(Path(sys.executable).parent / "tfoy")
-TOY = ROOT / "conf" / "jobs" / "toy_train.py"
+TOY = ROOT / "examples" / "toy_train.py"
 STATE = Path(os.environ.get("TFOY_HADOOP_STATE", Path.home() / ".tfoy" / "hadoop"))
 FINAL = ("FINISHED", "FAILED", "KILLED")
 EPOCHS = 6

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 TFOY = str(Path(sys.executable).parent / "tfoy")
-TOY = ROOT / "conf" / "jobs" / "toy_train.py"
+TOY = ROOT / "examples" / "toy_train.py"
 
 
 def closed_port() -> int:

@@ -23,7 +23,7 @@ import yaml
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-TOY = ROOT / "conf" / "jobs" / "toy_train.py"
+TOY = ROOT / "examples" / "toy_train.py"
 TFOY = str(Path(sys.executable).parent / "tfoy")
 PORT_OFFSET = 200  # beside the plain cluster (0) and a developer's secure one (100)
 TOKEN_RENEW_S = 30

@@ -21,7 +21,7 @@ from yarn_app import cluster
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-TOY = ROOT / "conf" / "jobs" / "toy_train.py"
+TOY = ROOT / "examples" / "toy_train.py"
 TFOY = str(Path(sys.executable).parent / "tfoy")
 JOB_TIMEOUT = 420
 FINAL = ("FINISHED", "FAILED", "KILLED")
