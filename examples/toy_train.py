@@ -1,10 +1,11 @@
 """A tiny job for the YARN path, written as a user would: Keras `model.fit` on TFRecords from HDFS, resumable,
-exporting a SavedModel version, all with TensorFlow's and Keras's own APIs on hdfs:// paths.
+exporting a SavedModel version: TensorFlow's and Keras's own APIs on hdfs:// paths, and hdfs_io's export.
 
 `main(args, ctx)` is the entry point (`entry_point: toy_train:main`, this file shipped with `files:`):
 - MultiWorkerMirroredStrategy (chief + workers): `model.fit` on `TFRecordDataset(tf.io.gfile.glob(...))` (TF shards
   the files between workers), `BackupAndRestore` on `model_dir/backup` (a restarted job resumes from the last
-  finished epoch), a `state.json` per epoch, and `model.export` to `export_dir/<n>` from the chief.
+  finished epoch), a `state.json` per epoch, and hdfs_io's `export_saved_model` to `export_dir/<n>`
+  (written beside and renamed into place by the chief; every worker runs the save, its collectives must match).
 - ParameterServerStrategy (chief = coordinator; ps and workers serve): `model.fit` too, with the Keras 2 option
   (`keras: 2` in the spec: Keras 3 cannot fit under this strategy), writing `model_dir/ps_result.json`.
 - the evaluator reports new backups until the chief ends.
@@ -127,23 +128,10 @@ def train_mwms(opts: argparse.Namespace, ctx) -> None:
     model.fit(dataset(opts.data, opts.batch).repeat(), epochs=opts.epochs, steps_per_epoch=opts.steps,
               callbacks=callbacks, verbose=2)
     if ctx.export_dir:
-        export(model, ctx.export_dir, ctx)
+        from hdfs_io.export import export_saved_model  # the versioned layout TF Serving polls, never half a version
 
-
-def export(model, export_dir: str, ctx) -> str | None:
-    """`export_dir/<n+1>/`: written under a hidden name, then renamed (TF Serving never sees a partial version).
-    Every worker saves (the variables may need collectives); only the chief's copy is published."""
-    tf.io.gfile.makedirs(export_dir)
-    versions = [int(n.rstrip("/")) for n in tf.io.gfile.listdir(export_dir) if n.rstrip("/").isdigit()]
-    version = max(versions, default=0) + 1
-    tmp = f"{export_dir}/.tmp-{version}-{ctx.job_name}-{ctx.task_index}"
-    model.export(tmp, verbose=False) if hasattr(model, "export") else tf.saved_model.save(model, tmp)
-    if not ctx.is_chief:
-        tf.io.gfile.rmtree(tmp)
-        return None
-    tf.io.gfile.rename(tmp, f"{export_dir}/{version}")
-    print(f"exported {export_dir}/{version}", flush=True)
-    return f"{export_dir}/{version}"
+        if target := export_saved_model(model, ctx.export_dir, ctx=ctx):  # None on the other workers
+            print(f"exported {target}", flush=True)
 
 
 def train_ps(opts: argparse.Namespace, ctx) -> None:

@@ -1,6 +1,6 @@
 """A Keras callback with BackupAndRestore semantics whose backups live on HDFS (or any tfoy path).
 
-After each epoch the chief writes weights + metadata straight to a hidden `<dir>/.ckpt-<epoch>.tmp-<uuid>` of its
+After each epoch the chief writes weights + metadata straight to a hidden `<dir>/.ckpt-<epoch>.<random>.tmp` of its
 own (Keras and TF write hdfs:// themselves through hdfs_io's TF filesystem) and renames that to `<dir>/ckpt-<epoch>`
 (one NameNode operation), keeping the last `keep`. A complete checkpoint is only deleted once `keep` newer ones
 are in place, so two writers on one folder (a zombie chief) or a kill at any point leave one to resume from.
@@ -16,13 +16,13 @@ import json
 import logging
 import re
 import tempfile
-import uuid
 from typing import Any
 
 import keras
 
 from hdfs_io import fs
 from hdfs_io.paths import absolute_uri
+from hdfs_io.publish import Publication, publish, temporary_beside
 
 log = logging.getLogger(__name__)
 
@@ -75,33 +75,33 @@ class HdfsBackupAndRestore(keras.callbacks.Callback):
         final = f"{self.backup_dir}/ckpt-{done_epochs}"
         # a name of this writer's own: a second writer on the same folder (a zombie chief, two jobs given one
         # backup_dir) never deletes or fills it
-        tmp = f"{self.backup_dir}/.ckpt-{done_epochs}.tmp-{uuid.uuid4().hex[:12]}"
+        pending = publish(final)
         try:
-            fs.makedirs(tmp)
-            self.model.save_weights(fs.tf_path(f"{tmp}/{WEIGHTS}"))
-            fs.write_bytes(f"{tmp}/{METADATA}", json.dumps({"epoch": done_epochs}).encode())
-            self._publish(tmp, final, done_epochs)
+            fs.makedirs(pending.tmp)
+            self.model.save_weights(fs.tf_path(f"{pending.tmp}/{WEIGHTS}"))
+            fs.write_bytes(f"{pending.tmp}/{METADATA}", json.dumps({"epoch": done_epochs}).encode())
+            self._commit(pending, done_epochs)
         finally:
-            fs.delete(tmp, recursive=True)  # gone already when it was published
+            pending.abort()  # nothing left to do once it was published
         for old in complete_checkpoints(self.backup_dir)[:-self.keep]:
             fs.delete(f"{self.backup_dir}/ckpt-{old}", recursive=True)
 
-    def _publish(self, tmp: str, final: str, epoch: int) -> None:
-        """Renames tmp to final; a complete checkpoint is never deleted before its replacement is in place."""
+    def _commit(self, pending: Publication, epoch: int) -> None:
+        """Publishes the checkpoint; a complete one is never deleted before its replacement is in place."""
         try:
-            fs.rename(tmp, final)
-            log.info("checkpoint %s", final)
+            pending.commit()
+            log.info("checkpoint %s", pending.target)
             return
         except FileExistsError:
             pass
         if epoch in complete_checkpoints(self.backup_dir):
-            log.info("checkpoint %s: another writer published this epoch first; keeping theirs", final)
+            log.info("checkpoint %s: another writer published this epoch first; keeping theirs", pending.target)
             return
-        aside = f"{self.backup_dir}/.ckpt-{epoch}.incomplete-{uuid.uuid4().hex[:12]}"  # a leftover of an old layout
-        fs.rename(final, aside)
-        fs.rename(tmp, final)
+        aside = temporary_beside(pending.target, "incomplete")  # a leftover of an old layout
+        fs.rename(pending.target, aside)
+        pending.commit()
         fs.delete(aside, recursive=True)
-        log.info("checkpoint %s (replaced an incomplete one)", final)
+        log.info("checkpoint %s (replaced an incomplete one)", pending.target)
 
     def on_train_end(self, logs: Any = None) -> None:
         if self.delete_on_train_end and self.is_chief:

@@ -1,7 +1,7 @@
 """Atomic, versioned SavedModel export in TF Serving's layout: `<base>/<integer version>/`.
 
-A version is written by TF itself to `<base>/.tmp-<version>-<uuid>/` (hdfs_io's TF filesystem) and renamed to
-`<base>/<version>` in one NameNode operation, then `_SUCCESS` is written inside. So a poller (TF Serving, a sync
+A version is written by TF itself to a hidden folder beside it (hdfs_io's TF filesystem, `publish.py`) and renamed
+to `<base>/<version>` in one NameNode operation, then `_SUCCESS` is written inside. So a poller (TF Serving, a sync
 job, `latest_version`) never sees a half-written version; `latest_version` also ignores versions without
 `_SUCCESS` (e.g. the publisher died between rename and marker). Only the chief publishes: under
 MultiWorkerMirroredStrategy every worker must still run the save (it has collective ops), so the others write to a
@@ -14,11 +14,11 @@ import inspect
 import logging
 import re
 import tempfile
-import uuid
 from typing import Any
 
 from hdfs_io import fs
 from hdfs_io.paths import absolute_uri
+from hdfs_io.publish import publish, temporary_beside
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +83,8 @@ def export_saved_model(
     target = f"{base}/{version}"
     if fs.exists(target):
         raise FileExistsError(f"{target}: version {version} already exists")
-    tmp = f"{base}/.tmp-{version}-{uuid.uuid4().hex[:12]}"
-    try:
-        _save(model, fs.tf_path(tmp), signatures)
-        fs.rename(tmp, target)  # one NameNode operation: the version appears whole or not at all
-    except BaseException:
-        fs.delete(tmp, recursive=True)
-        raise
+    with publish(target) as p:  # one NameNode operation: the version appears whole or not at all
+        _save(model, fs.tf_path(p.tmp), signatures)
     fs.write_bytes(f"{target}/{SUCCESS}", b"")
     log.info("exported SavedModel version %s", target)
     if keep:
@@ -107,7 +102,7 @@ def prune_versions(base_path: str, keep: int) -> list[int]:
     base = absolute_uri(base_path)
     old = list_versions(base)[:-keep]
     for v in old:
-        doomed = f"{base}/.deleting-{v}-{uuid.uuid4().hex[:12]}"
+        doomed = temporary_beside(f"{base}/{v}", "deleting")
         try:
             fs.rename(f"{base}/{v}", doomed)
         except FileNotFoundError:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import struct
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -20,6 +19,7 @@ import numpy as np
 from hdfs_io import fs
 from hdfs_io.errors import HdfsIoError
 from hdfs_io.paths import absolute_uri
+from hdfs_io.publish import publish
 
 log = logging.getLogger(__name__)
 
@@ -140,14 +140,12 @@ class TFRecordWriter:
         import tensorflow as tf
 
         self.uri = absolute_uri(path)
-        self.overwrite = overwrite
         if not overwrite and fs.exists(self.uri):
             raise FileExistsError(f"{self.uri}: already exists")
-        parent, name = self.uri.rsplit("/", 1)
-        fs.makedirs(parent)
-        self._tmp = f"{parent}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+        fs.makedirs(self.uri.rsplit("/", 1)[0])
+        self._pending = publish(self.uri, replace=overwrite)
         options = tf.io.TFRecordOptions(compression_type=compression or "")
-        self._writer = tf.io.TFRecordWriter(fs.tf_path(self._tmp), options)
+        self._writer = tf.io.TFRecordWriter(fs.tf_path(self._pending.tmp), options)
         self.count = 0
 
     def write(self, record: bytes | Any) -> None:
@@ -160,9 +158,9 @@ class TFRecordWriter:
     def close(self) -> None:
         self._writer.close()
         try:
-            fs.rename(self._tmp, self.uri, overwrite=self.overwrite)
+            self._pending.commit()
         except BaseException:
-            fs.delete(self._tmp)
+            self._pending.abort()
             raise
         log.debug("wrote %d records to %s", self.count, self.uri)
 
@@ -174,7 +172,7 @@ class TFRecordWriter:
             self.close()
         else:
             self._writer.close()
-            fs.delete(self._tmp)
+            self._pending.abort()
 
 
 def write_tfrecords(path: str, records: Iterable[bytes | Any], compression: str | None = None) -> int:

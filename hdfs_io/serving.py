@@ -12,13 +12,13 @@ import logging
 import os
 import re
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from hdfs_io import fs
 from hdfs_io.export import SUCCESS, list_versions
 from hdfs_io.paths import absolute_uri
+from hdfs_io.publish import publish, temporary_beside
 
 log = logging.getLogger(__name__)
 _VERSION = re.compile(r"^\d+$")
@@ -60,17 +60,14 @@ def pull_latest(export_base: str, model_base_path: str | Path, keep: int | None 
     if target.exists():
         result = PullResult(version, target, pulled=False)
     else:
-        staging = target_root / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
         try:
-            fs.get(f"{base}/{version}", str(staging))
-            os.rename(staging, target)  # one rename on the local filesystem: Serving sees all of it or nothing
+            with publish(target.resolve().as_uri()) as p:  # one local rename: Serving sees all of it or nothing
+                fs.get(f"{base}/{version}", fs.local_path(p.tmp))
             pulled = True
         except OSError:
             if not target.is_dir():
                 raise
             pulled = False  # a concurrent pull put the same version in place first
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         if pulled:
             log.info("pulled %s/%d into %s", base, version, target)
         result = PullResult(version, target, pulled=pulled)
@@ -108,7 +105,7 @@ def prune_local(model_base_path: str | Path, keep: int) -> list[int]:
     base = Path(model_base_path)
     old = local_versions(base)[:-keep]
     for version in old:
-        doomed = base / f".deleting-{version}-{uuid.uuid4().hex[:8]}"
+        doomed = fs.local_path(temporary_beside((base / str(version)).resolve().as_uri(), "deleting"))
         try:
             os.rename(base / str(version), doomed)
         except FileNotFoundError:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from typing import Any
 
 import keras
 
 from hdfs_io import fs
 from hdfs_io.paths import absolute_uri
+from hdfs_io.publish import publish
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,9 @@ def sync_dir(local_dir: str, remote_dir: str, known: dict[str, int] | None = Non
             if known.get(rel) == size:
                 continue
             target = f"{remote}/{rel}"
-            parent, base = target.rsplit("/", 1)
-            tmp = f"{parent}/.{base}.{uuid.uuid4().hex[:8]}.tmp"
-            fs.makedirs(parent)
-            fs.put(path, tmp)
-            fs.rename(tmp, target, overwrite=True)
+            fs.makedirs(target.rsplit("/", 1)[0])
+            with publish(target, replace=True) as p:
+                fs.put(path, p.tmp)
             known[rel] = size
             uploaded.append(rel)
     return uploaded

@@ -37,7 +37,6 @@ import sys
 import sysconfig
 import tarfile
 import time
-import uuid
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from typing import Any
 
 from hdfs_io import fs
 from hdfs_io.paths import absolute_uri, hadoop_user, split_uri
+from hdfs_io.publish import publish
 
 log = logging.getLogger(__name__)
 
@@ -245,12 +245,11 @@ def _top_level_excludes(site: Path, excludes: tuple[str, ...], dists: list[_Dist
 
 def pack(output: Path, excludes: tuple[str, ...] = DEFAULT_EXCLUDES, compresslevel: int = 1) -> Path:
     """Writes the relocatable archive of the running interpreter + venv to `output` (atomically: a crash leaves no
-    half archive under the name the cache trusts; the temporary name is unique even to threads of one process)."""
+    half archive under the name the cache trusts; the temporary name is unique to each writer)."""
     base = Path(sys.base_prefix)
     ver = f"python{sys.version_info.major}.{sys.version_info.minor}"
     site = _site_packages(sys.prefix)
     skip_site = _top_level_excludes(site, excludes)
-    tmp = output.with_name(f".{output.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     output.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
 
@@ -268,17 +267,14 @@ def pack(output: Path, excludes: tuple[str, ...] = DEFAULT_EXCLUDES, compresslev
             return None
         return info
 
-    try:
-        with tarfile.open(tmp, "w:gz", compresslevel=compresslevel) as tar:
-            binary = Path(os.path.realpath(base / "bin" / ver))
-            tar.add(binary, arcname=f"bin/{ver}")
-            for lib in sorted((base / "lib").glob("libpython*")):
-                tar.add(lib, arcname=f"lib/{lib.name}")
-            tar.add(base / "lib" / ver, arcname=f"lib/{ver}", filter=stdlib_filter)
-            tar.add(site, arcname=f"lib/{ver}/site-packages", filter=site_filter)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with (publish(output.resolve().as_uri(), replace=True) as p,
+          tarfile.open(fs.local_path(p.tmp), "w:gz", compresslevel=compresslevel) as tar):
+        binary = Path(os.path.realpath(base / "bin" / ver))
+        tar.add(binary, arcname=f"bin/{ver}")
+        for lib in sorted((base / "lib").glob("libpython*")):
+            tar.add(lib, arcname=f"lib/{lib.name}")
+        tar.add(base / "lib" / ver, arcname=f"lib/{ver}", filter=stdlib_filter)
+        tar.add(site, arcname=f"lib/{ver}/site-packages", filter=site_filter)
     log.info("packed %s (%.0f MB) in %.0f s", output, output.stat().st_size / 1e6, time.monotonic() - started)
     return output
 
@@ -345,29 +341,29 @@ def _ensure_published(uri: str, local_archive: Callable[[], Path], client: Any, 
         _discard(uri, verdict)
     local = local_archive()
     started = time.monotonic()
-    tmp, digest, size = _upload(local, uri, client, modes.file)
+    # a name unique to this upload: two first submits of one environment at once each write their own file
+    pending = publish(uri, tag="uploading")
     try:
+        digest, size = _upload(local, pending.tmp, client, modes.file)
         for _ in range(PUBLISH_ATTEMPTS):
             try:
-                fs.rename(tmp, uri, overwrite=False)
+                pending.commit()  # no overwrite: fails if another submitter published meanwhile
             except FileExistsError:
                 verdict = _verify(uri)
                 if verdict.ok:
                     assert verdict.info is not None
                     _set_file_modes(client, uri, modes.file)
                     log.info("env archive %s was published meanwhile by another submitter: keeping it (jobs may be "
-                             "localizing it) and deleting this upload %s", uri, tmp)
+                             "localizing it) and deleting this upload %s", uri, pending.tmp)
                     return verdict.info.size
                 if verdict.info is not None:
                     _discard(uri, verdict)
                 continue
-            tmp = ""
             _write_marker(uri, digest, size, client, modes.file)
             log.info("uploaded %s (%d MB) in %.0f s", uri, size // 1_000_000, time.monotonic() - started)
             return size
     finally:
-        if tmp:
-            _delete_quietly(tmp)
+        pending.abort()  # nothing to do once published
     raise RuntimeError(f"{uri}: could not publish the env archive in {PUBLISH_ATTEMPTS} attempts (files with this "
                        "name kept appearing without a matching marker)")
 
@@ -450,45 +446,27 @@ def _set_file_modes(client: Any, uri: str, file_mode: int) -> None:
             client.set_permission(path, file_mode)
 
 
-def _upload(local: Path, uri: str, client: Any, file_mode: int) -> tuple[str, str, int]:
-    """Copies `local` next to `uri` under a name unique to this upload, with `file_mode`; returns (temporary URI,
-    sha256, size). Two first submits of one environment at once each write their own file instead of sharing one."""
-    folder, name = uri.rsplit("/", 1)
-    tmp = f"{folder}/.{name}.{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}.uploading"
+def _upload(local: Path, tmp: str, client: Any, file_mode: int) -> tuple[str, int]:
+    """Copies `local` to `tmp` with `file_mode`; returns (sha256, size)."""
     h = hashlib.sha256()
     size = 0
-    try:
-        with open(local, "rb") as src, fs.open(tmp, "wb") as dst:
-            while chunk := src.read(UPLOAD_CHUNK):
-                h.update(chunk)
-                dst.write(chunk)
-                size += len(chunk)
-        client.set_permission(split_uri(tmp)[2], file_mode)
-    except BaseException:
-        _delete_quietly(tmp)
-        raise
-    return tmp, h.hexdigest(), size
-
-
-def _delete_quietly(uri: str) -> None:
-    """Cleanup that must not hide the error being handled (a NameNode that failed the upload may fail this too)."""
-    try:
-        fs.delete(uri)
-    except OSError as exc:
-        log.warning("could not delete %s: %s", uri, exc)
+    with open(local, "rb") as src, fs.open(tmp, "wb") as dst:
+        while chunk := src.read(UPLOAD_CHUNK):
+            h.update(chunk)
+            dst.write(chunk)
+            size += len(chunk)
+    client.set_permission(split_uri(tmp)[2], file_mode)
+    return h.hexdigest(), size
 
 
 def _write_marker(uri: str, digest: str, size: int, client: Any, file_mode: int) -> None:
     """Writes the marker (with `file_mode`) whole under a temporary name first: a reader must never see half of
     one."""
-    marker = marker_uri(uri)
-    folder, name = marker.rsplit("/", 1)
-    tmp = f"{folder}/.{name}.{uuid.uuid4().hex[:12]}.tmp"
     body = {"size": size, "sha256": digest, "archive": uri.rsplit("/", 1)[1],
             "uploaded_by": f"{hadoop_user()}@{socket.gethostname()}", "uploaded_at": time.time()}
-    fs.write_bytes(tmp, json.dumps(body).encode())
-    client.set_permission(split_uri(tmp)[2], file_mode)
-    fs.rename(tmp, marker, overwrite=True)
+    with publish(marker_uri(uri), replace=True) as p:
+        fs.write_bytes(p.tmp, json.dumps(body).encode())
+        client.set_permission(split_uri(p.tmp)[2], file_mode)
 
 
 def hdfs_path_is_public(client: Any, path: str) -> bool:

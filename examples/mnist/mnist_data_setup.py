@@ -15,7 +15,6 @@ import argparse
 import logging
 import sys
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -24,6 +23,7 @@ from examples.mnist import formats
 from examples.mnist.idx import DEFAULT_DIR, IdxError, load_split
 from hdfs_io import fs
 from hdfs_io.paths import absolute_uri
+from hdfs_io.publish import publish
 
 log = logging.getLogger("mnist_data_setup")
 
@@ -167,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
 
         sc = SparkContext(conf=SparkConf().setMaster(args.master).setAppName("mnist_data_setup"))
     try:
-        staging = f"{output.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
+        # written beside, then renamed into place (an old data set set aside first, deleted only afterwards)
+        with publish(output, replace=True) as pending:
+            staging = pending.tmp
             for name, (images, labels) in splits.items():
                 log.info("writing %s: %d records as %s into %d partitions", name, len(labels), args.format,
                          args.num_partitions)
@@ -177,9 +178,6 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     fs.makedirs(f"{staging}/{name}")
                     write_split_plain(f"{staging}/{name}", images, labels, args.format, args.num_partitions)
-            _publish(staging, output)
-        finally:
-            fs.delete(staging, recursive=True)
         log.info("wrote %s in %.1fs", output, time.monotonic() - t0)
         for name, (images, labels) in splits.items():
             if args.verify:
@@ -192,22 +190,6 @@ def main(argv: list[str] | None = None) -> int:
         if sc is not None:
             sc.stop()
     return 0
-
-
-def _publish(staging: str, output: str) -> None:
-    """Puts the finished data set in place; an old one is set aside first and removed only afterwards."""
-    old = None
-    if fs.exists(output):
-        old = f"{output.rstrip('/')}.old-{uuid.uuid4().hex[:8]}"
-        fs.rename(output, old)
-    try:
-        fs.rename(staging, output)
-    except BaseException:
-        if old:
-            fs.rename(old, output)
-        raise
-    if old:
-        fs.delete(old, recursive=True)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ def main(args: list[str], ctx) -> None:
     from examples.mnist.formats import tf_feature_spec
     from hdfs_io import fs
     from hdfs_io.datasets import tfrecord_dataset
+    from hdfs_io.publish import publish_bytes
     from hdfs_io.serving import load_latest
 
     opts = parse_args(args)
@@ -42,8 +43,7 @@ def main(args: list[str], ctx) -> None:
     out = ctx.absolute_path(opts.output)
     fs.makedirs(out)
     target = f"{out}/part-{ctx.shard_index:05d}"
-    fs.write_bytes(f"{target}.tmp", ("\n".join(lines) + "\n").encode() if lines else b"")
-    fs.rename(f"{target}.tmp", target, overwrite=True)
+    publish_bytes(target, ("\n".join(lines) + "\n").encode() if lines else b"")
     print(f"{ctx.job_name}:{ctx.task_index} wrote {len(lines)} predictions of version {version} to {target}")
 
 

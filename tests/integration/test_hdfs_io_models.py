@@ -151,7 +151,7 @@ def test_a_second_writer_on_one_backup_dir_leaves_a_complete_checkpoint(hdfs_tmp
 
     model_a.save_weights = save_while_the_other_writes
     a.on_epoch_end(0)
-    assert len(seen) == 1 and seen[0][0].startswith(".ckpt-1.tmp-") and "ckpt-1" in seen[0]  # ours survived
+    assert len(seen) == 1 and seen[0][0].startswith(".ckpt-1.") and seen[0][0].endswith(".tmp") and "ckpt-1" in seen[0]  # ours survived
     assert complete_checkpoints(ckpt_dir) == [1]
     assert [f.name for f in fs.ls(ckpt_dir)] == ["ckpt-1"]  # and nothing left behind
 
