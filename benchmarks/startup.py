@@ -26,18 +26,19 @@ def task_main(args: list[str], ctx) -> None:
     import tensorflow as tf  # noqa: F401  (what a real job does first)
 
     tf_ready = time.time()
-    from hdfs_native import Client
+    from hdfs_io import fs
 
-    with Client().create(f"{args[0]}/{ctx.job_name}-{ctx.task_index}.json") as f:
-        f.write(json.dumps({"entered": entered, "tf_ready": tf_ready}).encode())
+    fs.write_bytes(f"{args[0]}/{ctx.job_name}-{ctx.task_index}.json",
+                   json.dumps({"entered": entered, "tf_ready": tf_ready}).encode())
 
 
 def run_once(base: str, installed_python: bool, workdir: Path) -> tuple[float, float]:
     import yaml
-    from hdfs_native import Client
+
+    from hdfs_io import fs
 
     out = f"{base}/{uuid.uuid4().hex[:8]}"
-    Client().mkdirs(out, create_parent=True)
+    fs.makedirs(out)
     spec = {
         "name": "tfoy-bench-startup",
         "entry_point": "startup:task_main",
@@ -54,8 +55,7 @@ def run_once(base: str, installed_python: bool, workdir: Path) -> tuple[float, f
     proc = subprocess.run([tfoy, "submit", str(path)], capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         raise SystemExit(f"job failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    client = Client()
-    marks = [json.loads(client.read(s.path).read()) for s in client.list_status(out)]
+    marks = [json.loads(fs.read_bytes(f.uri)) for f in fs.ls(out)]
     if len(marks) != 3:
         raise SystemExit(f"expected 3 tasks, got {len(marks)}")
     return max(m["entered"] for m in marks) - t0, max(m["tf_ready"] for m in marks) - t0
@@ -66,7 +66,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--installed-python", action="store_true", help="use this Python on the nodes, no archive")
     opts = p.parse_args()
-    from hdfs_native import Client
+    from hdfs_io import fs
 
     base = f"/tmp/tfoy-bench/startup-{uuid.uuid4().hex[:8]}"
     workdir = Path(f"/tmp/tfoy-bench-{uuid.uuid4().hex[:8]}")
@@ -80,7 +80,7 @@ def main() -> None:
             print(f"run {i + 1}: all tasks in the user function after {startup:.1f}s, TensorFlow imported after "
                   f"{tf_ready:.1f}s", flush=True)
     finally:
-        Client().delete(base, recursive=True)
+        fs.delete(base, recursive=True)
     print(f"median tf_ready_s={statistics.median(r[1] for r in results):.1f}")
     print(f"RESULT startup_s={statistics.median(r[0] for r in results):.1f}")
 

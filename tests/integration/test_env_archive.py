@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import skein
 
+from hdfs_io import fs
 from hdfs_io.paths import absolute_uri
 from yarn_app import client as tfoy_client
 from yarn_app import env
@@ -237,8 +238,7 @@ def test_a_verified_archive_is_reused_as_it_is(envs):
 def test_a_truncated_archive_is_replaced(envs, caplog):
     env.ensure_env_archive()
     full = envs.read()
-    with envs.hdfs.create(envs.path, _overwrite()) as w:  # what a partial copy leaves under the right name
-        w.write(full[: len(full) // 2])
+    fs.write_bytes(envs.path, full[: len(full) // 2])  # what a partial copy leaves under the right name
     with caplog.at_level(logging.WARNING, logger="yarn_app.env"):
         archive = env.ensure_env_archive()
     data = envs.read()
@@ -290,8 +290,7 @@ def test_a_shared_archive_under_a_private_home_is_localized_per_application(envs
 
 def test_hdfs_path_is_public_follows_the_real_permissions(hdfs, hdfs_tmp):
     path = f"{hdfs_tmp}/a/b/env.tar.gz"
-    with hdfs.create(path, _overwrite(create_parent=True)) as w:
-        w.write(b"x")
+    fs.write_bytes(path, b"x")
     hdfs.set_permission(path, 0o644)
     assert env.hdfs_path_is_public(hdfs, path)
     hdfs.set_permission(f"{hdfs_tmp}/a", 0o751)  # o+x without o+r is enough on a folder
@@ -330,9 +329,3 @@ def test_yarn_localizes_an_archive_it_cannot_cache_publicly(envs, tmp_path, hdfs
         if str(skein_client.application_report(app_id).state) not in ("FINISHED", "FAILED", "KILLED"):
             skein_client.kill_application(app_id)
     assert str(report.final_status) == "SUCCEEDED", report.diagnostics
-
-
-def _overwrite(create_parent: bool = False):
-    from hdfs_native import WriteOptions
-
-    return WriteOptions(overwrite=True, create_parent=create_parent)

@@ -44,11 +44,10 @@ def test_two_containers_write_kv_and_hdfs(skein_client, hdfs, hdfs_tmp, tmp_path
         tmp_path,
         """
         import os, socket, time, skein
-        from hdfs_native import Client
+        from hdfs_io import fs
         cid = os.environ["SKEIN_CONTAINER_ID"]
         app = skein.ApplicationClient.from_current()
-        with Client().create(os.environ["OUT"] + "/" + cid) as w:
-            w.write(("written by " + cid).encode())
+        fs.write_bytes(os.environ["OUT"] + "/" + cid, ("written by " + cid).encode())
         app.kv["done/" + cid] = socket.gethostname().encode()
         deadline = time.monotonic() + 120  # keep the AM (and its KV) alive until the test has read it
         while app.kv.get("release") is None and time.monotonic() < deadline:

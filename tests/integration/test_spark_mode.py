@@ -122,28 +122,20 @@ def count_fun(args, ctx):
 
 
 def tfrecord_fun(args, ctx):
-    import tempfile
-
+    """InputMode.TENSORFLOW as a user writes it: TF's own glob and TFRecordDataset on hdfs:// (hdfs_io's plugin)."""
     import tensorflow as tf
-    from hdfs_native import Client
 
-    client = Client()
-    files = sorted(f.path for f in client.list_status(args["dir"]) if f.path.endswith(".tfrecord"))
+    from hdfs_io import fs
+
+    files = sorted(tf.io.gfile.glob(fs.tf_path(f"{args['dir']}/*.tfrecord")))
     mine = files[ctx.shard_index::ctx.num_shards]
     count, total = 0, 0
     spec = {"image": tf.io.FixedLenFeature([784], tf.int64), "label": tf.io.FixedLenFeature([], tf.int64)}
-    with tempfile.TemporaryDirectory() as tmp:
-        local = []
-        for path in mine:
-            dest = Path(tmp, Path(path).name)
-            with client.read(path) as src:
-                dest.write_bytes(src.read())
-            local.append(str(dest))
-        for ex in tf.data.TFRecordDataset(local).map(lambda r: tf.io.parse_single_example(r, spec)):
-            count += 1
-            total += int(ex["label"]) + int(tf.reduce_sum(ex["image"]))
-    with client.create(f"{args['out']}/{ctx.job_name}-{ctx.task_index}.json") as out:
-        out.write(json.dumps({"files": len(mine), "count": count, "total": total}).encode())
+    for ex in tf.data.TFRecordDataset(mine).map(lambda r: tf.io.parse_single_example(r, spec)):
+        count += 1
+        total += int(ex["label"]) + int(tf.reduce_sum(ex["image"]))
+    fs.write_bytes(f"{args['out']}/{ctx.job_name}-{ctx.task_index}.json",
+                   json.dumps({"files": len(mine), "count": count, "total": total}).encode())
 
 
 def keras_fit_fun(args, ctx):
