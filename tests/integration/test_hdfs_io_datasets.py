@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hdfs_io import datasets, fs
+from hdfs_io import datasets, fs, staging
 from hdfs_io.records import HEADER, make_example, scan_frames, write_tfrecords
 from tfnode.context import NodeContext
 
@@ -228,12 +228,12 @@ def test_staged_files_are_deleted_once_read(hdfs_tmp, tmp_path):
 
 def test_stage_area_defaults_to_ram_and_follows_the_setting(tmp_path, monkeypatch):
     monkeypatch.delenv("TFOY_STAGE_DIR", raising=False)
-    area = datasets._stage_dir(None)
+    area = staging.new_stage_dir(None)
     os.rmdir(area)
     assert area.startswith("/dev/shm/tfoy-stage-")  # this machine has a /dev/shm with room
     monkeypatch.setenv("TFOY_STAGE_DIR", str(tmp_path))
-    assert datasets._stage_dir(None).startswith(f"{tmp_path}/tfoy-stage-")
-    assert datasets._stage_dir(str(tmp_path / "x")).startswith(f"{tmp_path}/x/tfoy-stage-")
+    assert staging.new_stage_dir(None).startswith(f"{tmp_path}/tfoy-stage-")
+    assert staging.new_stage_dir(str(tmp_path / "x")).startswith(f"{tmp_path}/x/tfoy-stage-")
 
 
 def test_staging_folders_of_dead_processes_are_removed(tmp_path):
@@ -246,7 +246,7 @@ def test_staging_folders_of_dead_processes_are_removed(tmp_path):
     (orphan / "s-part-0.tfrecord").write_bytes(b"x" * 100)
     alive = tmp_path / f"tfoy-stage-{os.getppid()}-def456"  # pytest's parent: alive
     alive.mkdir()
-    mine = datasets._stage_dir(str(tmp_path))
+    mine = staging.new_stage_dir(str(tmp_path))
     assert not orphan.exists() and alive.is_dir() and os.path.isdir(mine)
     assert os.path.basename(mine).startswith(f"tfoy-stage-{os.getpid()}-")
 
