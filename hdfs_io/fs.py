@@ -1,192 +1,67 @@
-"""One small filesystem facade for hdfs://, viewfs:// and file:// URIs.
+"""One small filesystem facade for hdfs://, viewfs:// and file:// URIs: the one way tfoy reaches HDFS.
 
 Every function takes a path as users write it (see `paths.absolute_uri`) and returns fully qualified URIs, so the
-same user code runs against a cluster and, with file:// paths or no HADOOP_CONF_DIR, on a laptop. HDFS goes
-through hdfs-native (no JVM, no libhdfs). hdfs-native's errors are turned into the Python errors callers expect:
-FileNotFoundError / PermissionError / FileExistsError naming the URI (and the HDFS user), and a NameNode that does
-not answer fails within a bounded time naming its address instead of hanging in hdfs-native's retries.
+same user code runs against a cluster and, with file:// paths or no HADOOP_CONF_DIR, on a laptop. The path is
+resolved once and handed to the backend of its filesystem (`filesystems/`: local and HDFS through hdfs-native);
+what both share (sorting, trees, text modes, globs of plain paths) is written here once. Errors are Python's own,
+naming the URI; a NameNode that does not answer fails within a bounded time naming its address.
 """
 
 from __future__ import annotations
 
 import builtins
-import functools
-import glob as globmod
-import logging
+import io
 import os
 import re
-import shutil
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from hdfs_io.errors import HdfsIoError
-from hdfs_io.paths import HADOOP_SCHEMES, absolute_uri, hadoop_conf_value, hadoop_user, split_uri
+from hdfs_io.filesystems import Backend, FileInfo, backend_for
+from hdfs_io.filesystems.hdfs import (
+    CONNECT_TIMEOUT_ENV,
+    NameNodeUnreachableError,
+    check_reachable,
+    namenode_addresses,
+    translate_error,
+    umask,
+)
+from hdfs_io.paths import HADOOP_SCHEMES, absolute_uri, split_uri
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "CONNECT_TIMEOUT_ENV", "IO_CHUNK", "FileInfo", "NameNodeUnreachableError", "check_reachable", "delete",
+    "exists", "get", "glob", "hdfs_client", "hdfs_reader", "is_local", "isdir", "local_path", "ls", "makedirs",
+    "namenode_addresses", "numbered_dirs", "open", "put", "read_bytes", "rename", "scheme_of", "stat", "tf_path",
+    "translate_error", "umask", "write_bytes",
+]
 
-CONNECT_TIMEOUT_ENV = "TFOY_HDFS_CONNECT_TIMEOUT"
-DEFAULT_CONNECT_TIMEOUT = 5.0
-DEFAULT_NN_PORT = 8020
 # hdfs-native streams a file in packets whatever the read size; what the size decides is the Python buffer per
 # call: 1 MiB ones stay in cache and cost half the CPU of 8 MiB ones (0.06 vs 0.13 s per 65 MB, measured).
 IO_CHUNK = 1 << 20
 
 
-class NameNodeUnreachableError(HdfsIoError, ConnectionError):
-    """No NameNode of a filesystem accepted a TCP connection within the timeout."""
+def _resolve(path: str) -> tuple[str, Backend, str]:
+    """(URI, the backend of its filesystem, the path part) for a path as users write it."""
+    uri = absolute_uri(path)
+    scheme, authority, p = split_uri(uri)
+    return uri, backend_for(scheme, authority), p
 
 
-@dataclass(frozen=True)
-class FileInfo:
-    """What callers need from a listing, for HDFS and local files alike."""
-
-    uri: str
-    size: int
-    is_dir: bool
-    mtime: float  # seconds since the epoch
-    owner: str = ""
-    group: str = ""
-    permission: int = 0
-
-    @property
-    def name(self) -> str:
-        return self.uri.rstrip("/").rsplit("/", 1)[-1]
-
-
-# ---- errors ------------------------------------------------------------------------------------------------
-
-
-def translate_error(exc: BaseException, uri: str) -> BaseException:
-    """hdfs-native raises RuntimeError(RPCError(java class, message)) for most server-side errors."""
-    text = str(exc)
-    if isinstance(exc, FileNotFoundError) or "FileNotFoundException" in text:
-        return FileNotFoundError(f"{uri}: no such file or directory")
-    if isinstance(exc, PermissionError) or "AccessControlException" in text:
-        detail = text.split("Permission denied:", 1)[-1].split("\\n", 1)[0].split("\n", 1)[0].strip(' "')
-        return PermissionError(f"{uri}: permission denied for HDFS user {hadoop_user()!r} ({detail})")
-    if isinstance(exc, FileExistsError) or "FileAlreadyExistsException" in text:
-        return FileExistsError(f"{uri}: already exists")
-    if "ParentNotDirectoryException" in text or isinstance(exc, NotADirectoryError):
-        return NotADirectoryError(f"{uri}: a parent is not a directory")
-    if "All DataNodes failed" in text:  # followed by a dump of every replica's location
-        return OSError(f"{uri}: no DataNode could serve this part of the file: every replica was unreachable or "
-                       "failed its checksum")
-    return exc
-
-
-@contextmanager
-def _errors(uri: str) -> Iterator[None]:
-    try:
-        yield
-    except (OSError, RuntimeError) as exc:
-        new = translate_error(exc, uri)
-        if new is exc:
-            raise
-        raise new from exc
-
-
-# ---- reachability --------------------------------------------------------------------------------------------
-
-
-def namenode_addresses(scheme: str, authority: str, conf_dir: str | None = None) -> list[tuple[str, int]]:
-    """host:port pairs to probe for an authority: itself, or an HA name service's RPC addresses."""
-    if scheme == "viewfs" or not authority:
-        return []  # viewfs mounts resolve inside hdfs-native; nothing single to probe
-    if ":" in authority:
-        host, port = authority.rsplit(":", 1)
-        return [(host, int(port))]
-    nns = hadoop_conf_value(f"dfs.ha.namenodes.{authority}", "hdfs-site.xml", conf_dir)
-    if nns:
-        out = []
-        for nn in nns.split(","):
-            addr = hadoop_conf_value(f"dfs.namenode.rpc-address.{authority}.{nn.strip()}", "hdfs-site.xml", conf_dir)
-            if addr:
-                host, port = addr.rsplit(":", 1)
-                out.append((host, int(port)))
-        return out
-    return [(authority, DEFAULT_NN_PORT)]
-
-
-def check_reachable(scheme: str, authority: str, timeout: float | None = None) -> None:
-    """Raises NameNodeUnreachableError unless one NameNode accepts a TCP connection within `timeout` seconds."""
-    if timeout is None:
-        timeout = float(os.environ.get(CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT))
-    addrs = namenode_addresses(scheme, authority)
-    if not addrs:
-        return
-    errors = []
-    for host, port in addrs:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                return
-        except OSError as exc:
-            errors.append(f"{host}:{port} ({exc})")
-    raise NameNodeUnreachableError(
-        f"NameNode of {scheme}://{authority} not reachable within {timeout:g}s: " + ", ".join(errors)
-    )
-
-
-@functools.lru_cache(maxsize=32)
-def _client(scheme: str, authority: str, user: str, conf_dir: str | None) -> Any:
-    """One hdfs-native client per (filesystem, user, configuration); clients are thread-safe and pool connections."""
-    from hdfs_native import Client
-
-    check_reachable(scheme, authority)
-    client = Client(f"{scheme}://{authority}", config_dir=conf_dir)
-    _first_rpc(client, f"{scheme}://{authority}")
-    return client
-
-
-def _first_rpc(client: Any, fs_uri: str, timeout: float | None = None) -> None:
-    """Something may accept TCP without being a NameNode (a proxy, a hung JVM); hdfs-native would then wait for
-    a long time, so the first RPC runs in a daemon thread and is abandoned after `timeout` seconds."""
-    if timeout is None:
-        timeout = 2 * float(os.environ.get(CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT))
-    outcome: list[BaseException | None] = []
-
-    def call() -> None:
-        try:
-            client.get_file_info("/")
-            outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - reported to the caller below
-            outcome.append(exc)
-
-    thread = threading.Thread(target=call, name="tfoy-namenode-probe", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if not outcome:
-        raise NameNodeUnreachableError(f"NameNode of {fs_uri} accepted a connection but did not answer within "
-                                       f"{timeout:g}s")
-    if isinstance(outcome[0], (ConnectionError, TimeoutError)):
-        raise NameNodeUnreachableError(f"NameNode of {fs_uri}: {outcome[0]}") from outcome[0]
+def hdfs_client(uri: str) -> Any:
+    """The hdfs-native Client for a hdfs:// or viewfs:// URI (checked reachable the first time), for what the
+    facade does not do (permissions, owners)."""
+    scheme, authority, _ = split_uri(absolute_uri(uri))
+    if scheme not in HADOOP_SCHEMES:
+        raise ValueError(f"{uri}: not an HDFS URI")
+    return backend_for(scheme, authority).client  # type: ignore[attr-defined]
 
 
 def hdfs_reader(uri: str) -> Any:
     """An hdfs-native FileReader (seek, read, size) for a hdfs:// or viewfs:// file; errors name the URI."""
-    with _errors(uri):
-        return hdfs_client(uri).read(split_uri(absolute_uri(uri))[2])
-
-
-def hdfs_client(uri: str) -> Any:
-    """The hdfs-native Client for a hdfs:// or viewfs:// URI (checked reachable the first time)."""
-    scheme, authority, _ = split_uri(absolute_uri(uri))
-    if scheme not in HADOOP_SCHEMES:
-        raise ValueError(f"{uri}: not an HDFS URI")
-    return _client(scheme, authority, hadoop_user(), os.environ.get("HADOOP_CONF_DIR"))
-
-
-# ---- the facade ------------------------------------------------------------------------------------------------
-
-
-def _resolve(path: str) -> tuple[str, str, str, str]:
-    uri = absolute_uri(path)
-    scheme, authority, p = split_uri(uri)
-    return uri, scheme, authority, p
+    full, backend, p = _resolve(uri)
+    with backend.errors(full):
+        return hdfs_client(full).read(p)
 
 
 def is_local(path: str) -> bool:
@@ -208,37 +83,14 @@ def tf_path(path: str) -> str:
     return local_path(uri) if is_local(uri) else uri
 
 
-def _join(scheme: str, authority: str, p: str) -> str:
-    return f"{scheme}://{authority}{p}"
-
-
-def _from_status(scheme: str, authority: str, st: Any) -> FileInfo:
-    return FileInfo(
-        uri=_join(scheme, authority, st.path),
-        size=st.length,
-        is_dir=st.isdir,
-        mtime=st.modification_time / 1000.0,
-        owner=st.owner,
-        group=st.group,
-        permission=st.permission,
-    )
-
-
-def _local_info(p: str) -> FileInfo:
-    st = os.stat(p)
-    return FileInfo(uri="file://" + p, size=st.st_size, is_dir=os.path.isdir(p), mtime=st.st_mtime,
-                    permission=st.st_mode & 0o7777)
+def scheme_of(path: str) -> str:
+    return urlsplit(absolute_uri(path)).scheme or "file"
 
 
 def stat(path: str) -> FileInfo:
-    uri, scheme, authority, p = _resolve(path)
-    if scheme == "file":
-        try:
-            return _local_info(p)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{uri}: no such file or directory") from None
-    with _errors(uri):
-        return _from_status(scheme, authority, hdfs_client(uri).get_file_info(p))
+    uri, backend, p = _resolve(path)
+    with backend.errors(uri):
+        return backend.stat(p)
 
 
 def exists(path: str) -> bool:
@@ -258,36 +110,18 @@ def isdir(path: str) -> bool:
 
 def ls(path: str, recursive: bool = False) -> list[FileInfo]:
     """Entries of a directory (the file itself for a file), sorted by URI."""
-    uri, scheme, authority, p = _resolve(path)
-    if scheme == "file":
-        if not os.path.exists(p):
-            raise FileNotFoundError(f"{uri}: no such file or directory")
-        if not os.path.isdir(p):
-            return [_local_info(p)]
-        if recursive:
-            out = []
-            for root, dirs, files in os.walk(p):
-                out += [_local_info(os.path.join(root, n)) for n in dirs + files]
-        else:
-            out = [_local_info(os.path.join(p, n)) for n in os.listdir(p)]
-        return sorted(out, key=lambda f: f.uri)
-    with _errors(uri):
-        client = hdfs_client(uri)
-        return sorted(
-            (_from_status(scheme, authority, st) for st in client.list_status(p, recursive)), key=lambda f: f.uri
-        )
+    uri, backend, p = _resolve(path)
+    with backend.errors(uri):
+        return sorted(backend.ls(p, recursive), key=lambda f: f.uri)
 
 
 def glob(pattern: str) -> list[str]:
     """Sorted URIs matching a glob (`*`, `?`, `[..]`, `**` on local paths); a plain existing path matches itself."""
-    uri, scheme, authority, p = _resolve(pattern)
+    uri, backend, p = _resolve(pattern)
     if not any(c in p for c in "*?["):
         return [uri] if exists(uri) else []
-    if scheme == "file":
-        return sorted("file://" + m for m in globmod.glob(p, recursive=True))
-    with _errors(uri):
-        statuses = hdfs_client(uri).glob_status(p)
-    return sorted(_join(scheme, authority, st.path) for st in statuses)
+    with backend.errors(uri):
+        return sorted(backend.glob(p))
 
 
 def numbered_dirs(base: str, pattern: re.Pattern[str], complete: Callable[[FileInfo], bool] | None = None) -> list[int]:
@@ -307,113 +141,51 @@ def numbered_dirs(base: str, pattern: re.Pattern[str], complete: Callable[[FileI
 
 
 def makedirs(path: str, exist_ok: bool = True) -> str:
-    uri, scheme, _, p = _resolve(path)
-    if scheme == "file":
-        try:
-            os.makedirs(p, exist_ok=exist_ok)
-        except PermissionError as exc:
-            raise PermissionError(f"{uri}: permission denied ({exc})") from exc
-        return uri
-    with _errors(uri):
-        if not exist_ok and exists(uri):
-            raise FileExistsError(f"{uri}: already exists")
-        hdfs_client(uri).mkdirs(p, permission=0o777 & ~umask(), create_parent=True)
+    uri, backend, p = _resolve(path)
+    with backend.errors(uri):
+        backend.makedirs(p, exist_ok)
     return uri
 
 
 def delete(path: str, recursive: bool = False, missing_ok: bool = True) -> bool:
     """Removes a file or folder; False when it did not exist (and missing_ok)."""
-    uri, scheme, _, p = _resolve(path)
-    if scheme == "file":
-        if not os.path.lexists(p):
-            if missing_ok:
-                return False
-            raise FileNotFoundError(f"{uri}: no such file or directory")
-        if os.path.isdir(p) and not os.path.islink(p):
-            if recursive:
-                shutil.rmtree(p)
-            else:
-                os.rmdir(p)
-        else:
-            os.remove(p)
-        return True
-    with _errors(uri):
-        if not exists(uri):
-            if missing_ok:
-                return False
-            raise FileNotFoundError(f"{uri}: no such file or directory")
-        return hdfs_client(uri).delete(p, recursive)
+    uri, backend, p = _resolve(path)
+    with backend.errors(uri):
+        if backend.delete(p, recursive):
+            return True
+    if missing_ok:
+        return False
+    raise FileNotFoundError(f"{uri}: no such file or directory")
 
 
 def rename(src: str, dst: str, overwrite: bool = False) -> str:
     """Atomic rename on one filesystem; with overwrite an existing file (or empty folder) at dst is replaced
     in the same NameNode operation (HDFS rename2), so readers never see a missing or half-written dst."""
-    suri, sscheme, sauth, sp = _resolve(src)
-    duri, dscheme, dauth, dp = _resolve(dst)
-    if (sscheme, sauth) != (dscheme, dauth):
+    suri, backend, sp = _resolve(src)
+    duri, other, dp = _resolve(dst)
+    if backend != other:
         raise ValueError(f"rename across filesystems: {suri} -> {duri}")
-    if sscheme == "file":
-        if not os.path.lexists(sp):
-            raise FileNotFoundError(f"{suri}: no such file or directory")
-        if os.path.lexists(dp) and not overwrite:
-            raise FileExistsError(f"{duri}: already exists")
-        os.replace(sp, dp)
-        return duri
-    with _errors(f"{suri} -> {duri}"):
-        hdfs_client(suri).rename(sp, dp, overwrite=overwrite)
+    with backend.errors(f"{suri} -> {duri}"):
+        backend.rename(sp, dp, overwrite)
     return duri
 
 
 @contextmanager
 def open(path: str, mode: str = "rb", buffer_size: int = IO_CHUNK) -> Iterator[IO[bytes]]:  # noqa: A001
     """Streams a file: 'rb' reads, 'wb' (re)writes, 'ab' appends. Text modes wrap with UTF-8."""
-    import io
-
-    uri, scheme, _, p = _resolve(path)
+    uri, backend, p = _resolve(path)
     binary = mode.replace("t", "").replace("b", "")
     if binary not in ("r", "w", "a"):
         raise ValueError(f"mode {mode!r}: use r, w or a (binary or text)")
-    if scheme == "file":
-        try:
-            if binary != "r":  # as on HDFS, writing creates missing parent folders
-                os.makedirs(os.path.dirname(p) or "/", exist_ok=True)
-            raw = builtins.open(p, binary + "b")  # noqa: SIM115
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{uri}: no such file or directory") from None
-        except PermissionError as exc:
-            raise PermissionError(f"{uri}: permission denied ({exc})") from exc
-    else:
-        client = hdfs_client(uri)
-        with _errors(uri):
-            if binary == "r":
-                raw = client.read(p)  # already reads large ranges; it has no readinto for BufferedReader
-            elif binary == "w":
-                raw = io.BufferedWriter(client.create(p, _write_options(overwrite=True)), buffer_size)
-            else:
-                raw = io.BufferedWriter(client.append(p), buffer_size)
+    with backend.errors(uri):
+        raw = backend.open(p, binary, buffer_size)
     stream: IO[Any] = raw if "b" in mode else io.TextIOWrapper(raw, encoding="utf-8")
     try:
-        with _errors(uri):
+        with backend.errors(uri):
             yield stream
     finally:
-        with _errors(uri):
+        with backend.errors(uri):
             stream.close()
-
-
-def umask() -> int:
-    """fs.permissions.umask-mode (octal; Hadoop's default 022), which Hadoop's clients take from 0666 for files and
-    0777 for folders: tfoy creates what `hdfs dfs` would. A symbolic mode (u=rwx,g=rx,o=) counts as the default."""
-    value = hadoop_conf_value("fs.permissions.umask-mode") or "022"
-    try:
-        return int(value, 8) & 0o777
-    except ValueError:
-        return 0o022
-
-
-def _write_options(overwrite: bool) -> Any:
-    from hdfs_native import WriteOptions
-
-    return WriteOptions(overwrite=overwrite, create_parent=True, permission=0o666 & ~umask())
 
 
 def read_bytes(path: str) -> bytes:
@@ -456,13 +228,8 @@ def put(local: str, path: str, overwrite: bool = True) -> str:
 
 
 def _put_file(local: str, uri: str) -> None:
-    with io_open_local(local, "rb") as src, open(uri, "wb") as dst:
+    with builtins.open(local, "rb") as src, open(uri, "wb") as dst:
         _copy_stream(src, dst)
-
-
-def io_open_local(p: str, mode: str) -> IO[Any]:
-
-    return builtins.open(p, mode)
 
 
 def get(path: str, local: str) -> str:
@@ -486,9 +253,5 @@ def get(path: str, local: str) -> str:
 
 
 def _get_file(uri: str, local: str) -> None:
-    with open(uri, "rb") as src, io_open_local(local, "wb") as dst:
+    with open(uri, "rb") as src, builtins.open(local, "wb") as dst:
         _copy_stream(src, dst)
-
-
-def scheme_of(path: str) -> str:
-    return urlsplit(absolute_uri(path)).scheme or "file"
