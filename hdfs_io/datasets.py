@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hdfs_io import csv_check, record_repair, tf_bridge
-from hdfs_io.csv_check import CsvCheck, CsvFormatError, CsvSpec, find_bad_lines, split_csv_line
+from hdfs_io.csv_check import CsvCheck, CsvFormatError, CsvSpec
 from hdfs_io.listing import HIDDEN_PREFIXES, expand_paths, shard_files, worker_files
 from hdfs_io.paths import HADOOP_SCHEMES, split_uri
 from hdfs_io.read_stats import OnError, ReadStats
@@ -36,9 +36,6 @@ __all__ = [
     "HIDDEN_PREFIXES", "CsvFormatError", "OnError", "ReadStats", "Route", "Via", "csv_dataset", "expand_paths",
     "route", "shard_files", "tf_native", "tfrecord_dataset",
 ]
-
-# The CSV check's former private names here, which tests/unit/test_records_csv_quoting.py still uses.
-_CsvSpec, _find_bad_lines, _split_csv_line = CsvSpec, find_bad_lines, split_csv_line
 
 
 def tf_native(uri: str) -> bool:

@@ -10,7 +10,7 @@ import random
 import pytest
 import tensorflow as tf
 
-from hdfs_io import datasets
+from hdfs_io import csv_check
 
 
 def _tf_fields(line: str) -> list[str] | None:
@@ -32,7 +32,7 @@ LINES = ['', '\r', 'a,b', '"a,b",c', '"say ""hi""",x', '"",', ',', '"a""",b', 'a
 
 @pytest.mark.parametrize("line", LINES)
 def test_split_agrees_with_tensorflow(line):
-    fields, problem, _ = datasets._split_csv_line(line, ",")
+    fields, problem, _ = csv_check.split_csv_line(line, ",")
     assert (fields if problem is None else None) == _tf_fields(line), (line, problem)
 
 
@@ -41,7 +41,7 @@ def test_split_agrees_with_tensorflow_on_random_lines():
     lines = {"".join(rng.choice('a,"\r\n ') for _ in range(rng.randint(0, 8))) for _ in range(2000)}
     mismatches = []
     for line in sorted(lines):
-        fields, problem, _ = datasets._split_csv_line(line, ",")
+        fields, problem, _ = csv_check.split_csv_line(line, ",")
         if (fields if problem is None else None) != _tf_fields(line):
             mismatches.append((line, fields, problem, _tf_fields(line)))
     assert not mismatches, mismatches[:10]
@@ -50,8 +50,8 @@ def test_split_agrees_with_tensorflow_on_random_lines():
 def test_bad_lines_are_named_by_physical_line_with_crlf_and_quoted_newlines(tmp_path):
     path = tmp_path / "f.csv"
     path.write_bytes(b'id,s\r\n1,"a\r\nb"\r\n2,"c"d\r\n3,e\r\n4,"f\n\ng"\n5,h"\nx,i\n')
-    spec = datasets._CsvSpec((tf.int32, ""), True, None, ",", "")
-    bad = datasets._find_bad_lines(str(path), spec)
+    spec = csv_check.CsvSpec((tf.int32, ""), True, None, ",", "")
+    bad = csv_check.find_bad_lines(str(path), spec)
     assert [(b.line, b.last) for b in bad] == [(2, 3), (4, 4), (6, 8), (9, 9), (10, 10)], bad
     assert "newline inside a quoted field (the record spans lines 6-8)" in bad[2].reason
     assert bad[3].reason.startswith("column 1: quote inside an unquoted field")

@@ -1,8 +1,8 @@
 """Skipping corrupt TFRecords reads the staged file a bounded number of times, however many records are bad.
 
 Local files (file://), which tfrecord_dataset(on_corrupt="skip") stages like HDFS files. Reads are counted at
-every way datasets.py can go over a staged file: Python opens (the header scan's mmap, rewrites), TF's batched
-reader and TF's random-access reader.
+every way the readers can go over a staged file: Python opens in staging, record_repair and csv_check (the header
+scan's mmap, rewrites), TF's batched reader and TF's random-access reader.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.lib.io import tf_record
 
-from hdfs_io import datasets
+from hdfs_io import csv_check, datasets, record_repair, staging
 from hdfs_io.records import HEADER
 
 RECORDS = 200
@@ -67,7 +67,8 @@ class ReadCounter:
 
         monkeypatch.setattr(tf.data, "TFRecordDataset", dataset)
         monkeypatch.setattr(tf_record, "tf_record_random_reader", reader)
-        monkeypatch.setattr(datasets, "open", python_open, raising=False)  # found before the builtin
+        for module in (record_repair, staging, csv_check):  # where staged files are opened in Python
+            monkeypatch.setattr(module, "open", python_open, raising=False)  # found before the builtin
 
     @property
     def total(self) -> int:
