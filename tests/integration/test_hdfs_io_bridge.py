@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hdfs_io import datasets, fs, tf_bridge
+from hdfs_io import datasets, fs, native_build, tf_bridge
 from hdfs_io.records import make_example, scan_frames, write_tfrecords
 from tests.conftest import _site_value
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def python_reader():
     """The plugin served by the Python callbacks for one test, then by the process's own bridge again."""
-    bridge = tf_bridge.Bridge(tf_bridge.plugin_path(), None)
+    bridge = tf_bridge.Bridge(native_build.plugin_path(), None)
     try:
         yield bridge
     finally:
@@ -32,7 +32,7 @@ def python_reader():
 def test_setup_built_the_rust_reader():
     bridge = tf_bridge.get()
     assert bridge is not None, "the TF plugin did not load (see the warning logged by hdfs_io.tf_bridge)"
-    assert bridge.backend == "rust", f"{tf_bridge.reader_path()} missing: ./build.sh setup builds it"
+    assert bridge.backend == "rust", f"{native_build.reader_path()} missing: ./build.sh setup builds it"
     assert {"tfoyraw", "tfoyrec"} <= set(tf.io.gfile.get_registered_schemes())
 
 

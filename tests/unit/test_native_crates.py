@@ -9,15 +9,15 @@ import os
 import shutil
 import subprocess
 
-from hdfs_io import tf_bridge
+from hdfs_io import native_build
 
 
 def _cargo_test(*args: str) -> str:
     cargo = shutil.which("cargo") or os.path.expanduser("~/.cargo/bin/cargo")
-    target_dir = str(tf_bridge._cache_dir() / "cargo-target")
+    target_dir = str(native_build.cache_dir() / "cargo-target")
     done = subprocess.run(
         [cargo, "test", "--release", "--offline", *args, "--target-dir", target_dir],
-        cwd=tf_bridge.stage_reader_crate(cargo, target_dir), capture_output=True, text=True, timeout=600,
+        cwd=native_build.stage_reader_crate(cargo, target_dir), capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done.stdout
