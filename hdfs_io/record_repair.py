@@ -30,10 +30,7 @@ CORRUPT_AT = re.compile(r"corrupted record at (\d+)")
 
 def prepare_staged(uri: str, local: str, on_error: OnError, verify: bool, stats: ReadStats | None) -> int:
     """Number of records in the staged copy, or -1 when not counted; skip mode first cuts bad records out of it.
-
-    Tried and measured slower (benchmarks/hdfs_read.py, 2 cores): staging in segments of whole records that
-    double in size (records flow sooner, but walking and joining chunks in Python cost more CPU than that
-    saved), and a Python generator (tf.data's from_generator) handing out the staged files."""
+    (Staging in segments and from_generator were tried and measured slower: docs/hdfs_io.md, Performance.)"""
     count = -1
     if on_error == "skip":
         cut_bad_records(uri, local, stats)
