@@ -30,92 +30,22 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 if __package__:
     from embedded_hadoop import kerberos
+    from embedded_hadoop.daemons import DAEMONS, JAVA17_OPENS, PORTS, SECURE_PORT_OFFSET, SIZING, Daemon
     from embedded_hadoop.errors import EmbeddedHadoopError
+    from embedded_hadoop.web import DaemonWeb
 else:  # run as a script (before any venv exists): the sibling modules
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import kerberos
+    from daemons import DAEMONS, JAVA17_OPENS, PORTS, SECURE_PORT_OFFSET, SIZING, Daemon
     from errors import EmbeddedHadoopError
+    from web import DaemonWeb
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE.parent / "conf" / "hadoop"
-
-PORTS = {
-    "NN_RPC_PORT": 8020,
-    "NN_HTTP_PORT": 9870,
-    "DN_PORT": 9866,
-    "DN_HTTP_PORT": 9864,
-    "DN_IPC_PORT": 9867,
-    "RM_PORT": 8032,
-    "RM_SCHEDULER_PORT": 8030,
-    "RM_TRACKER_PORT": 8031,
-    "RM_ADMIN_PORT": 8033,
-    "RM_HTTP_PORT": 8088,
-    "NM_PORT": 8041,
-    "NM_LOCALIZER_PORT": 8040,
-    "NM_HTTP_PORT": 8042,
-    "NN_HTTPS_PORT": 9871,  # secure mode (HTTPS_ONLY)
-    "DN_HTTPS_PORT": 9865,
-    "KDC_PORT": 8288,
-}
-SECURE_PORT_OFFSET = 100
-SIZING = {"NM_MEMORY_MB": 14336, "NM_VCORES": 8}
-
-
-@dataclass(frozen=True)
-class Daemon:
-    name: str
-    main: str
-    heap_mb: int
-    ports: tuple[str, ...]
-
-
-DAEMONS = (
-    Daemon("namenode", "org.apache.hadoop.hdfs.server.namenode.NameNode", 512,
-           ("NN_RPC_PORT", "NN_HTTP_PORT", "NN_HTTPS_PORT")),
-    Daemon(
-        "datanode",
-        "org.apache.hadoop.hdfs.server.datanode.DataNode",
-        384,
-        ("DN_PORT", "DN_HTTP_PORT", "DN_IPC_PORT", "DN_HTTPS_PORT"),
-    ),
-    Daemon(
-        "resourcemanager",
-        "org.apache.hadoop.yarn.server.resourcemanager.ResourceManager",
-        768,
-        ("RM_PORT", "RM_SCHEDULER_PORT", "RM_TRACKER_PORT", "RM_ADMIN_PORT", "RM_HTTP_PORT"),
-    ),
-    Daemon(
-        "nodemanager",
-        "org.apache.hadoop.yarn.server.nodemanager.NodeManager",
-        512,
-        ("NM_PORT", "NM_LOCALIZER_PORT", "NM_HTTP_PORT"),
-    ),
-)
-
-# Java 17 closes JDK internals that Hadoop 3.5 still reaches into (as Hadoop's own scripts add them).
-JAVA17_OPENS = [
-    f"--add-opens=java.base/{pkg}=ALL-UNNAMED"
-    for pkg in (
-        "java.lang",
-        "java.lang.reflect",
-        "java.io",
-        "java.net",
-        "java.nio",
-        "java.util",
-        "java.util.concurrent",
-        "java.util.concurrent.atomic",
-        "sun.nio.ch",
-        "sun.nio.cs",
-        "sun.security.action",
-        "sun.util.calendar",
-    )
-] + ["--add-exports=java.base/sun.net.dns=ALL-UNNAMED", "--add-exports=java.base/sun.net.util=ALL-UNNAMED"]
-
 
 EMPTY_WEB_XML = """<?xml version="1.0" encoding="UTF-8"?>
 <web-app xmlns="http://xmlns.jcp.org/xml/ns/javaee" version="3.1"/>
@@ -140,6 +70,7 @@ class Cluster:
         self.port_offset = port_offset
         self.realm = (kerberos.Realm(state, self.ports["KDC_PORT"], kerberos.Lifetimes.from_env())
                       if secure else None)
+        self.web = DaemonWeb(self.ports, self.realm)
 
     # ---- configuration -------------------------------------------------------------------------------
     def write_conf(self) -> None:
@@ -284,7 +215,7 @@ class Cluster:
                 (self.pids / f"{daemon.name}.pid").write_text(str(proc.pid))
                 print(f"started {daemon.name} (pid {proc.pid}, log {self.logs / daemon.name}.log)", flush=True)
             self.wait_ready(t0)
-            self.prepare_hdfs()
+            self.web.prepare_hdfs()
         except BaseException:
             self.stop()  # a half-started cluster would only confuse the next start
             raise
@@ -335,8 +266,8 @@ class Cluster:
     def wait_ready(self, t0: float) -> None:
         """Returns when HDFS has left safe mode with a live DataNode and a NodeManager has registered."""
         checks = [
-            ("HDFS out of safe mode with 1 live DataNode", self.hdfs_ready, DAEMONS[0]),
-            ("NodeManager registered with the ResourceManager", self.yarn_ready, DAEMONS[3]),
+            ("HDFS out of safe mode with 1 live DataNode", self.web.hdfs_ready, DAEMONS[0]),
+            ("NodeManager registered with the ResourceManager", self.web.yarn_ready, DAEMONS[3]),
         ]
         for what, check, daemon in checks:
             while True:
@@ -351,70 +282,6 @@ class Cluster:
                         f"timed out after {self.timeout:.0f}s waiting for: {what}\n{self.log_tail(daemon)}"
                     )
                 time.sleep(0.5)
-
-    @property
-    def namenode_web(self) -> str:
-        if self.secure:
-            return f"https://localhost:{self.ports['NN_HTTPS_PORT']}"
-        return f"http://127.0.0.1:{self.ports['NN_HTTP_PORT']}"
-
-    def jmx(self, query: str) -> dict:
-        if self.secure:
-            return json.loads(self.spnego("GET", f"{self.namenode_web}/jmx?qry={query}"))["beans"][0]
-        with urllib.request.urlopen(f"{self.namenode_web}/jmx?qry={query}", timeout=5) as resp:
-            return json.load(resp)["beans"][0]
-
-    def spnego(self, method: str, url: str) -> str:
-        """An HTTPS request to a secure HDFS web server as the cluster's user, with SPNEGO (curl: the standard
-        library has no GSSAPI); the certificate is the self-signed one kerberos.make_keystore made (-k)."""
-        assert self.realm is not None
-        ccache = self.realm.dir / "admin.ccache"
-        if not ccache.exists() or time.time() - ccache.stat().st_mtime > 600:
-            self.realm.kinit(getpass.getuser(), ccache)
-        proc = subprocess.run(["curl", "-sS", "-k", "--negotiate", "-u", ":", "-X", method, "-w", "\n%{http_code}",
-                               url], capture_output=True, text=True, timeout=30,
-                              env=dict(os.environ, KRB5CCNAME=f"FILE:{ccache}", **self.realm.env))
-        body, _, code = proc.stdout.rpartition("\n")
-        if proc.returncode != 0 or not code.startswith("2"):
-            raise OSError(f"{method} {url.split('?')[0]} (SPNEGO): HTTP {code} {proc.stderr.strip()} {body[:300]}")
-        return body
-
-    def hdfs_ready(self) -> bool:
-        info = self.jmx("Hadoop:service=NameNode,name=FSNamesystemState")
-        return info["FSState"] == "Operational" and info["NumLiveDataNodes"] >= 1 and self.safemode_off()
-
-    def safemode_off(self) -> bool:
-        info = self.jmx("Hadoop:service=NameNode,name=NameNodeInfo")
-        return info["Safemode"] == ""
-
-    def yarn_ready(self) -> bool:
-        url = f"http://127.0.0.1:{self.ports['RM_HTTP_PORT']}/ws/v1/cluster/metrics"
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return json.load(resp)["clusterMetrics"]["activeNodes"] >= 1
-
-    def webhdfs(self, method: str, path: str, op: str, **params: str) -> None:
-        if self.secure:
-            return self.webhdfs_spnego(method, path, op, **params)
-        query = "&".join(
-            [f"op={op}", "user.name=" + os.environ.get("USER", "root")] + [f"{k}={v}" for k, v in params.items()]
-        )
-        url = f"{self.namenode_web}/webhdfs/v1{path}?{query}"
-        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=10):
-            pass
-
-    def webhdfs_spnego(self, method: str, path: str, op: str, **params: str) -> None:
-        query = "&".join([f"op={op}"] + [f"{k}={v}" for k, v in params.items()])
-        try:
-            self.spnego(method, f"{self.namenode_web}/webhdfs/v1{path}?{query}")
-        except OSError as e:
-            raise EmbeddedHadoopError(f"WebHDFS {op} {path}: {e}") from None
-
-    def prepare_hdfs(self) -> None:
-        """Folders every Hadoop cluster has: /tmp (sticky), the log-aggregation root and the user's home."""
-        user = os.environ.get("USER", "root")
-        for path, mode in (("/tmp", "1777"), ("/tmp/logs", "1777"), ("/user", "755"), (f"/user/{user}", "755")):
-            self.webhdfs("PUT", path, "MKDIRS")
-            self.webhdfs("PUT", path, "SETPERMISSION", permission=mode)
 
     # ---- stop / status -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -451,8 +318,8 @@ class Cluster:
             daemons["kdc"] = {"pid": pid, "rss_mb": _rss_mb(pid) if pid else None}
         info = {"secure": self.secure, "state": str(self.state), "conf": str(self.conf), "daemons": daemons}
         try:
-            info["hdfs_ready"] = self.hdfs_ready()
-            info["yarn_ready"] = self.yarn_ready()
+            info["hdfs_ready"] = self.web.hdfs_ready()
+            info["yarn_ready"] = self.web.yarn_ready()
         except (OSError, urllib.error.URLError, ValueError, LookupError):
             info["hdfs_ready"] = info["yarn_ready"] = False
         return info
