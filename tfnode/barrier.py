@@ -3,16 +3,7 @@
 skein's `kv.wait` blocks forever (tf-yarn #34: a task dying before it registers hangs the job), so every wait here
 polls with a deadline and says which tasks never arrived.
 
-Keys (all under `tfoy/`):
-  slot/<role>/<i>        owned by the container holding task i of role (vanishes when it exits): how a restarted
-                         container finds which task it replaces (YARN gives it a new container id)
-  started/<role>/<i>     set once the task first started; present at claim time = this is a restart
-  gen                    generation: bumped by a restarted task, telling every peer to re-rendezvous
-  addr/<gen>/<role>/<i>  host:port of each TensorFlow task in that generation
-  state/<role>/<i>       what the task is doing (for `tfoy submit` / `tfoy status`)
-  outcome/<role>/<i>     "ok" or "failed\\n<traceback>"
-  ack/<role>/<i>         the watching client has read the outcome
-  client                 a client is watching (tasks then wait briefly for its ack before exiting)
+The keys, and what their values say, are tfnode.contract's (the client reads and writes some of them).
 """
 
 from __future__ import annotations
@@ -23,9 +14,22 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
+from tfnode.contract import (
+    GEN_KEY,
+    OUTCOME_OK,
+    SLOT_PREFIX,
+    ack_key,
+    addr_prefix,
+    outcome_key,
+    parse_task_keys,
+    slot_key,
+    started_key,
+    state_key,
+    task_name,
+)
+from tfnode.contract import addr_key as addr_key  # re-exported: benchmarks/barrier_scale.py registers through it
 from tfnode.errors import TfnodeError
 
-PREFIX = "tfoy/"
 POLL_S = 0.2
 BARRIER_POLLS_PER_S = 500  # the barrier polls of all tasks together, at most: one AM serves them and the claims
 
@@ -41,49 +45,12 @@ class GenerationChanged(TfnodeError, RuntimeError):
     """A peer restarted: every task re-registers in the new generation."""
 
 
-def task_name(role: str, index: int) -> str:
-    return f"{role}:{index}"
-
-
-def slot_key(role: str, i: int) -> str:
-    return f"{PREFIX}slot/{role}/{i}"
-
-
-def started_key(role: str, i: int) -> str:
-    return f"{PREFIX}started/{role}/{i}"
-
-
-def addr_prefix(gen: int) -> str:
-    return f"{PREFIX}addr/{gen}/"
-
-
-def addr_key(gen: int, role: str, i: int) -> str:
-    return f"{addr_prefix(gen)}{role}/{i}"
-
-
-def state_key(role: str, i: int) -> str:
-    return f"{PREFIX}state/{role}/{i}"
-
-
-def outcome_key(role: str, i: int) -> str:
-    return f"{PREFIX}outcome/{role}/{i}"
-
-
-def ack_key(role: str, i: int) -> str:
-    return f"{PREFIX}ack/{role}/{i}"
-
-
-def progress_key(role: str, i: int) -> str:
-    """The latest progress snapshot of a task (tfnode.progress), JSON."""
-    return f"{PREFIX}progress/{role}/{i}"
-
-
 def chief_has_ended(kv, chief: tuple[str, int], restartable: bool) -> bool:
     """True once the chief is done for good: its outcome is "ok", or a failure no restart can follow. A failed
     chief that YARN may restart must find its ps tasks, evaluator and TensorBoard still there when it rejoins
     (and if its restarts run out, skein ends the application, and them with it)."""
     outcome = kv.get(outcome_key(*chief))
-    return outcome is not None and (outcome == b"ok" or not restartable)
+    return outcome is not None and (outcome == OUTCOME_OK.encode() or not restartable)
 
 
 def clear_outcome(kv, role: str, i: int) -> None:
@@ -95,24 +62,8 @@ def clear_outcome(kv, role: str, i: int) -> None:
             pass
 
 
-GEN_KEY = f"{PREFIX}gen"
-CLIENT_KEY = f"{PREFIX}client"
-
-
 def expected_tasks(roles: Mapping[str, int]) -> list[tuple[str, int]]:
     return [(r, i) for r, n in roles.items() for i in range(n)]
-
-
-def parse_task_keys(keys: Mapping[str, bytes], prefix: str) -> dict[tuple[str, int], bytes]:
-    """{'<prefix><role>/<i>': v} → {(role, i): v}."""
-    out: dict[tuple[str, int], bytes] = {}
-    for k, v in keys.items():
-        if not k.startswith(prefix):
-            continue
-        role, _, idx = k[len(prefix):].partition("/")
-        if idx.isdigit():
-            out[(role, int(idx))] = v
-    return out
 
 
 @dataclass
@@ -149,7 +100,7 @@ def claim_slot(kv, role: str, instances: int, container_id: str, timeout: float 
     """
     import skein
 
-    prefix = f"{PREFIX}slot/{role}/"
+    prefix = f"{SLOT_PREFIX}{role}/"
     deadline = time.monotonic() + timeout
     while True:
         taken = {int(k[len(prefix):]) for k in kv.get_prefix(prefix) if k[len(prefix):].isdigit()}

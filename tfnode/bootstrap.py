@@ -11,12 +11,12 @@ starts it again, and the user code resumes from its last HDFS checkpoint. The ch
 (PR_SET_PDEATHSIG), so a `kill -9` never leaves an orphaned TensorFlow process (TFoS #120).
 
 The outcome ("ok" or the traceback) goes to the KV, where `tfoy submit` reads and acknowledges it, and to stderr
-(container logs, `tfoy logs`).
+(container logs, `tfoy logs`). What this module shares with the client (the job runtime, the environment the client
+sets, the KV keys) is tfnode.contract's.
 """
 
 from __future__ import annotations
 
-import base64
 import ctypes
 import importlib
 import json
@@ -30,67 +30,22 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from tfnode import barrier as kvb
-from tfnode import progress
-from tfnode.cluster_spec import build_cluster_spec, tf_config
+from tfnode import contract, progress
+from tfnode.cluster_spec import build_cluster_spec, tf_config, training_cluster
 from tfnode.prepare import prepare_node
 
 log = logging.getLogger("tfnode.bootstrap")
 
-JOB_ENV = "TFOY_JOB"  # JSON of JobRuntime, set by yarn_app.application
-ROLE_ENV = "TFOY_ROLE"
 CTX_ENV = "TFOY_CTX"  # JSON handed from supervisor to child
-SECRETS_FILE = "tfoy_secrets.json"  # security.secret_env values, localized privately (never in the container env)
 RESULT_ENV = "TFOY_RESULT"  # file the child writes its traceback to
 STACKS_ENV = "TFOY_STACKS"  # file the child's faulthandler dumps every thread's stack into on SIGUSR1
 STACK_DUMP_WAIT_S = 2.0
 RESTART_WAIT_S = 90  # how long a failed task waits for a restarted peer before reporting its failure
 ACK_WAIT_S = 10
 CHILD_STOP_GRACE_S = 5
-SERVER_ROLES_PS = ("ps", "worker")  # with ParameterServerStrategy these only serve
-
-
-@dataclass
-class JobRuntime:
-    """The part of the job spec every container needs (serialised into TFOY_JOB)."""
-
-    entry_point: str
-    args: list[str]
-    roles: dict[str, int]  # TensorFlow roles → instances
-    strategy: str  # multi_worker_mirrored | parameter_server
-    barrier_timeout: float = 300
-    progress_timeout: float | None = None  # the stall watchdog (timeouts.progress); None: off
-    restartable: bool = False  # some TF role has max_restarts > 0
-    gpus: dict[str, int] = field(default_factory=dict)
-    model_dir: str | None = None
-    export_dir: str | None = None
-    log_dir: str | None = None
-
-    @classmethod
-    def from_env(cls) -> JobRuntime:
-        return cls.decode(os.environ[JOB_ENV])
-
-    def encode(self) -> str:
-        """base64 JSON: YARN's launch script does not preserve quotes inside environment values."""
-        return base64.b64encode(json.dumps(self.__dict__).encode()).decode()
-
-    @classmethod
-    def decode(cls, text: str) -> JobRuntime:
-        return cls(**json.loads(base64.b64decode(text)))
-
-    @property
-    def chief_task(self) -> tuple[str, int]:
-        return ("chief", 0) if self.roles.get("chief") else ("worker", 0)
-
-    def serves_only(self, role: str) -> bool:
-        """True for tasks that run a tf.distribute.Server instead of user code."""
-        return self.strategy == "parameter_server" and role in SERVER_ROLES_PS
-
-    def waits_for_chief(self, role: str) -> bool:
-        return self.serves_only(role) or role == "evaluator"
 
 
 def cuda_visible_devices(gpus: int, environ: dict[str, str]) -> str:
@@ -107,9 +62,9 @@ def cuda_visible_devices(gpus: int, environ: dict[str, str]) -> str:
 
 
 def task_tf_config(cluster: dict[str, list[str]], role: str, index: int) -> str:
-    """TF_CONFIG without the evaluator in the cluster (TF's documented form: the evaluator is no member of the
-    training cluster, so neither collectives nor the PS coordinator ever wait for it)."""
-    training = {r: a for r, a in cluster.items() if r != "evaluator"}
+    """A task's TF_CONFIG: its cluster is the training cluster (`training_cluster`, without the evaluator), in the
+    evaluator's own TF_CONFIG too."""
+    training = training_cluster(cluster)
     if role == "evaluator":
         return json.dumps({"cluster": training, "task": {"type": "evaluator", "index": index}})
     return tf_config(training, role, index)
@@ -172,7 +127,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 class Supervisor:
-    def __init__(self, kv, job: JobRuntime, role: str, container_id: str, host: str):
+    def __init__(self, kv, job: contract.JobRuntime, role: str, container_id: str, host: str):
         self.kv, self.job, self.role, self.container_id, self.host = kv, job, role, container_id, host
         self.index = -1
 
@@ -181,14 +136,14 @@ class Supervisor:
                       pid=os.getpid(), **extra)
 
     def report(self, ok: bool, detail: str = "") -> int:
-        text = "ok" if ok else "failed\n" + detail
+        text = contract.outcome_text(ok, detail)
         if not ok:
             print(f"tfoy: task {self.role}:{self.index} failed:\n{detail}", file=sys.stderr, flush=True)
-        self.kv.put(kvb.outcome_key(self.role, self.index), text.encode())
+        self.kv.put(contract.outcome_key(self.role, self.index), text.encode())
         self.put_state("succeeded" if ok else "failed")
-        if self.kv.get(kvb.CLIENT_KEY) is not None:  # let the watching client read it before the app ends
+        if self.kv.get(contract.CLIENT_KEY) is not None:  # let the watching client read it before the app ends
             deadline = time.monotonic() + ACK_WAIT_S
-            while self.kv.get(kvb.ack_key(self.role, self.index)) is None and time.monotonic() < deadline:
+            while self.kv.get(contract.ack_key(self.role, self.index)) is None and time.monotonic() < deadline:
                 time.sleep(kvb.POLL_S)
         return 0 if ok else 1
 
@@ -198,7 +153,8 @@ class Supervisor:
     def run(self) -> int:
         slot = kvb.claim_slot(self.kv, self.role, self.job.roles[self.role], self.container_id)
         self.index = slot.index
-        print(f"tfoy task {self.role}:{self.index} container {self.container_id} on {self.host}", flush=True)
+        task = contract.task_name(self.role, self.index)
+        print(f"{contract.TASK_BANNER} {task} container {self.container_id} on {self.host}", flush=True)
         self.put_state("starting", restarted=slot.restarted)
         if slot.restarted:
             kvb.clear_outcome(self.kv, self.role, self.index)
@@ -208,7 +164,7 @@ class Supervisor:
             gen = kvb.current_generation(self.kv)
             sock = _bind_port()
             port = sock.getsockname()[1]
-            self.kv.put(kvb.addr_key(gen, self.role, self.index), f"{self.host}:{port}".encode())
+            self.kv.put(contract.addr_key(gen, self.role, self.index), f"{self.host}:{port}".encode())
             self.put_state("waiting", generation=gen)
             try:
                 addrs = kvb.wait_for_peers(self.kv, gen, self.job.roles, self.job.barrier_timeout)
@@ -258,11 +214,11 @@ class Supervisor:
         env[STACKS_ENV] = str(stacks_file)
         # No preexec_fn: it would make CPython fork (not vfork) this gRPC-using process and run gRPC's fork handlers,
         # whose restarted threads then abort on fds that close_fds closes before exec. The child ties itself to us.
-        proc = subprocess.Popen([sys.executable, "-m", "tfnode.bootstrap", "--child"], env=env)
+        proc = subprocess.Popen([sys.executable, "-m", contract.CONTAINER_MODULE, "--child"], env=env)
         self.put_state("running", generation=gen, child_pid=proc.pid)
         waits_for_chief = self.job.waits_for_chief(self.role)
-        trains = self.role in ("chief", "master", "worker") and not self.job.serves_only(self.role)
-        watch = ProgressWatch(self.kv, kvb.progress_key(self.role, self.index), progress_file,
+        trains = self.role in contract.TRAINING_ROLES and not self.job.serves_only(self.role)
+        watch = ProgressWatch(self.kv, contract.progress_key(self.role, self.index), progress_file,
                               self.job.progress_timeout if trains else None)  # only what trains is watched
         while True:
             code = proc.poll()
@@ -318,7 +274,7 @@ class ProgressWatch:
                 f"batch, no ctx.report); it was stopped. Python stacks of its threads:\n{stacks[-6000:]}")
 
 
-def read_secrets(path: Path = Path(SECRETS_FILE)) -> dict[str, str]:
+def read_secrets(path: Path = Path(contract.SECRETS_FILE)) -> dict[str, str]:
     """The spec's secret env values, shipped as a private file (yarn_app/application.py), for the task's env only."""
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -326,8 +282,8 @@ def read_secrets(path: Path = Path(SECRETS_FILE)) -> dict[str, str]:
 def run_supervisor() -> int:
     import skein
 
-    role = os.environ[ROLE_ENV]
-    job = JobRuntime.from_env()
+    role = os.environ[contract.ROLE_ENV]
+    job = contract.JobRuntime.from_env()
     container_id = os.environ.get("SKEIN_CONTAINER_ID", f"{role}_0")
     host = os.environ.get("NM_HOST") or socket.getfqdn()
     app = skein.ApplicationClient.from_current()
@@ -351,7 +307,7 @@ def context_from_env():
     from tfnode.context import NodeContext
 
     data = json.loads(os.environ[CTX_ENV])
-    job = JobRuntime.from_env()
+    job = contract.JobRuntime.from_env()
     order = [(r, i) for r in data["cluster_spec"] for i in range(len(data["cluster_spec"][r]))]
     return NodeContext(job_name=data["job_name"], task_index=data["task_index"], cluster_spec=data["cluster_spec"],
                        executor_id=order.index((data["job_name"], data["task_index"])),
@@ -379,12 +335,12 @@ def run_child() -> int:
         if data["serve"]:
             import tensorflow as tf
 
-            training = {r: a for r, a in data["cluster_spec"].items() if r != "evaluator"}
-            server = tf.distribute.Server(tf.train.ClusterSpec(training), job_name=data["job_name"],
-                                          task_index=data["task_index"], protocol="grpc", start=True)
+            server = tf.distribute.Server(tf.train.ClusterSpec(training_cluster(data["cluster_spec"])),
+                                          job_name=data["job_name"], task_index=data["task_index"], protocol="grpc",
+                                          start=True)
             server.join()
             return 0
-        job = JobRuntime.from_env()
+        job = contract.JobRuntime.from_env()
         ctx = context_from_env()
         ctx.reporter = reporter
         if reporter is not None:

@@ -1,7 +1,7 @@
 """Roles → TensorFlow cluster spec → TF_CONFIG, one place for YARN and Spark modes.
 
-Role order follows TFoS: ps first, then chief (or master), evaluator, workers. TensorBoard is a role for
-scheduling, never a TensorFlow task, so it never appears in a cluster spec.
+Role order (tfnode.contract.TF_ROLES) follows TFoS: ps first, then chief (or master), evaluator, workers.
+TensorBoard is a role for scheduling, never a TensorFlow task, so it never appears in a cluster spec.
 """
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-TF_ROLES = ("ps", "chief", "master", "evaluator", "worker")
-CHIEF_ROLES = ("chief", "master")
+from tfnode.contract import CHIEF_ROLES, TF_ROLES, TRAINING_ROLES
 
 
 def build_cluster_spec(addresses: Mapping[tuple[str, int], str]) -> dict[str, list[str]]:
@@ -37,7 +36,7 @@ def build_cluster_spec(addresses: Mapping[tuple[str, int], str]) -> dict[str, li
 
 def num_workers(cluster_spec: Mapping[str, list[str]]) -> int:
     """Tasks that train: chief/master plus workers (TFoS's ctx.num_workers)."""
-    return sum(len(cluster_spec.get(r, [])) for r in ("chief", "master", "worker"))
+    return sum(len(cluster_spec.get(r, [])) for r in TRAINING_ROLES)
 
 
 def worker_shard(cluster_spec: Mapping[str, list[str]], job_name: str, task_index: int) -> tuple[int, int]:
@@ -48,6 +47,12 @@ def worker_shard(cluster_spec: Mapping[str, list[str]], job_name: str, task_inde
     if job_name == "worker":
         return num_workers(cluster_spec), chiefs + task_index
     return 1, 0  # ps and evaluator read no training shards
+
+
+def training_cluster(cluster_spec: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """The cluster spec without the evaluator: TF's documented form, in which the evaluator is no member of the
+    training cluster (neither collectives nor the PS coordinator ever wait for it)."""
+    return {r: a for r, a in cluster_spec.items() if r != "evaluator"}
 
 
 def tf_config(cluster_spec: Mapping[str, list[str]], job_name: str, task_index: int) -> str:

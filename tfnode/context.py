@@ -12,6 +12,7 @@ from typing import Any
 
 from hdfs_io.paths import absolute_uri, default_fs
 from tfnode import cluster_spec as cs
+from tfnode.contract import CHIEF_ROLES
 
 
 @dataclass
@@ -48,8 +49,8 @@ class NodeContext:
     @property
     def is_chief(self) -> bool:
         """The chief (or master) task; with neither in the spec, worker 0 (as MultiWorkerMirroredStrategy does)."""
-        if any(r in self.cluster_spec for r in cs.CHIEF_ROLES):
-            return self.job_name in cs.CHIEF_ROLES and self.task_index == 0
+        if any(r in self.cluster_spec for r in CHIEF_ROLES):
+            return self.job_name in CHIEF_ROLES and self.task_index == 0
         return self.job_name == "worker" and self.task_index == 0
 
     @property

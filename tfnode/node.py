@@ -27,6 +27,7 @@ from typing import Any
 
 from tfnode import progress
 from tfnode.context import NodeContext
+from tfnode.contract import CHIEF_ROLES, FEEDLESS_ROLES
 from tfnode.feed import NodeFeed
 from tfnode.prepare import prepare_node
 from tfnode.reservation import ReservationClient, host_address
@@ -34,7 +35,6 @@ from tfnode.tensorboard import tensorboard_command
 
 log = logging.getLogger(__name__)
 
-FEEDLESS_ROLES = ("ps", "evaluator")
 SPARK_PROGRESS_EVERY_S = 10.0  # progress lines in the driver's log: at most this often per node (and each epoch)
 EXECUTOR_POLL_S = 2.0
 
@@ -93,7 +93,7 @@ class Node:
             ctx = NodeContext(job_name=la.job_name, task_index=la.task_index, cluster_spec=spec,
                               executor_id=la.executor_id, log_dir=la.log_dir, mgr=self.feed, tmp_socket=tmp_socket,
                               reporter=self.reporter)
-            if "chief" in spec or "master" in spec:
+            if any(r in spec for r in CHIEF_ROLES):
                 ctx.export_tf_config()
             if la.tensorboard and ctx.is_chief:
                 self._start_tensorboard(host)

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from tfnode import keras_compat
+from tfnode.contract import FEEDLESS_ROLES
 from tfnode.feed import FeedAddress, FeedTarget, feed_partition, infer_partition, state_dir
-from tfnode.node import FEEDLESS_ROLES, NodeLaunch
+from tfnode.node import NodeLaunch
 from tfnode.reservation import NodeState, ReservationServer, Slot
 
 log = logging.getLogger(__name__)

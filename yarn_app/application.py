@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import skein
 
 from hdfs_io.paths import absolute_uri
-from tfnode.bootstrap import JOB_ENV, ROLE_ENV, SECRETS_FILE, JobRuntime
+from tfnode.contract import CONTAINER_MODULE, JOB_ENV, ROLE_ENV, SECRETS_FILE, SIDE_ROLES, JobRuntime
 from tfnode.keras_compat import keras_env
-from yarn_app.spec import SIDE_ROLES, JobSpec
+from yarn_app.spec import JobSpec
 
 ENV_LINK = "tfoy_env"  # the unpacked env archive in each container
 CODE_LINK = "tfoy_code"  # the unpacked project code
@@ -118,7 +118,7 @@ def build_application_spec(spec: JobSpec, ship: Shipping, secure: bool = False) 
             instances=rs.instances,
             files=files,
             env=role_env,
-            script=f"exec {shlex.quote(python)} -m tfnode.bootstrap",
+            script=f"exec {shlex.quote(python)} -m {CONTAINER_MODULE}",
             max_restarts=rs.max_restarts,
             allow_failures=role in SIDE_ROLES,
             node_label=rs.node_label or "",

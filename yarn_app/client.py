@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tfnode import barrier as kvb
+from tfnode import contract
 from yarn_app import cluster, env, history, live
 from yarn_app.application import Shipping, build_application_spec
 from yarn_app.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UnknownApplicationError
-from yarn_app.spec import SIDE_ROLES, JobSpec
+from yarn_app.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def write_secrets(spec: JobSpec, workdir: Path) -> str | None:
     secret = {k: spec.env[k] for k in spec.security.secret_env}
     if not secret:
         return None
-    path = workdir / "tfoy_secrets.json"
+    path = workdir / contract.SECRETS_FILE
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(secret, f)
@@ -158,18 +158,19 @@ class Progress:
 
 def _kv_tasks(kv_items: dict[str, bytes], expected: list[str]) -> dict[str, TaskView]:
     tasks = {n: TaskView(n) for n in expected}
-    for (role, i), raw in kvb.parse_task_keys(kv_items, f"{kvb.PREFIX}state/").items():
-        name = kvb.task_name(role, i)
+    for (role, i), raw in contract.parse_task_keys(kv_items, contract.STATE_PREFIX).items():
+        name = contract.task_name(role, i)
         state = json.loads(raw)
         task = tasks.setdefault(name, TaskView(name))
         task.state, task.container = state.get("state", "?"), state.get("container")
-    for (role, i), raw in kvb.parse_task_keys(kv_items, f"{kvb.PREFIX}progress/").items():
+    for (role, i), raw in contract.parse_task_keys(kv_items, contract.PROGRESS_PREFIX).items():
+        name = contract.task_name(role, i)
         try:
-            tasks.setdefault(kvb.task_name(role, i), TaskView(kvb.task_name(role, i))).progress = json.loads(raw)
+            tasks.setdefault(name, TaskView(name)).progress = json.loads(raw)
         except ValueError:
             log.debug("unreadable progress of %s:%d", role, i)
-    for (role, i), raw in kvb.parse_task_keys(kv_items, f"{kvb.PREFIX}outcome/").items():
-        name = kvb.task_name(role, i)
+    for (role, i), raw in contract.parse_task_keys(kv_items, contract.OUTCOME_PREFIX).items():
+        name = contract.task_name(role, i)
         tasks.setdefault(name, TaskView(name)).outcome = raw.decode(errors="replace")
     return tasks
 
@@ -183,20 +184,20 @@ def snapshot(client, app_id: str, app=None, expected: list[str] | None = None) -
             containers = app.get_containers(states=["WAITING", "REQUESTED", "RUNNING", "SUCCEEDED", "FAILED",
                                                     "KILLED"])
             states = [str(c.state) for c in containers]
-            prog.failed_containers = {c.yarn_container_id or c.id: (kvb.task_name(c.service_name, c.instance),
+            prog.failed_containers = {c.yarn_container_id or c.id: (contract.task_name(c.service_name, c.instance),
                                                                     (c.exit_message or "").strip())
                                       for c in containers if str(c.state) == "FAILED"}
             prog.containers = {"requested": sum(s in ("WAITING", "REQUESTED") for s in states),
                                "running": states.count("RUNNING"),
                                "finished": sum(s in ("SUCCEEDED", "FAILED", "KILLED") for s in states)}
-            prog.tasks = _kv_tasks(app.kv.get_prefix(kvb.PREFIX), expected or [])
+            prog.tasks = _kv_tasks(app.kv.get_prefix(contract.KV_PREFIX), expected or [])
         except Exception as e:  # the AM is going away: the next report says how it ended
             log.debug("application master not answering: %s", e)
     return prog
 
 
 def expected_task_names(spec: JobSpec) -> list[str]:
-    return [kvb.task_name(r, i) for r, s in spec.roles.items() for i in range(s.instances)]
+    return [contract.task_name(r, i) for r, s in spec.roles.items() for i in range(s.instances)]
 
 
 def connect_when_running(client, app_id: str):
@@ -257,7 +258,7 @@ def _watch(client, app_id: str, spec: JobSpec, out: Callable[[str], None], recor
         if app is None and str(client.application_report(app_id).state) == "RUNNING":
             app = connect_when_running(client, app_id)
             if app is not None:
-                app.kv[kvb.CLIENT_KEY] = b"watching"
+                app.kv[contract.CLIENT_KEY] = b"watching"
         prog = snapshot(client, app_id, app, expected)
         record.observe(prog)
         if prog.state in FINAL_STATES:
@@ -266,23 +267,23 @@ def _watch(client, app_id: str, spec: JobSpec, out: Callable[[str], None], recor
         for name, task in prog.tasks.items():
             if task.outcome is not None and shown.get(name) != task.outcome:
                 shown[name] = task.outcome
-                if task.outcome != "ok" and name.partition(":")[0] in SIDE_ROLES:
+                failed = task.outcome != contract.OUTCOME_OK
+                if failed and contract.parse_task_name(name)[0] in contract.SIDE_ROLES:
                     side_failures.append(name)
-                    out(f"task {name} FAILED (training goes on without it):\n{task.outcome.partition(chr(10))[2]}")
-                elif task.outcome != "ok":
-                    failures[name] = task.outcome.partition("\n")[2]
+                    out(f"task {name} FAILED (training goes on without it):\n{contract.failure_detail(task.outcome)}")
+                elif failed:
+                    failures[name] = contract.failure_detail(task.outcome)
                     out(f"task {name} FAILED:\n{failures[name]}")
                 elif failures.pop(name, None) is not None:
                     out(f"task {name} succeeded after a restart (the failure above was recovered from)")
-                role, _, idx = name.partition(":")
                 try:
-                    app.kv[kvb.ack_key(role, int(idx))] = b"1"
+                    app.kv[contract.ack_key(*contract.parse_task_name(name))] = b"1"
                 except Exception as e:
                     log.debug("ack %s: %s", name, e)
         for cid, (name, message) in prog.failed_containers.items():
             if cid not in seen_containers:
                 seen_containers.add(cid)
-                side = name.partition(":")[0] in SIDE_ROLES
+                side = contract.parse_task_name(name)[0] in contract.SIDE_ROLES
                 out(f"container {cid} of task {name} ended: {message or 'FAILED'}"
                     + (" (training goes on without it)" if side else ""))
                 if side and name not in side_failures:
@@ -504,7 +505,7 @@ def logs(app_id: str, task: str | None = None, timeout: float = 120) -> dict[str
     all_logs = parse_yarn_logs(proc.stdout)
     if task is None:
         return all_logs
-    marker = f"tfoy task {task} "
+    marker = f"{contract.TASK_BANNER} {task} "
     return {cid: text for cid, text in all_logs.items() if marker in text}
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tfnode import progress
+from tfnode.contract import OUTCOME_OK, failure_detail
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,10 @@ class JobRecord:
             if task.progress:
                 entry["progress"] = task.progress
             if task.outcome is not None:
-                ok = task.outcome == "ok"
+                ok = task.outcome == OUTCOME_OK
                 entry["outcome"] = "succeeded" if ok else "failed"
                 if not ok and self.traceback is None:
-                    self.traceback = f"{name}: {task.outcome.partition(chr(10))[2]}"
+                    self.traceback = f"{name}: {failure_detail(task.outcome)}"
         for cid, (name, message) in prog.failed_containers.items():
             entry = self.tasks.setdefault(name, {"outcome": None, "containers": [], "progress": None})
             if cid not in entry["containers"]:

@@ -19,12 +19,9 @@ from typing import Any
 
 import yaml
 
+from tfnode.contract import ENV_PREFIX, ROLE_NAMES, TF_ROLES
 from yarn_app.errors import TfoyError
 
-ROLE_NAMES = ("chief", "worker", "ps", "evaluator", "tensorboard")
-# Roles beside training: their failure (past max_restarts) is reported but neither stops training nor fails the job,
-# as with TF's own evaluator (outside the cluster spec) and a TensorBoard that only reads what training wrote.
-SIDE_ROLES = ("evaluator", "tensorboard")
 STRATEGIES = ("auto", "multi_worker_mirrored", "parameter_server")
 KERAS_VERSIONS = (2, 3)
 MAX_TAG_LENGTH = 100  # YARN's (YarnConfiguration.APPLICATION_MAX_TAG_LENGTH): longer tags fail the submission
@@ -321,7 +318,7 @@ class JobSpec:
             if key not in self.env:
                 raise SpecError(f"security.secret_env[{i}]: {key} is not a key of env")
         for key in self.env:
-            if key in RESERVED_ENV or key.startswith("TFOY_"):
+            if key in RESERVED_ENV or key.startswith(ENV_PREFIX):
                 raise SpecError(f"env.{key}: set by tfoy in every container, and a job that changed it would not "
                                 "start; ship code with files: and libraries with python_env:")
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
@@ -342,7 +339,7 @@ class JobSpec:
     @property
     def tf_roles(self) -> dict[str, int]:
         """{role: instances} of the TensorFlow tasks (tensorboard is scheduled but not in the cluster)."""
-        return {r: s.instances for r, s in self.roles.items() if r != "tensorboard" and s.instances > 0}
+        return {r: s.instances for r, s in self.roles.items() if r in TF_ROLES and s.instances > 0}
 
     def resolve_files(self, base: Path) -> None:
         """Relative local file paths (files, script entry points) are relative to the spec's folder; local files

@@ -17,6 +17,7 @@ import skein
 
 from tfnode import barrier as kvb
 from tfnode.cluster_spec import build_cluster_spec
+from tfnode.contract import addr_key
 
 
 class FakeKV:
@@ -146,15 +147,15 @@ def test_wait_for_peers_polls_with_one_kv_call(monkeypatch):
     monkeypatch.setattr(kvb, "POLL_S", 0.01)
     kv = FakeKV()
     roles = {"chief": 1, "worker": 2}
-    kv.put(kvb.addr_key(0, "chief", 0), b"h:1")
-    kv.put(kvb.addr_key(0, "worker", 0), b"h:2")
+    kv.put(addr_key(0, "chief", 0), b"h:1")
+    kv.put(addr_key(0, "worker", 0), b"h:2")
     polls = 0
 
     def arrive() -> None:
         nonlocal polls
         polls += 1
         if polls == 3:
-            kv.put(kvb.addr_key(0, "worker", 1), b"h:3")
+            kv.put(addr_key(0, "worker", 1), b"h:3")
 
     kv.calls.clear()
     addrs = kvb.wait_for_peers(kv, 0, roles, timeout=10, on_poll=arrive)
@@ -173,7 +174,7 @@ def test_poll_interval_bounds_the_polls_all_tasks_send_together():
 def test_wait_for_peers_still_sees_restarts_and_names_missing_tasks(monkeypatch):
     monkeypatch.setattr(kvb, "POLL_S", 0.01)
     kv = FakeKV()
-    kv.put(kvb.addr_key(0, "chief", 0), b"h:1")
+    kv.put(addr_key(0, "chief", 0), b"h:1")
     with pytest.raises(kvb.BarrierTimeout, match="worker:1"):
         kvb.wait_for_peers(kv, 0, {"chief": 1, "worker": 2}, timeout=0.05)
     assert kvb.bump_generation(kv) == 1
@@ -192,7 +193,7 @@ def test_full_rendezvous_of_many_tasks_gives_every_task_the_same_spec(monkeypatc
         try:
             slot = kvb.claim_slot(kv, role, roles[role], cid)
             gen = kvb.current_generation(kv)
-            kv.put(kvb.addr_key(gen, role, slot.index), f"host:{1000 + slot.index}-{role}".encode())
+            kv.put(addr_key(gen, role, slot.index), f"host:{1000 + slot.index}-{role}".encode())
             specs.append(build_cluster_spec(kvb.wait_for_peers(kv, gen, roles, timeout=30)))
         except BaseException as e:  # noqa: BLE001  (reported below)
             errors.append(e)

@@ -13,7 +13,9 @@ import yaml
 
 from hdfs_io import tf_bridge
 from tfnode import barrier as kvb
-from tfnode.bootstrap import JobRuntime, cuda_visible_devices
+from tfnode import contract
+from tfnode.bootstrap import cuda_visible_devices
+from tfnode.contract import JobRuntime
 from yarn_app import cluster
 from yarn_app.application import Shipping, build_application_spec, job_runtime
 from yarn_app.env import build_code_zip
@@ -183,7 +185,7 @@ def test_runtime_roles_and_strategy():
 
 def test_barrier_key_parsing():
     keys = {"tfoy/addr/0/worker/1": b"h:2", "tfoy/addr/0/chief/0": b"h:1", "tfoy/gen": b"0", "tfoy/slot/x/0": b"c"}
-    assert kvb.parse_task_keys(keys, kvb.addr_prefix(0)) == {("worker", 1): b"h:2", ("chief", 0): b"h:1"}
+    assert contract.parse_task_keys(keys, contract.addr_prefix(0)) == {("worker", 1): b"h:2", ("chief", 0): b"h:1"}
     assert kvb.expected_tasks({"chief": 1, "worker": 2}) == [("chief", 0), ("worker", 0), ("worker", 1)]
     err = kvb.BarrierTimeout(["worker:1"], 5)
     assert "never arrived: worker:1" in str(err)
