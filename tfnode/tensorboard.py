@@ -17,6 +17,7 @@ import time
 
 from hdfs_io.paths import absolute_uri
 from tfnode import barrier as kvb
+from tfnode.contract import TASK_BANNER
 
 log = logging.getLogger(__name__)
 POLL_S = 2
@@ -37,7 +38,7 @@ def _free_port() -> int:
 
 def run_tensorboard(app, job, host: str) -> int:
     kv = app.kv
-    print(f"tfoy task tensorboard:0 on {host}", flush=True)
+    print(f"{TASK_BANNER} tensorboard:0 on {host}", flush=True)
     kvb.put_state(kv, "tensorboard", 0, "starting", host=host, pid=os.getpid())
     port = _free_port()
     proc = subprocess.Popen(tensorboard_command(job.log_dir, port))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hdfs_io import tf_bridge
+from hdfs_io import native_build
 from tfnode import barrier as kvb
 from tfnode import contract
 from tfnode.bootstrap import cuda_visible_devices
@@ -200,7 +200,7 @@ def test_code_zip_contains_the_packages(tmp_path):
     built = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "hdfs_io" / "native").glob("*.so"))
     assert built and all(name in names for name in built)
     # and what their names are derived from: a container without them would not find the reader
-    sources = [p.relative_to(ROOT).as_posix() for p in tf_bridge.reader_sources()]
+    sources = [p.relative_to(ROOT).as_posix() for p in native_build.reader_sources()]
     assert "hdfs_io/native/crc_shim/src/lib.rs" in sources and all(name in names for name in sources)
 
 
