@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,21 +94,14 @@ def write(record: dict[str, Any], folder: str) -> str | None:
     """Publishes the record as `<folder>/<app_id>.json` (hidden temporary, then rename); returns its URI, or None
     (with one warning naming the folder) when the folder cannot be written."""
     from hdfs_io import fs
+    from hdfs_io.publish import publish_bytes
 
-    target = f"{folder}/{record['app_id']}.json"
-    tmp = f"{folder}/.{record['app_id']}.json.{uuid.uuid4().hex[:8]}"
     try:
         fs.makedirs(folder)
-        fs.write_bytes(tmp, json.dumps(record, indent=1).encode())
-        fs.rename(tmp, target, overwrite=True)
-        return target
+        return publish_bytes(f"{folder}/{record['app_id']}.json", json.dumps(record, indent=1).encode())
     except (OSError, ValueError) as e:
         log.warning("job history of %s not written: %s is not writable (%s); the job itself is unaffected",
                     record.get("app_id"), folder, e)
-        try:
-            fs.delete(tmp)
-        except (OSError, ValueError):
-            pass
         return None
 
 
