@@ -22,7 +22,7 @@ Each round checks that every task holds the same cluster spec, with N distinct a
 Reported per N: seconds from the first task entering claim_slot to the last task holding the spec, the same per
 task, the claim phase alone (claim_s, up to the last claim), first registration to last spec (reg→spec), and KV
 calls: all of them, per task, the claim_slot ones, and by method (counted by a wrapper around each task's kv).
-The code reaches the container the way it reaches real jobs (yarn_app.env.build_code_zip, localized as an archive
+The code reaches the container the way it reaches real jobs (yarn_app.code_zip.build_code_zip, localized as an archive
 on PYTHONPATH; `--code-root` ships another copy of the packages, to compare versions). The interpreter is this
 venv's Python, because the NodeManagers run on this machine, so the env archive is not needed.
 
@@ -279,7 +279,7 @@ def is_final(client: Any, app_id: str) -> bool:
 def submit_and_collect(opts: argparse.Namespace) -> list[dict[str, Any]]:
     import skein
 
-    from yarn_app.env import build_code_zip
+    from yarn_app.code_zip import build_code_zip
 
     ns = parse_tasks(opts.tasks)
     with tempfile.TemporaryDirectory(prefix="tfoy-bench-barrier-") as tmp, skein.Client() as client:

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tfnode import contract
-from yarn_app import cluster, env, history, live
+from yarn_app import cluster, env_archive, history, live
 from yarn_app.application import Shipping, build_application_spec
+from yarn_app.code_zip import build_code_zip
 from yarn_app.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UnknownApplicationError
 from yarn_app.spec import JobSpec
 
@@ -101,12 +102,12 @@ def write_secrets(spec: JobSpec, workdir: Path) -> str | None:
 
 
 def _python_shipping(spec: JobSpec, workdir: Path, hdfs_client=None) -> Shipping:
-    code_zip = env.build_code_zip(workdir / "tfoy_code.zip")
+    code_zip = build_code_zip(workdir / "tfoy_code.zip")
     pe = spec.python_env
     if pe.archive is None:
         return Shipping(code_zip=str(code_zip), python=pe.python)
     if pe.archive == "auto":
-        archive = env.ensure_env_archive(tuple(pe.exclude), client=hdfs_client, shared=pe.shared)
+        archive = env_archive.ensure_env_archive(tuple(pe.exclude), client=hdfs_client, shared=pe.shared)
         return Shipping(code_zip=str(code_zip), env_archive=archive.hdfs_uri, env_public=archive.public,
                         python_in_archive=archive.python_relpath)
     from hdfs_io.paths import absolute_uri, split_uri
@@ -114,7 +115,7 @@ def _python_shipping(spec: JobSpec, workdir: Path, hdfs_client=None) -> Shipping
     uri = absolute_uri(pe.archive)
     public = True
     if hdfs_client is not None and split_uri(uri)[0] != "file":
-        public = env.hdfs_path_is_public(hdfs_client, split_uri(uri)[2])
+        public = env_archive.hdfs_path_is_public(hdfs_client, split_uri(uri)[2])
     return Shipping(code_zip=str(code_zip), env_archive=uri, env_public=public)
 
 
@@ -400,7 +401,7 @@ def claimed_run(name: str, tag: str, wait_s: float = CLAIM_WAIT_S) -> Iterator[N
     over once it is older than wait_s."""
     from hdfs_io import fs
 
-    runs = env.hdfs_env_dir().rsplit("/", 1)[0] + "/runs"
+    runs = env_archive.hdfs_env_dir().rsplit("/", 1)[0] + "/runs"
     claim = f"{runs}/{name}--{tag.lower()}"
     fs.makedirs(runs)
     mine = f"{claim}.{uuid.uuid4().hex[:12]}"

@@ -24,7 +24,7 @@ import skein
 from hdfs_io import fs
 from hdfs_io.paths import absolute_uri
 from yarn_app import client as tfoy_client
-from yarn_app import env
+from yarn_app import env_archive, python_env
 from yarn_app.application import ENV_LINK, build_application_spec
 from yarn_app.spec import JobSpec
 
@@ -70,10 +70,10 @@ class Envs:
         self.packs: list[str] = []
         self.who = "A"
         self.monkeypatch = monkeypatch
-        monkeypatch.setattr(env, "hdfs_env_dir",
+        monkeypatch.setattr(env_archive, "hdfs_env_dir",
                             lambda shared=False: absolute_uri(self.shared_folder if shared else self.folder))
-        monkeypatch.setattr(env, "env_key", lambda excludes=env.DEFAULT_EXCLUDES: self.key)
-        monkeypatch.setattr(env, "MARKER_WAIT_S", 1.0)
+        monkeypatch.setattr(python_env, "env_key", lambda excludes=python_env.DEFAULT_EXCLUDES: self.key)
+        monkeypatch.setattr(env_archive, "MARKER_WAIT_S", 1.0)
         self.use_cache("A")
         self.use_pack(self.fake_pack)
         hdfs.mkdirs(self.home, permission=0o755, create_parent=True)
@@ -84,9 +84,9 @@ class Envs:
         self.monkeypatch.setenv("TFOY_CACHE", str(self.tmp_path / f"cache-{who}"))
 
     def use_pack(self, fn) -> None:
-        self.monkeypatch.setattr(env, "pack", fn)
+        self.monkeypatch.setattr(python_env, "pack", fn)
 
-    def fake_pack(self, output: Path, excludes=env.DEFAULT_EXCLUDES, compresslevel: int = 1) -> Path:
+    def fake_pack(self, output: Path, excludes=python_env.DEFAULT_EXCLUDES, compresslevel: int = 1) -> Path:
         self.packs.append(self.who)
         return tiny_tgz(output, self.who)
 
@@ -114,7 +114,7 @@ def envs(monkeypatch, tmp_path, hdfs, hdfs_tmp) -> Envs:
 
 
 def test_the_first_upload_publishes_the_archive_with_its_marker(envs):
-    archive = env.ensure_env_archive()
+    archive = env_archive.ensure_env_archive()
     data = envs.read()
     assert archive.hdfs_uri == envs.uri and archive.size == len(data) and packed_by(data) == "A"
     assert envs.marker()["size"] == len(data) and envs.marker()["sha256"] == hashlib.sha256(data).hexdigest()
@@ -126,7 +126,7 @@ def test_the_first_upload_publishes_the_archive_with_its_marker(envs):
 
 def test_a_private_archive_is_readable_by_its_owner_only(envs):
     """The default: the archive and its marker 0600 in a 0700 folder; `.tfoy` stays 0755 (tfoy's runs live there)."""
-    archive = env.ensure_env_archive()
+    archive = env_archive.ensure_env_archive()
     assert archive.hdfs_uri == envs.uri and not archive.public
     assert envs.mode(envs.path) == 0o600 and envs.mode(envs.path + ".json") == 0o600
     assert envs.mode(envs.folder) == 0o700
@@ -134,7 +134,7 @@ def test_a_private_archive_is_readable_by_its_owner_only(envs):
 
 
 def test_a_shared_archive_is_world_readable_in_a_folder_of_its_own(envs):
-    archive = env.ensure_env_archive(shared=True)
+    archive = env_archive.ensure_env_archive(shared=True)
     assert archive.hdfs_uri == absolute_uri(envs.shared_path) and archive.public
     assert envs.mode(envs.shared_path) == 0o644 and envs.mode(envs.shared_path + ".json") == 0o644
     assert envs.mode(envs.shared_folder) == 0o755 and envs.mode(f"{envs.home}/.tfoy") == 0o755
@@ -145,7 +145,7 @@ def test_a_shared_archive_is_world_readable_in_a_folder_of_its_own(envs):
 def test_an_old_world_readable_private_folder_is_tightened_when_used(envs, tmp_path, hdfs):
     """What an older tfoy left in `.tfoy/envs`: a 0755 folder with a 0644 archive and marker. The next submit
     reuses the archive as it is (same file, not packed again) but makes it private: 0700 folder, 0600 files."""
-    env.ensure_env_archive()
+    env_archive.ensure_env_archive()
     envs.hdfs.set_permission(envs.folder, 0o755)
     envs.hdfs.set_permission(envs.path, 0o644)
     envs.hdfs.set_permission(envs.path + ".json", 0o644)
@@ -167,18 +167,18 @@ def test_a_second_first_upload_keeps_the_archive_published_meanwhile(envs, caplo
     not replace A's: YARN fails a container whose resource's timestamp changed while it was localizing it."""
     published: list[float] = []
 
-    def pack_b_while_a_publishes(output: Path, excludes=env.DEFAULT_EXCLUDES, compresslevel: int = 1) -> Path:
+    def pack_b_while_a_publishes(output: Path, excludes=python_env.DEFAULT_EXCLUDES, compresslevel: int = 1) -> Path:
         envs.use_cache("A")
         envs.use_pack(envs.fake_pack)
-        env.ensure_env_archive()  # A, start to end, while B is packing
+        env_archive.ensure_env_archive()  # A, start to end, while B is packing
         published.append(envs.hdfs.get_file_info(envs.path).modification_time)
         envs.use_cache("B")
         return tiny_tgz(output, "B")
 
     envs.use_cache("B")
     envs.use_pack(pack_b_while_a_publishes)
-    with caplog.at_level(logging.INFO, logger="yarn_app.env"):
-        b = env.ensure_env_archive()
+    with caplog.at_level(logging.INFO, logger="yarn_app.env_archive"):
+        b = env_archive.ensure_env_archive()
     data = envs.read()
     assert packed_by(data) == "A", "B's upload replaced the archive A had published"
     assert envs.hdfs.get_file_info(envs.path).modification_time == published[0]
@@ -190,27 +190,27 @@ def test_a_second_first_upload_keeps_the_archive_published_meanwhile(envs, caplo
 def test_two_first_uploads_at_the_same_time_publish_one_intact_archive(envs, monkeypatch, tmp_path, caplog):
     both_packed = threading.Barrier(2, timeout=60)
 
-    def pack(output: Path, excludes=env.DEFAULT_EXCLUDES, compresslevel: int = 1) -> Path:
+    def pack(output: Path, excludes=python_env.DEFAULT_EXCLUDES, compresslevel: int = 1) -> Path:
         both_packed.wait()  # each found no archive before either uploads
         return tiny_tgz(output, threading.current_thread().name)
 
-    monkeypatch.setattr(env, "cache_dir", lambda: tmp_path / threading.current_thread().name)
+    monkeypatch.setattr(python_env, "cache_dir", lambda: tmp_path / threading.current_thread().name)
     envs.use_pack(pack)
-    results: dict[str, env.EnvArchive | BaseException] = {}
+    results: dict[str, env_archive.EnvArchive | BaseException] = {}
 
     def submit() -> None:
         try:
-            results[threading.current_thread().name] = env.ensure_env_archive()
+            results[threading.current_thread().name] = env_archive.ensure_env_archive()
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             results[threading.current_thread().name] = exc
 
     threads = [threading.Thread(target=submit, name=who) for who in ("left", "right")]
-    with caplog.at_level(logging.INFO, logger="yarn_app.env"):
+    with caplog.at_level(logging.INFO, logger="yarn_app.env_archive"):
         for t in threads:
             t.start()
         for t in threads:
             t.join(120)
-    assert all(isinstance(r, env.EnvArchive) for r in results.values()), results
+    assert all(isinstance(r, env_archive.EnvArchive) for r in results.values()), results
     data = envs.read()
     assert packed_by(data) in ("left", "right")
     assert envs.marker()["sha256"] == hashlib.sha256(data).hexdigest()
@@ -223,7 +223,7 @@ def test_two_first_uploads_at_the_same_time_publish_one_intact_archive(envs, mon
 
 
 def test_a_verified_archive_is_reused_as_it_is(envs):
-    first = env.ensure_env_archive()
+    first = env_archive.ensure_env_archive()
     mtime = envs.hdfs.get_file_info(envs.path).modification_time
 
     def must_not_pack(*args, **kwargs):
@@ -231,16 +231,16 @@ def test_a_verified_archive_is_reused_as_it_is(envs):
 
     envs.use_cache("C")  # another edge node: nothing in its local cache
     envs.use_pack(must_not_pack)
-    again = env.ensure_env_archive()
+    again = env_archive.ensure_env_archive()
     assert again.size == first.size and envs.hdfs.get_file_info(envs.path).modification_time == mtime
 
 
 def test_a_truncated_archive_is_replaced(envs, caplog):
-    env.ensure_env_archive()
+    env_archive.ensure_env_archive()
     full = envs.read()
     fs.write_bytes(envs.path, full[: len(full) // 2])  # what a partial copy leaves under the right name
-    with caplog.at_level(logging.WARNING, logger="yarn_app.env"):
-        archive = env.ensure_env_archive()
+    with caplog.at_level(logging.WARNING, logger="yarn_app.env_archive"):
+        archive = env_archive.ensure_env_archive()
     data = envs.read()
     assert data == full and archive.size == len(full)
     assert envs.marker()["size"] == len(full) and envs.marker()["sha256"] == hashlib.sha256(full).hexdigest()
@@ -252,8 +252,8 @@ def test_a_foreign_file_with_the_right_name_is_replaced(envs, caplog):
     envs.hdfs.mkdirs(envs.folder, create_parent=True)
     with envs.hdfs.create(envs.path) as w:
         w.write(b"not an archive of this environment")
-    with caplog.at_level(logging.WARNING, logger="yarn_app.env"):
-        archive = env.ensure_env_archive()
+    with caplog.at_level(logging.WARNING, logger="yarn_app.env_archive"):
+        archive = env_archive.ensure_env_archive()
     data = envs.read()
     assert packed_by(data) == "A" and archive.size == len(data) == envs.marker()["size"]
     assert f"env archive {envs.uri} is not usable (no marker {envs.uri}.json" in caplog.text
@@ -272,12 +272,12 @@ def env_visibility(tmp_path: Path, hdfs, spec_dict: dict = SPEC) -> str:
 def test_a_private_archive_is_localized_per_application_even_under_a_world_readable_home(envs, tmp_path, hdfs):
     assert envs.mode(envs.home) == 0o755
     assert env_visibility(tmp_path, hdfs) == "APPLICATION"
-    assert not env.ensure_env_archive().public
+    assert not env_archive.ensure_env_archive().public
 
 
 def test_a_shared_archive_under_a_world_readable_home_is_localized_public(envs, tmp_path, hdfs):
     assert env_visibility(tmp_path, hdfs, SHARED_SPEC) == "PUBLIC"
-    assert env.ensure_env_archive(shared=True).public
+    assert env_archive.ensure_env_archive(shared=True).public
     assert envs.mode(envs.shared_path) == 0o644
 
 
@@ -285,21 +285,21 @@ def test_a_shared_archive_under_a_private_home_is_localized_per_application(envs
     """A 0700 HDFS home: NodeManagers cannot read the archive as PUBLIC and fail the container."""
     envs.hdfs.set_permission(envs.home, 0o700)
     assert env_visibility(tmp_path, hdfs, SHARED_SPEC) == "APPLICATION"
-    assert not env.ensure_env_archive(shared=True).public
+    assert not env_archive.ensure_env_archive(shared=True).public
 
 
 def test_hdfs_path_is_public_follows_the_real_permissions(hdfs, hdfs_tmp):
     path = f"{hdfs_tmp}/a/b/env.tar.gz"
     fs.write_bytes(path, b"x")
     hdfs.set_permission(path, 0o644)
-    assert env.hdfs_path_is_public(hdfs, path)
+    assert env_archive.hdfs_path_is_public(hdfs, path)
     hdfs.set_permission(f"{hdfs_tmp}/a", 0o751)  # o+x without o+r is enough on a folder
-    assert env.hdfs_path_is_public(hdfs, path)
+    assert env_archive.hdfs_path_is_public(hdfs, path)
     hdfs.set_permission(f"{hdfs_tmp}/a", 0o750)
-    assert not env.hdfs_path_is_public(hdfs, path)
+    assert not env_archive.hdfs_path_is_public(hdfs, path)
     hdfs.set_permission(f"{hdfs_tmp}/a", 0o755)
     hdfs.set_permission(path, 0o640)
-    assert not env.hdfs_path_is_public(hdfs, path)
+    assert not env_archive.hdfs_path_is_public(hdfs, path)
 
 
 @pytest.mark.parametrize("spec_dict, home_mode", [(SHARED_SPEC, 0o700), (SPEC, 0o755)],

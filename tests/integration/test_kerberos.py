@@ -235,11 +235,11 @@ def test_mwms_job_on_kerberized_yarn_trains_exports_and_outlives_the_token_renew
     published = secure.python(f"""
         from pathlib import Path
         from hdfs_io import fs
-        from yarn_app import env
+        from yarn_app import env_archive
         archive = Path("{tmp_path}/stand-in.tar.gz")
         archive.write_bytes(b"not a real environment")
-        uri = env.hdfs_env_dir(False) + "/stand-in.tar.gz"
-        env._ensure_published(uri, lambda: archive, fs.hdfs_client(uri), env.PRIVATE_MODES)
+        uri = env_archive.hdfs_env_dir(False) + "/stand-in.tar.gz"
+        env_archive._ensure_published(uri, lambda: archive, fs.hdfs_client(uri), env_archive.PRIVATE_MODES)
     """, ticket)
     assert published.returncode == 0, published.stderr[-2000:]
     other = secure.kinit("tfoy-other", tmp_path)
