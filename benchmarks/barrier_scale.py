@@ -1,6 +1,6 @@
 """Scale of tfoy's start-up barrier: N tasks claiming slots and rendezvousing in a real skein AM's key-value store.
 
-Every container of a tfoy job runs `tfnode.bootstrap`, whose Supervisor claims a slot (`claim_slot`), publishes its
+Every container of a tfoy job runs `tfnode.yarn.bootstrap`, whose Supervisor claims a slot (`claim_slot`), publishes its
 address under the current generation (`addr_key`), waits for all peers (`wait_for_peers`) and builds the cluster
 spec (`build_cluster_spec`). At scale, start-up is bounded by the load that protocol puts on the ApplicationMaster's
 KV store, not by YARN, so this benchmark isolates it: one skein application on the cluster named by HADOOP_CONF_DIR,
@@ -51,7 +51,7 @@ from typing import Any
 
 log = logging.getLogger("barrier_scale")
 
-KEY_PREFIX = "bench/"  # the benchmark's own keys, outside tfnode.barrier's "tfoy/"
+KEY_PREFIX = "bench/"  # the benchmark's own keys, outside tfnode.yarn.barrier's "tfoy/"
 RELEASE_KEY = f"{KEY_PREFIX}release"
 ERROR_KEY = f"{KEY_PREFIX}error"
 CODE_LINK = "tfoy_code"
@@ -89,10 +89,10 @@ class CountingKV:
 
 def simulated_task(kv: Any, role: str, roles: dict[str, int], container_id: str, host: str,
                    timeout: float) -> dict[str, Any]:
-    """What Supervisor.run does up to the cluster spec (tfnode/bootstrap.py), timed."""
-    from tfnode import barrier as kvb
-    from tfnode.bootstrap import _bind_port
+    """What Supervisor.run does up to the cluster spec (tfnode/yarn/bootstrap.py), timed."""
     from tfnode.cluster_spec import build_cluster_spec
+    from tfnode.yarn import barrier as kvb
+    from tfnode.yarn.bootstrap import _bind_port
 
     ckv = CountingKV(kv)
     start = time.time()
@@ -124,9 +124,9 @@ def run_process(task_roles: list[str], roles: dict[str, int], timeout: float, po
     """One process of simulated tasks: its own skein client (one gRPC channel), one thread per task."""
     import skein
 
-    import tfnode.barrier
+    import tfnode.yarn.barrier
 
-    tfnode.barrier.POLL_S = poll_s  # the container's value (spawned processes import the module afresh)
+    tfnode.yarn.barrier.POLL_S = poll_s  # the container's value (spawned processes import the module afresh)
     try:
         kv = skein.ApplicationClient.from_current().kv
         container_id = os.environ["SKEIN_CONTAINER_ID"]
@@ -158,7 +158,7 @@ def run_process(task_roles: list[str], roles: dict[str, int], timeout: float, po
 
 def run_round(kv: Any, n: int, processes: int, timeout: float) -> dict[str, Any]:
     """N simulated tasks over `processes` processes; returns the round's measurements (raises if it failed)."""
-    import tfnode.barrier
+    import tfnode.yarn.barrier
 
     roles = roles_for(n)
     kv.discard_prefix("tfoy/")  # an independent rendezvous: no slots, generations or addresses left over
@@ -166,7 +166,7 @@ def run_round(kv: Any, n: int, processes: int, timeout: float) -> dict[str, Any]
     procs_n = max(1, min(processes, n))
     ctx = mp.get_context("spawn")  # gRPC does not survive fork
     ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-    poll_s = tfnode.barrier.POLL_S
+    poll_s = tfnode.yarn.barrier.POLL_S
     procs = [ctx.Process(target=run_process, args=(task_roles[p::procs_n], roles, timeout, poll_s, ready, go, out))
              for p in range(procs_n)]
     for p in procs:
@@ -219,12 +219,12 @@ def check(results: list[dict[str, Any]], roles: dict[str, int]) -> None:
 def container_main(opts: argparse.Namespace) -> int:
     import skein
 
-    import tfnode.barrier
+    import tfnode.yarn.barrier
 
     app = skein.ApplicationClient.from_current()
     if opts.poll_s:
-        tfnode.barrier.POLL_S = opts.poll_s
-    log.info("tfnode from %s, POLL_S=%s, %s", tfnode.barrier.__file__, tfnode.barrier.POLL_S, sys.executable)
+        tfnode.yarn.barrier.POLL_S = opts.poll_s
+    log.info("tfnode from %s, POLL_S=%s, %s", tfnode.yarn.barrier.__file__, tfnode.yarn.barrier.POLL_S, sys.executable)
     try:
         if opts.warmup:
             log.info("warm-up round %s", run_round(app.kv, opts.warmup, opts.processes, opts.barrier_timeout))
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=4, help="tasks in an unreported first round (0: none)")
     p.add_argument("--barrier-timeout", type=float, default=300, help="wait_for_peers timeout per task")
     p.add_argument("--poll-s", type=float, default=0.0,
-                   help="override tfnode.barrier.POLL_S in the container, to see its effect (0: keep it)")
+                   help="override tfnode.yarn.barrier.POLL_S in the container, to see its effect (0: keep it)")
     p.add_argument("--memory", type=int, default=1024, help="MiB of the benchmark container")
     p.add_argument("--queue", default="default")
     p.add_argument("--timeout", type=float, default=900, help="seconds for the whole application")

@@ -167,7 +167,8 @@ class Bench:
 
 
 def _task_processes() -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "tfnode.bootstrap|tensorboard.main"], capture_output=True, text=True).stdout
+    out = subprocess.run(["pgrep", "-f", "tfnode.yarn.bootstrap|tensorboard.main"], capture_output=True,
+                         text=True).stdout
     return [int(p) for p in out.split()]
 
 
@@ -407,7 +408,7 @@ def slow_consumer(args, ctx) -> None:
 def spark_node_processes(cluster_id: str) -> list[tuple[int, str]]:
     out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
     return [(int(pid), args) for pid, _, args in (line.strip().partition(" ") for line in out.splitlines())
-            if f".tfoy/{cluster_id}/" in args and "tfnode.node" in args]
+            if f".tfoy/{cluster_id}/" in args and "tfnode.spark.node" in args]
 
 
 def spark_child(mode: str) -> None:

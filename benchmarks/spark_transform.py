@@ -42,7 +42,7 @@ def run_one(impl: str, export_dir: str, records: int, batch: int, repeats: int) 
     from examples.mnist.idx import load_split
 
     if impl == "tfoy":
-        from tfnode.pipeline import TFModel
+        from tfnode.spark.pipeline import TFModel
     else:
         from tensorflowonspark.pipeline import TFModel
     sc = local_cluster_context(f"spark-transform-{impl}")

@@ -1,8 +1,11 @@
-"""What runs beside TensorFlow on each node: context, cluster spec / TF_CONFIG, start-up barrier, Spark mode.
+"""What runs beside TensorFlow on each node, in its two modes: `yarn/` (the containers of `tfoy submit`) and
+`spark/` (TensorFlowOnSpark's way); what both share is here: the context handed to user code, the cluster spec and
+TF_CONFIG, Keras across workers, progress reports, the node's preparation, and contract.py (what the client and
+the containers agree on).
 
 TFoS names are served lazily (PEP 562 module `__getattr__`) so that `import tfnode` in a YARN container never
-imports pyspark or TensorFlow: `from tfnode import TFCluster, TFNode, compat, TFParallel` replaces
-`from tensorflowonspark import TFCluster, TFNode, compat, TFParallel`.
+imports pyspark or TensorFlow: `from tfnode import TFCluster, TFNode, compat, TFParallel, dfutil, pipeline` replaces
+`from tensorflowonspark import TFCluster, TFNode, compat, TFParallel, dfutil, pipeline`.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ import importlib
 from types import SimpleNamespace
 from typing import Any
 
-_MODULES = {"TFCluster": "tfnode.spark", "compat": "tfnode.compat", "TFParallel": "tfnode.parallel"}
+_MODULES = {"TFCluster": "tfnode.spark.cluster", "TFParallel": "tfnode.spark.parallel", "compat": "tfnode.compat",
+            "dfutil": "tfnode.spark.dfutil", "pipeline": "tfnode.spark.pipeline"}
 
-__all__ = ["TFCluster", "TFNode", "TFParallel", "compat"]
+__all__ = ["TFCluster", "TFNode", "TFParallel", "compat", "dfutil", "pipeline"]
 
 
 def hdfs_path(ctx: Any, path: str) -> str:
@@ -25,7 +29,7 @@ def __getattr__(name: str) -> Any:
     if name in _MODULES:
         return importlib.import_module(_MODULES[name])
     if name == "TFNode":
-        from tfnode.feed import DataFeed
+        from tfnode.spark.feed import DataFeed
 
         return SimpleNamespace(DataFeed=DataFeed, hdfs_path=hdfs_path)
     raise AttributeError(f"module 'tfnode' has no attribute {name!r}")

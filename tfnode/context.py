@@ -84,6 +84,6 @@ class NodeContext:
         """The Spark-mode DataFeed for this node; only InputMode.SPARK has one."""
         if self.mgr is None:
             raise RuntimeError("get_data_feed(): this node has no feed (only TFCluster InputMode.SPARK feeds data)")
-        from tfnode.feed import DataFeed
+        from tfnode.spark.feed import DataFeed
 
         return DataFeed(self.mgr, train_mode, qname_in, qname_out, input_mapping)

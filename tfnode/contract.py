@@ -1,4 +1,4 @@
-"""What `tfoy submit` (yarn_app) and the containers it starts (tfnode.bootstrap) must agree on.
+"""What `tfoy submit` (yarn_app) and the containers it starts (tfnode.yarn.bootstrap) must agree on.
 
 The client writes the containers' environment and reads, while the job runs, the keys the tasks write into the
 skein key-value store; the tasks read that environment and wait on keys the client writes. The two sides ship
@@ -11,7 +11,7 @@ misreads at run time. Everything that crosses between them is defined here, once
 - the key layout under `tfoy/` in the skein key-value store, and what a task's outcome says;
 - the line each task prints first in its container log, by which `tfoy logs --task` finds its container.
 
-How the keys are used (the rendezvous, restarts) is tfnode.barrier's business, and how the client shows them is
+How the keys are used (the rendezvous, restarts) is tfnode.yarn.barrier's business, and how the client shows them is
 yarn_app's. Standard library only, so that both sides import it without TensorFlow or skein.
 
 Keys (all under `tfoy/`):
@@ -62,7 +62,7 @@ ENV_PREFIX = "TFOY_"  # every variable of this prefix in a container is tfoy's: 
 JOB_ENV = "TFOY_JOB"  # JobRuntime.encode(), set by yarn_app.application
 ROLE_ENV = "TFOY_ROLE"  # the skein service (role) this container runs
 SECRETS_FILE = "tfoy_secrets.json"  # security.secret_env values, localized privately (never in the container env)
-CONTAINER_MODULE = "tfnode.bootstrap"  # what every container runs: `python -m tfnode.bootstrap`
+CONTAINER_MODULE = "tfnode.yarn.bootstrap"  # what every container runs: `python -m tfnode.yarn.bootstrap`
 TASK_BANNER = "tfoy task"  # each task's first log line: "tfoy task <role>:<i> ..." (how `tfoy logs --task` finds it)
 
 

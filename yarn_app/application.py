@@ -1,4 +1,4 @@
-"""JobSpec → skein.ApplicationSpec: one skein Service per role, each running `python -m tfnode.bootstrap`.
+"""JobSpec → skein.ApplicationSpec: one skein Service per role, each running `python -m tfnode.yarn.bootstrap`.
 
 Pure translation (no cluster access), so it is unit-tested: resources (gpus → `yarn.io/gpu`), files (the env
 archive PUBLIC where every node may read it, the project code, the user's files), env (TFOY_JOB for the

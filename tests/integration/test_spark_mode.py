@@ -59,7 +59,7 @@ def sc(request, hadoop_conf):
 
 def _node_processes(cluster_id: str) -> list[str]:
     out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if f".tfoy/{cluster_id}/" in line and "tfnode.node" in line]
+    return [line for line in out.splitlines() if f".tfoy/{cluster_id}/" in line and "tfnode.spark.node" in line]
 
 
 def _assert_no_node_left(cluster_id: str) -> None:
@@ -227,7 +227,7 @@ def test_keras_fit_on_the_data_feed_with_two_nodes_exports_to_hdfs(sc, hdfs_tmp,
 
     import tensorflow as tf
 
-    caplog.set_level(logging.INFO, logger="tfnode.reservation")
+    caplog.set_level(logging.INFO, logger="tfnode.spark.reservation")
 
     from hdfs_io import export
     from hdfs_io.paths import absolute_uri
@@ -532,7 +532,7 @@ def test_tfestimator_fit_then_tfmodel_transform_on_fashion_mnist(sc, hdfs_tmp):
     from pyspark.sql import SparkSession
 
     from hdfs_io.paths import absolute_uri
-    from tfnode.pipeline import TFEstimator, TFModel
+    from tfnode.spark.pipeline import TFEstimator, TFModel
 
     spark = SparkSession.builder.getOrCreate()
     base = absolute_uri(hdfs_tmp)

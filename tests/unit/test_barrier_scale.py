@@ -15,13 +15,13 @@ from collections.abc import Callable
 import pytest
 import skein
 
-from tfnode import barrier as kvb
 from tfnode.cluster_spec import build_cluster_spec
 from tfnode.contract import addr_key
+from tfnode.yarn import barrier as kvb
 
 
 class FakeKV:
-    """The part of skein's KeyValueStore tfnode.barrier uses, thread-safe, counting calls."""
+    """The part of skein's KeyValueStore tfnode.yarn.barrier uses, thread-safe, counting calls."""
 
     def __init__(self, on_call: Callable[[], None] | None = None):
         self.data: dict[str, bytes] = {}

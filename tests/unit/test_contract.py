@@ -1,4 +1,4 @@
-"""tfnode.contract: what the client (yarn_app) writes, the containers (tfnode.bootstrap) read, and back, no cluster.
+"""tfnode.contract: what the client (yarn_app) writes, the containers (tfnode.yarn.bootstrap) read, and back.
 
 Each test runs the real code of both sides: the client's skein spec and watch snapshot, the supervisor's reports.
 """
@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from tfnode import barrier, bootstrap, contract, progress
+from tfnode import contract, progress
+from tfnode.yarn import barrier, bootstrap
 from yarn_app import client as yc
 from yarn_app.application import Shipping, build_application_spec, job_runtime
 from yarn_app.spec import JobSpec, SpecError

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from tests.unit.test_wire_frames import Relayed, pair, take
-from tfnode import feed, wire
-from tfnode.reservation import ReservationClient, ReservationServer, Slot, host_address
-from tfnode.spark import assign_roles
+from tfnode.spark import feed, wire
+from tfnode.spark.cluster import assign_roles
+from tfnode.spark.reservation import ReservationClient, ReservationServer, Slot, host_address
 
 KEY = b"k" * 32
 

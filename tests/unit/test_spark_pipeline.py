@@ -1,4 +1,4 @@
-"""tfnode.pipeline without Spark jobs: Params and setters as TFoS names them, args merging, the conversions."""
+"""tfnode.spark.pipeline without Spark jobs: Params and setters as TFoS names them, args merging, the conversions."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tfnode.pipeline import Namespace, TensorSpec, TFEstimator, TFModel, _arrow_array, _as_input, _output_type
-from tfnode.spark import InputMode
+from tfnode.spark.cluster import InputMode
+from tfnode.spark.pipeline import Namespace, TensorSpec, TFEstimator, TFModel, _arrow_array, _as_input, _output_type
 
 
 def _train(args, ctx):  # never run here

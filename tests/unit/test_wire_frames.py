@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from tfnode import feed, wire
+from tfnode.spark import feed, wire
 
 KEY = b"k" * 32
 

@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from tfnode import feed, wire
-from tfnode.reservation import ReservationClient, ReservationServer, Slot, connection_limit
+from tfnode.spark import feed, wire
+from tfnode.spark.reservation import ReservationClient, ReservationServer, Slot, connection_limit
 
 KEY = b"k" * 32
 

@@ -1,7 +1,7 @@
 """Reservation and control between the Spark driver and the TF nodes: authenticated JSON over TCP.
 
 Why: TFoS's reservation server takes unauthenticated pickles, finds its address by connecting to 8.8.8.8 and lets
-executors wait forever. Here every frame is HMAC'd with a per-cluster secret (`tfnode.wire`), the address comes
+executors wait forever. Here every frame is HMAC'd with a per-cluster secret (`tfnode.spark.wire`), the address comes
 from local name resolution only, and both sides time out with a message naming who registered and who is missing.
 
 The registration connection stays open for the node's lifetime and doubles as the control channel: the driver
@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tfnode import cluster_spec as cs
-from tfnode import progress, wire
+from tfnode import progress
+from tfnode.spark import wire
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Why not TFoS's way: it pushes one record per multiprocessing-proxy round trip into unbounded queues (~1.8k
 records/s) and waits for every record to be consumed. Here a feeding task turns up to `chunk_records` records into
-column arrays, sends them as one authenticated frame (`tfnode.wire`) to the TF process on its executor, and the
+column arrays, sends them as one authenticated frame (`tfnode.spark.wire`) to the TF process on its executor, and the
 TF process keeps at most `capacity` chunks: a full buffer stops reading the socket, so the feeder blocks
 (back-pressure) instead of filling memory. When the TF process dies its sockets close, so the feeding task fails
 at once (after REPORT_GRACE) with the traceback the TF process left in its state folder.
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from tfnode import wire
+from tfnode.spark import wire
 
 log = logging.getLogger(__name__)
 
@@ -467,8 +467,8 @@ class FeedAddress:
 
 @dataclass(frozen=True)
 class FeedTarget:
-    """How a feeding task finds a TF process to feed: the one on its executor (written by tfnode.node into its state
-    folder) or, on an executor whose node takes no data (ps, evaluator) or that runs none, one of `feeds`."""
+    """How a feeding task finds a TF process to feed: the one on its executor (written by tfnode.spark.node into its
+    state folder) or, on an executor whose node takes no data (ps, evaluator) or that runs none, one of `feeds`."""
 
     cluster_id: str
     key: bytes

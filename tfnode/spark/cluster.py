@@ -1,8 +1,8 @@
 """TFoS-compatible `TFCluster`: run / train / inference / shutdown / tensorboard_url, and InputMode.
 
 `from tfnode import TFCluster` gives this module, so `TFCluster.run(...)` and `TFCluster.InputMode.SPARK` read as
-they do with tensorflowonspark. The heavy lifting lives elsewhere: reservation (`tfnode.reservation`), the TF
-process per executor (`tfnode.node`), feeding (`tfnode.feed`).
+they do with tensorflowonspark. The heavy lifting lives elsewhere: reservation (`tfnode.spark.reservation`), the TF
+process per executor (`tfnode.spark.node`), feeding (`tfnode.spark.feed`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any
 
 from tfnode import keras_compat
 from tfnode.contract import FEEDLESS_ROLES
-from tfnode.feed import FeedAddress, FeedTarget, feed_partition, infer_partition, state_dir
-from tfnode.node import NodeLaunch
-from tfnode.reservation import NodeState, ReservationServer, Slot
+from tfnode.spark.feed import FeedAddress, FeedTarget, feed_partition, infer_partition, state_dir
+from tfnode.spark.node import NodeLaunch
+from tfnode.spark.reservation import NodeState, ReservationServer, Slot
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def _start_node(template: NodeLaunch, cluster_id: str, slots: list[Slot], _itera
     if template.keras is not None:
         env.update(keras_compat.keras_env(template.keras))
     with open(folder / "node.log", "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tfnode.node", str(launch_file)], stdout=out, stderr=out,
+        proc = subprocess.Popen([sys.executable, "-m", "tfnode.spark.node", str(launch_file)], stdout=out, stderr=out,
                                 env=env, start_new_session=True)
     deadline = time.monotonic() + template.reservation_timeout + 60
     while time.monotonic() < deadline:
@@ -117,7 +117,7 @@ def _train_arrow_task(target: FeedTarget, columns: list[str], batches: Any) -> A
     import pyarrow as pa
     from pyspark import TaskContext
 
-    from tfnode.feed import arrow_chunks
+    from tfnode.spark.feed import arrow_chunks
 
     partition = TaskContext.get().partitionId()
     sent = feed_partition(target, partition, chunks=arrow_chunks(batches, columns, target.chunk_records, partition))
@@ -166,7 +166,7 @@ def _infer_arrow_task(target: FeedTarget, columns: list[str], batches: Any) -> A
     import pyarrow as pa
     from pyspark import TaskContext
 
-    from tfnode.feed import arrow_chunks
+    from tfnode.spark.feed import arrow_chunks
 
     partition = TaskContext.get().partitionId()
     results = infer_partition(target, partition,

@@ -1,4 +1,4 @@
-"""The TF process of one Spark executor: `python -m tfnode.node <launch file>`.
+"""The TF process of one Spark executor: `python -m tfnode.spark.node <launch file>`.
 
 Why a fresh process (not a fork of the Spark python worker, as TFoS does): TF must not inherit the worker's
 threads and sockets, and the node must outlive the start task. The start task (`launch`) writes a launch file,
@@ -28,9 +28,9 @@ from typing import Any
 from tfnode import progress
 from tfnode.context import NodeContext
 from tfnode.contract import CHIEF_ROLES, FEEDLESS_ROLES
-from tfnode.feed import NodeFeed
 from tfnode.prepare import prepare_node
-from tfnode.reservation import ReservationClient, host_address
+from tfnode.spark.feed import NodeFeed
+from tfnode.spark.reservation import ReservationClient, host_address
 from tfnode.tensorboard import tensorboard_command
 
 log = logging.getLogger(__name__)

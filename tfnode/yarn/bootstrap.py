@@ -1,4 +1,4 @@
-"""What every YARN container of a tfoy job runs: `python -m tfnode.bootstrap`.
+"""What every YARN container of a tfoy job runs: `python -m tfnode.yarn.bootstrap`.
 
 A small supervisor process (no TensorFlow import) claims the task's slot, binds a port, registers in the skein KV,
 waits for every peer (with a deadline), builds the cluster spec / TF_CONFIG and runs the task in a child process:
@@ -32,12 +32,12 @@ import time
 import traceback
 from pathlib import Path
 
-from tfnode import barrier as kvb
 from tfnode import contract, progress
 from tfnode.cluster_spec import build_cluster_spec, tf_config, training_cluster
 from tfnode.prepare import prepare_node
+from tfnode.yarn import barrier as kvb
 
-log = logging.getLogger("tfnode.bootstrap")
+log = logging.getLogger("tfnode.yarn.bootstrap")
 
 CTX_ENV = "TFOY_CTX"  # JSON handed from supervisor to child
 RESULT_ENV = "TFOY_RESULT"  # file the child writes its traceback to
@@ -291,7 +291,7 @@ def run_supervisor() -> int:
 
     tokens.alias_tokens(Path.cwd())  # for every process of the container (the task, TensorBoard)
     if role == "tensorboard":
-        from tfnode.tensorboard import run_tensorboard
+        from tfnode.yarn.tensorboard_role import run_tensorboard
 
         return run_tensorboard(app, job, host)
     sup = Supervisor(app.kv, job, role, container_id, host)

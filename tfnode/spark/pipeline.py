@@ -37,7 +37,7 @@ from pyspark.ml import Estimator, Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsReader, DefaultParamsWritable, DefaultParamsWriter
 
-from tfnode.spark import InputMode, check_feedable, feed_columns
+from tfnode.spark.cluster import InputMode, check_feedable, feed_columns
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class TFEstimator(Estimator, TFParams, HasInputMapping, HasClusterSize, HasNumPS
                          steps=1000, grace_secs=30)
 
     def _fit(self, dataset: Any) -> TFModel:
-        from tfnode import spark
+        from tfnode.spark import cluster as spark
 
         args = self.merge_args_params()
         mapping = self.getInputMapping()
@@ -335,7 +335,7 @@ def _transform_batches(plan: _Plan, schema_json: str, batches: Iterator[Any]) ->
     from pyspark.sql.pandas.types import to_arrow_schema
     from pyspark.sql.types import StructType
 
-    from tfnode.feed import arrow_columns
+    from tfnode.spark.feed import arrow_columns
 
     out_schema = to_arrow_schema(StructType.fromJson(json.loads(schema_json)))
     kinds = [out_schema.field(column).type for _, column, _ in plan.outputs]
