@@ -1,0 +1,147 @@
+"""The job spec's errors, one kind a case: each a single SpecError whose message starts with the key path; and how
+YAML's values (numbers, nulls) become the spec's."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from yarn_app.entry_point import check_entry_point
+from yarn_app.spec import JobSpec, SpecError, load_spec
+
+BASE = {"entry_point": "toy_train:main", "roles": {"chief": {}, "worker": {"instances": 2}}}
+ROLE_KEYS = "gpus, instances, max_restarts, memory, node_label, vcores"
+
+
+def spec_of(**changes) -> JobSpec:
+    return JobSpec.from_dict({**json.loads(json.dumps(BASE)), **changes})
+
+
+def worker(**keys) -> dict:
+    return {"roles": {"worker": keys}}
+
+
+@pytest.mark.parametrize("changes, message", [
+    # pydantic's own error types (spec._WORDS), by type
+    ({"entry_point": None}, "entry_point: expected str, got NoneType None"),  # string_type
+    ({"python_env": {"exclude": ["a", "b", 3]}}, "python_env.exclude[2]: expected str, got int 3"),
+    (worker(instances="2"), "roles.worker.instances: expected int, got str '2'"),  # int_type
+    (worker(instances=True), "roles.worker.instances: expected int, got bool True"),
+    (worker(instances=2.5), "roles.worker.instances: expected int, got float 2.5"),
+    ({"timeouts": {"job": "5"}}, "timeouts.job: expected int or float, got str '5'"),  # float_type
+    ({"python_env": {"shared": "yes"}}, "python_env.shared: expected bool, got str 'yes'"),  # bool_type
+    ({"args": "--x"}, "args: expected list, got str '--x'"),  # list_type
+    ({"env": ["A=1"]}, "env: expected a mapping, got list ['A=1']"),  # dict_type
+    ({"timeouts": [300]}, "timeouts: expected a mapping, got list [300]"),  # model_type
+    (worker(instances=-1), "roles.worker.instances: must be >= 0, got -1"),  # greater_than_equal
+    (worker(vcores=0), "roles.worker.vcores: must be >= 1, got 0"),
+    ({"strategy": "magic"}, "strategy: one of auto, multi_worker_mirrored, parameter_server, got 'magic'"),  # literal
+    ({"keras": "2"}, "keras: 2 (tf-keras) or 3 (TF's default Keras), got '2'"),
+    ({"queu": "x"}, "queu: unknown key (allowed: args, entry_point, env, export_dir, files, history_dir, inputs, "
+                    "keras, log_dir, model_dir, name, python_env, queue, roles, security, strategy, tags, timeouts)"),
+    (worker(memroy=1), f"roles.worker.memroy: unknown key (allowed: {ROLE_KEYS})"),  # extra_forbidden, nested
+    # our value types' own rules (a ValueError in a validator)
+    ({"roles": {"worker": {}, "bogus": {}}}, "roles.bogus: unknown key (allowed: chief, evaluator, ps, tensorboard, "
+                                             "worker)"),
+    (worker(memory="lots"), "roles.worker.memory: expected memory (MiB or e.g. '2 GiB'), got str 'lots'"),
+    (worker(memory="0.5k"), "roles.worker.memory: must be positive, got '0.5k'"),
+    ({"args": ["--x", None]}, "args[1]: expected str, int or float, got NoneType None"),
+    ({"env": {"A": True}}, "env.A: expected str, int or float, got bool True"),
+    ({"timeouts": {"barrier": -1}}, "timeouts.barrier: must be a positive number of seconds, got -1"),
+    ({"timeouts": {"progress": float("nan")}}, "timeouts.progress: must be a positive number of seconds, got nan"),
+    ({"tags": ["ok", ""]}, "tags[1]: YARN takes tags of 1 to 100 characters, got 0"),
+    ({"env": {"A-B": "1"}}, "env.A-B: not an environment variable name"),
+    ({"env": {"TFOY_ROLE": "1"}}, "env.TFOY_ROLE: set by tfoy in every container"),
+    ({"queue": "a b"}, "queue: not a queue name: 'a b'"),
+    (worker(node_label="gpu nodes"), "roles.worker.node_label: not a YARN node label: 'gpu nodes'"),
+    ({"security": {"view_acls": ["bob", "a b"]}}, "security.view_acls[1]: not a user name: 'a b'"),
+    # the rules between keys (a section's validate())
+    ({"python_env": {"archive": None}}, "python_env: give an archive ('auto' or a path) or the python installed"),
+    ({"python_env": {"archive": "/envs/e.tar.gz", "shared": True}},
+     "python_env.shared: only for archive: auto (tfoy packs and caches that one), not with archive: /envs/e.tar.gz"),
+    ({"security": {"keytab": "/etc/krb5.keytab"}}, "security.principal: a keytab needs the principal"),
+    ({"roles": {"worker": {}, "chief": {"instances": 2}}}, "roles.chief.instances: at most 1, got 2"),
+])
+def test_each_kind_of_error_is_one_spec_error_after_its_key(changes, message):
+    with pytest.raises(SpecError) as err:
+        spec_of(**changes)
+    assert str(err.value).startswith(message), str(err.value)
+    assert isinstance(err.value, ValueError)
+
+
+def test_required_keys_and_the_top_level():
+    with pytest.raises(SpecError, match=r"^entry_point: required \(package\.module:function or a script\.py\)$"):
+        JobSpec.from_dict({"roles": {"worker": {}}})
+    with pytest.raises(SpecError, match=r"^roles: required \(at least roles\.worker\.instances >= 1\)$"):
+        JobSpec.from_dict({"entry_point": "m:f"})
+    with pytest.raises(SpecError, match=r"^job spec: expected a mapping, got list \[1, 2\]$"):
+        JobSpec.from_dict([1, 2])
+    with pytest.raises(SpecError, match="^entry_point: required"):
+        JobSpec.from_dict(None)
+
+
+def test_a_misspelt_key_is_named_before_the_key_it_leaves_missing():
+    with pytest.raises(SpecError, match="^entry_pont: unknown key"):
+        JobSpec.from_dict({"entry_pont": "m:f", "roles": {"worker": {}}})
+
+
+def test_strings_passed_on_take_numbers_and_other_keys_take_their_own_type():
+    spec = spec_of(args=["--epochs", 5, 0.5], tags=[1], inputs=[2], files={"a": 3}, env={"N": 4, "F": 1.5},
+                   roles={"worker": {"memory": "1.5 GiB"}}, timeouts={"job": 60})
+    assert (spec.args, spec.tags, spec.inputs) == (["--epochs", "5", "0.5"], ["1"], ["2"])
+    assert spec.files == {"a": "3"} and spec.env == {"N": "4", "F": "1.5"}
+    assert spec.roles["worker"].memory == 1536 and spec.timeouts.job == 60.0 and isinstance(spec.timeouts.job, float)
+
+
+def test_a_null_key_is_its_default_except_where_null_means_none():
+    spec = spec_of(name=None, tags=None, env=None, python_env=None, timeouts={"progress": None}, security=None,
+                   roles={"worker": None})
+    assert (spec.name, spec.tags, spec.env, spec.timeouts.progress) == ("tfoy", [], {}, None)
+    assert spec.roles["worker"].instances == 1 and spec.python_env.archive == "auto"
+    assert spec_of(python_env={"archive": "none", "python": "/usr/bin/python3"}).python_env.archive is None
+    assert spec_of(python_env={"python": "/usr/bin/python3"}).python_env.archive is None  # no archive shipped
+    with pytest.raises(SpecError, match=r"^roles\.worker\.instances: expected int, got NoneType None$"):
+        spec_of(roles={"worker": {"instances": None}})
+
+
+def test_keys_set_after_construction_are_checked_by_validate_and_survive_to_dict():
+    spec = spec_of(security={"principal": "me@EXAMPLE.COM"})
+    spec.security.principal = "not a principal"  # as `tfoy submit --principal` does
+    with pytest.raises(SpecError, match="^security.principal: not a Kerberos principal: 'not a principal'$"):
+        spec.security.validate()
+    spec = spec_of()
+    spec.tags = [*spec.tags, "run-1"]
+    spec.entry_point = "train.py"
+    assert spec.to_dict()["tags"] == ["run-1"] and JobSpec.from_yaml(spec.to_yaml()).entry_point == "train.py"
+
+
+def test_to_dict_is_plain_data_in_the_spec_order():
+    data = spec_of().to_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert list(data) == ["entry_point", "roles", "name", "queue", "tags", "args", "files", "env", "python_env",
+                          "timeouts", "strategy", "keras", "model_dir", "export_dir", "log_dir", "inputs", "security",
+                          "history_dir"]
+    assert data["roles"]["chief"] == {"instances": 1, "memory": 2048, "vcores": 1, "gpus": 0, "node_label": None,
+                                      "max_restarts": 0}
+
+
+def test_an_entry_point_in_a_shipped_folder_is_found_and_parsed(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "train.py").write_text("from json import loads as main\n")
+    check_entry_point("pkg.train:main", {"pkg": str(tmp_path / "pkg")})
+    with pytest.raises(SpecError, match=r"^entry_point: pkg\.train \(.*train\.py\) defines no function 'fit'$"):
+        check_entry_point("pkg.train:fit", {"pkg/": str(tmp_path / "pkg")})
+    with pytest.raises(SpecError, match="^entry_point: expected package.module:function or a .py script"):
+        check_entry_point("pkg.train", {})
+
+
+def test_a_spec_file_that_is_not_a_mapping_is_named(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text("- entry_point: m:f\n")
+    with pytest.raises(SpecError, match=r"^job spec: expected a mapping, got list \[\{'entry_point': 'm:f'\}\]$"):
+        load_spec(path, name="n")
+    path.write_text("entry_point: train.py\nroles: {worker: {}}\n")
+    (tmp_path / "train.py").write_text("print(1)\n")
+    spec = JobSpec.from_file(path)  # as load_spec: the script is found beside the spec and shipped
+    assert spec.entry_point == "train.py" and spec.files == {"train.py": str(tmp_path / "train.py")}
