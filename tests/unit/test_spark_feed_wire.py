@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.unit.test_wire_frames import Relayed, pair, take
-from tfnode.spark import feed, wire
+from tfnode.spark import columns, feed, feeder, wire
 from tfnode.spark.cluster import assign_roles
 from tfnode.spark.reservation import ReservationClient, ReservationServer, Slot, host_address
 
@@ -133,16 +133,16 @@ def test_assign_roles_follows_tfos_order():
 
 
 def test_records_to_columns_narrows_small_ints_and_names_bad_partition():
-    cols, tuple_mode, narrow = feed.records_to_columns([([1, 2, 255], 0), ([3, 4, 5], 1)], partition=7)
+    cols, tuple_mode, narrow = columns.records_to_columns([([1, 2, 255], 0), ([3, 4, 5], 1)], partition=7)
     assert tuple_mode and narrow == [0] and cols[0].dtype == np.uint8 and cols[1].tolist() == [0, 1]
-    cols, _, narrow = feed.records_to_columns([[1, 2, 300], [3, 4, 5]], partition=7)
+    cols, _, narrow = columns.records_to_columns([[1, 2, 300], [3, 4, 5]], partition=7)
     assert narrow == [] and cols[0].dtype == np.int64
     with pytest.raises(ValueError, match=r"partition 7: field 0 of record 1 has shape \(2,\)"):
-        feed.records_to_columns([([1, 2, 3], 0), ([1, 2], 0)], partition=7)
+        columns.records_to_columns([([1, 2, 3], 0), ([1, 2], 0)], partition=7)
     with pytest.raises(ValueError, match="partition 3: record 1 is"):
-        feed.records_to_columns([(1, 2), (1,)], partition=3)
+        columns.records_to_columns([(1, 2), (1,)], partition=3)
     with pytest.raises(ValueError, match="partition 4"):
-        feed.records_to_columns([1.0, None], partition=4)
+        columns.records_to_columns([1.0, None], partition=4)
 
 
 @pytest.fixture
@@ -150,7 +150,7 @@ def node_feed(tmp_path, monkeypatch):
     """A NodeFeed as the TF process would run it, with its node.json where feeding tasks look."""
     monkeypatch.chdir(tmp_path)
     nf = feed.NodeFeed(KEY, capacity=2)
-    folder = feed.state_dir("c1")
+    folder = feeder.state_dir("c1")
     folder.mkdir(parents=True)
     (folder / "node.json").write_text(json.dumps({"executor_id": 0, "job_name": "worker", "task_index": 0,
                                                   "feed_port": nf.port}))
@@ -159,9 +159,9 @@ def node_feed(tmp_path, monkeypatch):
 
 
 def test_inference_with_uneven_batches_returns_every_result(node_feed):
-    target = feed.FeedTarget("c1", KEY, feed_timeout=30, chunk_records=7)
+    target = feeder.FeedTarget("c1", KEY, feed_timeout=30, chunk_records=7)
     out = {}
-    t = threading.Thread(target=lambda: out.setdefault("r", list(feed.infer_partition(target, 0, iter(
+    t = threading.Thread(target=lambda: out.setdefault("r", list(feeder.infer_partition(target, 0, iter(
         [[i, i] for i in range(101)])))))
     t.start()
     df = feed.DataFeed(node_feed, train_mode=False)
@@ -177,9 +177,9 @@ def test_inference_with_uneven_batches_returns_every_result(node_feed):
 
 
 def test_training_feed_is_bounded_and_ends(node_feed):
-    target = feed.FeedTarget("c1", KEY, feed_timeout=30, chunk_records=10)
+    target = feeder.FeedTarget("c1", KEY, feed_timeout=30, chunk_records=10)
     sent = {}
-    t = threading.Thread(target=lambda: sent.setdefault("n", feed.feed_partition(
+    t = threading.Thread(target=lambda: sent.setdefault("n", feeder.feed_partition(
         target, 0, iter([([1] * 4, i) for i in range(200)]))))
     t.start()
     time.sleep(0.5)
@@ -198,7 +198,7 @@ def test_training_feed_is_bounded_and_ends(node_feed):
 def test_feeder_fails_at_once_with_the_tf_traceback(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     server = socket.create_server(("127.0.0.1", 0))
-    target = feed.FeedTarget("c2", KEY, feed_timeout=600, chunk_records=10)
+    target = feeder.FeedTarget("c2", KEY, feed_timeout=600, chunk_records=10)
     target.state_dir.mkdir(parents=True)
     (target.state_dir / "node.json").write_text(json.dumps({"executor_id": 0, "job_name": "worker",
                                                             "task_index": 0, "feed_port": server.getsockname()[1]}))
@@ -214,25 +214,25 @@ def test_feeder_fails_at_once_with_the_tf_traceback(tmp_path, monkeypatch):
     threading.Thread(target=dying_tf_process, daemon=True).start()
     started = time.monotonic()
     with pytest.raises(RuntimeError, match="(?s)died.*tf exploded"):
-        feed.feed_partition(target, 5, iter([([1] * 4, i) for i in range(100_000)]))
+        feeder.feed_partition(target, 5, iter([([1] * 4, i) for i in range(100_000)]))
     assert time.monotonic() - started < 15
     server.close()
 
 
 def test_a_partition_on_an_executor_without_a_feed_goes_to_a_feeding_node_elsewhere(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    feeds = (feed.FeedAddress("10.0.0.2", 4001, "executor 1 (worker:0)"),
-             feed.FeedAddress("10.0.0.3", 4002, "executor 2 (worker:1)"))
-    target = feed.FeedTarget("c1", b"k" * 32, 60.0, feeds=feeds)
-    assert feed.feed_address(target, 5) == ("10.0.0.3", 4002)  # no node here at all: partition modulo feeders
+    feeds = (feeder.FeedAddress("10.0.0.2", 4001, "executor 1 (worker:0)"),
+             feeder.FeedAddress("10.0.0.3", 4002, "executor 2 (worker:1)"))
+    target = feeder.FeedTarget("c1", b"k" * 32, 60.0, feeds=feeds)
+    assert feeder.feed_address(target, 5) == ("10.0.0.3", 4002)  # no node here at all: partition modulo feeders
     target.state_dir.mkdir(parents=True)
     (target.state_dir / "node.json").write_text(json.dumps(
         {"executor_id": 0, "job_name": "ps", "task_index": 0, "feed_port": None}))
-    assert feed.feed_address(target, 4) == ("10.0.0.2", 4001)  # a ps here
+    assert feeder.feed_address(target, 4) == ("10.0.0.2", 4001)  # a ps here
     assert "worker:0" in str(target.failure(ConnectionResetError("gone"), 4))  # names the node it went to
     (target.state_dir / "node.json").write_text(json.dumps(
         {"executor_id": 0, "job_name": "worker", "task_index": 2, "feed_port": 4555, "feed_host": "10.0.0.1"}))
-    assert feed.feed_address(target, 4) == ("10.0.0.1", 4555)  # a feeding node here: always that one
-    alone = feed.FeedTarget("c2", b"k" * 32, 60.0)
+    assert feeder.feed_address(target, 4) == ("10.0.0.1", 4555)  # a feeding node here: always that one
+    alone = feeder.FeedTarget("c2", b"k" * 32, 60.0)
     with pytest.raises(RuntimeError, match=r"partition 3: this executor runs no tfoy TF node .* no node elsewhere"):
-        feed.feed_address(alone, 3)
+        feeder.feed_address(alone, 3)

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from tfnode.spark import feed, wire
+from tfnode.spark import feed, feeder, wire
 from tfnode.spark.reservation import ReservationClient, ReservationServer, Slot, connection_limit
 
 KEY = b"k" * 32
@@ -167,7 +167,7 @@ def test_oversized_failure_report_is_cut_to_fit_a_frame():
 @pytest.fixture
 def feed_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    folder = feed.state_dir("c1")
+    folder = feeder.state_dir("c1")
     folder.mkdir(parents=True)
     return folder
 
@@ -194,9 +194,9 @@ def test_feed_gives_up_on_a_full_buffer_nobody_drains(caplog, feed_dir):
     caplog.set_level(logging.WARNING)
     node_feed = feed.NodeFeed(KEY, capacity=1)
     _publish(feed_dir, node_feed)
-    target = feed.FeedTarget("c1", KEY, feed_timeout=0.5, chunk_records=10)
+    target = feeder.FeedTarget("c1", KEY, feed_timeout=0.5, chunk_records=10)
     with pytest.raises(TimeoutError, match=r"partition 4: .*feed_timeout"):
-        feed.feed_partition(target, 4, iter([([1] * 4, i) for i in range(100)]))
+        feeder.feed_partition(target, 4, iter([([1] * 4, i) for i in range(100)]))
     assert _wait_for(lambda: _logged(caplog, "partition 4: the TF process took no data", "stayed full"), 5)
     node_feed.close()
 
@@ -214,12 +214,12 @@ def test_data_feed_wait_for_data_is_bounded_and_says_what_it_waited_for():
 def test_inference_feeder_returns_promptly_when_the_tf_node_terminates(feed_dir):
     node_feed = feed.NodeFeed(KEY, capacity=2)
     _publish(feed_dir, node_feed)
-    target = feed.FeedTarget("c1", KEY, feed_timeout=30, chunk_records=100)
+    target = feeder.FeedTarget("c1", KEY, feed_timeout=30, chunk_records=100)
     endless = (np.zeros(10_000, np.float32) for _ in iter(int, 1))  # the sender never runs out
     out: dict = {}
 
     def run() -> None:
-        out["results"] = list(feed.infer_partition(target, 0, endless))
+        out["results"] = list(feeder.infer_partition(target, 0, endless))
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()

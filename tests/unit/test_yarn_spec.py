@@ -12,13 +12,13 @@ import pytest
 import yaml
 
 from hdfs_io import native_build
-from tfnode import barrier as kvb
 from tfnode import contract
-from tfnode.bootstrap import cuda_visible_devices
 from tfnode.contract import JobRuntime
+from tfnode.yarn import barrier as kvb
+from tfnode.yarn.bootstrap import cuda_visible_devices
 from yarn_app import cluster
 from yarn_app.application import Shipping, build_application_spec, job_runtime
-from yarn_app.env import build_code_zip
+from yarn_app.code_zip import build_code_zip
 from yarn_app.spec import JobSpec, SpecError, apply_overrides, load_spec, parse_memory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,7 +152,7 @@ def test_application_spec_translation_gpus_env_and_files():
     assert chief.env["CUDA_VISIBLE_DEVICES"] == ""  # CPU task hides GPUs
     assert str(worker.files["tfoy_env"].visibility) == "PUBLIC" and str(worker.files["tfoy_env"].type) == "ARCHIVE"
     assert str(worker.files["tfoy_code"].type) == "ARCHIVE"
-    assert worker.script == "exec ./tfoy_env/bin/python3.11 -m tfnode.bootstrap"
+    assert worker.script == "exec ./tfoy_env/bin/python3.11 -m tfnode.yarn.bootstrap"
     assert worker.env["FOO"] == "bar" and worker.env["TFOY_ROLE"] == "worker"
     assert worker.env["PYTHONDONTWRITEBYTECODE"] == "1"  # never write into archives other containers share
     runtime = JobRuntime.decode(worker.env["TFOY_JOB"])
@@ -165,7 +165,7 @@ def test_installed_python_ships_no_archive():
     spec = spec_of(python_env={"python": "/opt/py/bin/python3"})
     app = build_application_spec(spec, Shipping(code_zip="/tmp/c.zip", python="/opt/py/bin/python3"))
     assert "tfoy_env" not in app.services["worker"].files
-    assert app.services["worker"].script.startswith("exec /opt/py/bin/python3 -m tfnode.bootstrap")
+    assert app.services["worker"].script.startswith("exec /opt/py/bin/python3 -m tfnode.yarn.bootstrap")
 
 
 def test_cuda_visible_devices_follows_the_grant():
@@ -194,7 +194,7 @@ def test_barrier_key_parsing():
 def test_code_zip_contains_the_packages(tmp_path):
     z = build_code_zip(tmp_path / "code.zip", ROOT)
     names = zipfile.ZipFile(z).namelist()
-    assert "tfnode/bootstrap.py" in names and "yarn_app/client.py" in names and "hdfs_io/paths.py" in names
+    assert "tfnode/yarn/bootstrap.py" in names and "yarn_app/client.py" in names and "hdfs_io/paths.py" in names
     assert "hdfs_io/native/tf_bridge.cc" in names and not any("/target/" in n for n in names)
     # the native libraries ./build.sh setup built travel with the code (containers cannot build them)
     built = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "hdfs_io" / "native").glob("*.so"))
@@ -205,7 +205,7 @@ def test_code_zip_contains_the_packages(tmp_path):
 
 
 def test_env_key_is_stable_and_depends_on_exclusions():
-    from yarn_app.env import env_key
+    from yarn_app.python_env import env_key
 
     assert env_key(("pyspark",)) == env_key(("pyspark",))
     assert env_key(("pyspark",)) != env_key(("pyspark", "numpy"))
@@ -213,7 +213,7 @@ def test_env_key_is_stable_and_depends_on_exclusions():
 
 
 def test_evaluator_is_not_a_member_of_the_training_cluster():
-    from tfnode.bootstrap import task_tf_config
+    from tfnode.yarn.bootstrap import task_tf_config
 
     cluster = {"chief": ["h:1"], "worker": ["h:2"], "evaluator": ["h:3"]}
     ev = json.loads(task_tf_config(cluster, "evaluator", 0))

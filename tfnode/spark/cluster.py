@@ -21,7 +21,7 @@ from typing import Any
 
 from tfnode import keras_compat
 from tfnode.contract import FEEDLESS_ROLES
-from tfnode.spark.feed import FeedAddress, FeedTarget, feed_partition, infer_partition, state_dir
+from tfnode.spark.feeder import FeedAddress, FeedTarget, feed_partition, infer_partition, state_dir
 from tfnode.spark.node import NodeLaunch
 from tfnode.spark.reservation import NodeState, ReservationServer, Slot
 
@@ -117,7 +117,7 @@ def _train_arrow_task(target: FeedTarget, columns: list[str], batches: Any) -> A
     import pyarrow as pa
     from pyspark import TaskContext
 
-    from tfnode.spark.feed import arrow_chunks
+    from tfnode.spark.columns import arrow_chunks
 
     partition = TaskContext.get().partitionId()
     sent = feed_partition(target, partition, chunks=arrow_chunks(batches, columns, target.chunk_records, partition))
@@ -166,7 +166,7 @@ def _infer_arrow_task(target: FeedTarget, columns: list[str], batches: Any) -> A
     import pyarrow as pa
     from pyspark import TaskContext
 
-    from tfnode.spark.feed import arrow_chunks
+    from tfnode.spark.columns import arrow_chunks
 
     partition = TaskContext.get().partitionId()
     results = infer_partition(target, partition,

@@ -335,7 +335,7 @@ def _transform_batches(plan: _Plan, schema_json: str, batches: Iterator[Any]) ->
     from pyspark.sql.pandas.types import to_arrow_schema
     from pyspark.sql.types import StructType
 
-    from tfnode.spark.feed import arrow_columns
+    from tfnode.spark.columns import arrow_columns
 
     out_schema = to_arrow_schema(StructType.fromJson(json.loads(schema_json)))
     kinds = [out_schema.field(column).type for _, column, _ in plan.outputs]
