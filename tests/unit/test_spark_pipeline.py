@@ -9,7 +9,8 @@ import pyarrow as pa
 import pytest
 
 from tfnode.spark.cluster import InputMode
-from tfnode.spark.pipeline import Namespace, TensorSpec, TFEstimator, TFModel, _arrow_array, _as_input, _output_type
+from tfnode.spark.pipeline import Namespace, TFEstimator, TFModel
+from tfnode.spark.signature import TensorSpec, arrow_array, as_input, output_type
 
 
 def _train(args, ctx):  # never run here
@@ -47,20 +48,20 @@ def test_model_defaults_and_namespace_forms():
 
 
 def test_outputs_become_spark_types_nested_as_deep_as_their_dimensions():
-    assert _output_type(TensorSpec("y", "float32", (-1,))) == "float"
-    assert _output_type(TensorSpec("y", "float32", (-1, 10))) == "array<float>"
-    assert _output_type(TensorSpec("y", "int64", (-1, 2, 3))) == "array<array<bigint>>"
+    assert output_type(TensorSpec("y", "float32", (-1,))) == "float"
+    assert output_type(TensorSpec("y", "float32", (-1, 10))) == "array<float>"
+    assert output_type(TensorSpec("y", "int64", (-1, 2, 3))) == "array<array<bigint>>"
     with pytest.raises(ValueError, match=r"output y complex64 \(None\) has a dtype with no Spark column type"):
-        _output_type(TensorSpec("y", "complex64", (-1,)))
+        output_type(TensorSpec("y", "complex64", (-1,)))
     values = np.arange(12, dtype=np.float32).reshape(2, 2, 3)
-    array = _arrow_array(values, pa.list_(pa.list_(pa.float32())))
+    array = arrow_array(values, pa.list_(pa.list_(pa.float32())))
     assert array.to_pylist() == values.tolist()
 
 
 def test_inputs_are_cast_and_reshaped_to_the_signature_or_named():
     spec = TensorSpec("image", "float32", (-1, 28, 28, 1))
-    out = _as_input(np.zeros((5, 784), dtype=np.int64), "pixels", spec)
+    out = as_input(np.zeros((5, 784), dtype=np.int64), "pixels", spec)
     assert out.shape == (5, 28, 28, 1) and out.dtype == np.float32
     with pytest.raises(ValueError, match=r"column 'pixels' holds values of shape \(783,\), which cannot be reshaped "
                                          r"to the signature's input image float32 \(None, 28, 28, 1\)"):
-        _as_input(np.zeros((5, 783)), "pixels", spec)
+        as_input(np.zeros((5, 783)), "pixels", spec)
