@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tfnode.spark import feed, feeder, wire
+from tfnode.spark.listener import Listener
 from tfnode.spark.reservation import ReservationClient, ReservationServer, Slot, connection_limit
 
 KEY = b"k" * 32
@@ -142,7 +143,7 @@ def test_a_registered_node_that_falls_silent_is_dropped_as_gone(caplog):
 
 
 def test_a_node_whose_driver_falls_silent_counts_it_as_lost():
-    listener = wire.Listener("127.0.0.1", KEY, lambda conn: time.sleep(30), max_connections=2, name="mute-driver")
+    listener = Listener("127.0.0.1", KEY, lambda conn: time.sleep(30), max_connections=2, name="mute-driver")
     client = ReservationClient(("127.0.0.1", listener.port), KEY, heartbeat=0.2, idle_timeout=1.0)
     lost = threading.Event()
     started = time.monotonic()

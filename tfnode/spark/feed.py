@@ -32,6 +32,7 @@ import numpy as np
 
 from tfnode.spark import wire
 from tfnode.spark.columns import columns_to_rows
+from tfnode.spark.listener import Listener
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class NodeFeed:
         self.terminated = threading.Event()
         self.hello_timeout = hello_timeout
         self.host = host
-        self._listener = wire.Listener(host, key, self._serve,
+        self._listener = Listener(host, key, self._serve,
                                        max_connections=max_connections or feed_connection_limit(),
                                        name="tfoy-feed", timeouts=timeouts)
         self.port = self._listener.port

@@ -24,6 +24,7 @@ from typing import Any
 from tfnode import cluster_spec as cs
 from tfnode import progress
 from tfnode.spark import wire
+from tfnode.spark.listener import Listener
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ class ReservationServer:
         self._cond = threading.Condition()
         self._stopped = threading.Event()
         self._error: str | None = None
-        self._listener = wire.Listener("0.0.0.0", secret, self._serve, max_connections=self.max_connections,
+        self._listener = Listener("0.0.0.0", secret, self._serve, max_connections=self.max_connections,
                                        name="tfoy-reservation", timeouts=timeouts)
         self.address = (host or host_address(), self._listener.port)
         threading.Thread(target=self._heartbeat_loop, name="tfoy-reservation-heartbeat", daemon=True).start()

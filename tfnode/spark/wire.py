@@ -18,7 +18,7 @@ first tag checks out, and a stranger must not cost more than a small, bounded am
   and waiting for a frame to start is always bounded by the caller; a slow or silent peer is dropped with a message
   naming its address and what this side waited for.
 * Threads: a `Connection` owns its socket, tags and counters; a frame is sent whole under its lock, so frames from
-  several threads never interleave. `Listener` caps the connections served at once.
+  several threads never interleave. listener.py's `Listener` caps the connections served at once.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,7 @@ _GREETING = b"tfoy-wire/2\n"  # protocol name and version: anything else is not 
 _LABEL = b"tfoy-frame/2\x00"
 _TO_SERVER = b"c2s"
 _TO_CLIENT = b"s2c"
-_STEP = 0.25  # every socket call waits at most this long; deadlines are enforced around the calls
+STEP = 0.25  # every socket call waits at most this long; deadlines are enforced around the calls
 
 MAX_HEADER = 1 << 20  # JSON only: control messages, chunk descriptions, a (truncated) traceback
 MAX_PAYLOAD = 4 << 30
@@ -83,7 +83,7 @@ class Timeouts:
 DEFAULT_TIMEOUTS = Timeouts()
 
 
-def _peer_name(sock: socket.socket) -> str:
+def peer_name(sock: socket.socket) -> str:
     try:
         addr = sock.getpeername()
     except OSError:
@@ -93,7 +93,7 @@ def _peer_name(sock: socket.socket) -> str:
     return f"local socket {addr or '(unnamed)'}"
 
 
-def _close_quietly(sock: socket.socket) -> None:
+def close_quietly(sock: socket.socket) -> None:
     try:
         sock.shutdown(socket.SHUT_RDWR)  # wakes threads blocked on the socket
     except OSError:
@@ -156,13 +156,13 @@ def _decode(head: bytes, payload: bytearray, peer: str) -> tuple[dict[str, Any],
 
 class _Stream:
     """A socket's bytes with deadlines. Why not socket timeouts: a trickling peer resets them with every byte, and a
-    timeout set by one thread would change another's wait; here each call waits at most _STEP and the loop keeps
+    timeout set by one thread would change another's wait; here each call waits at most STEP and the loop keeps
     the deadline."""
 
     def __init__(self, sock: socket.socket) -> None:
-        sock.settimeout(_STEP)
+        sock.settimeout(STEP)
         self.sock = sock
-        self.peer = _peer_name(sock)
+        self.peer = peer_name(sock)
         self._closed = threading.Event()
 
     @property
@@ -172,7 +172,7 @@ class _Stream:
     def close(self) -> None:
         if not self._closed.is_set():
             self._closed.set()
-            _close_quietly(self.sock)
+            close_quietly(self.sock)
 
     def read(self, n: int, deadline: float, what: str, *, idle: bool = False) -> bytearray:
         """Exactly n bytes by `deadline`, however the peer spreads them out (a trickle is as late as silence)."""
@@ -358,79 +358,3 @@ class Connection:
 
     def close(self) -> None:
         self._stream.close()
-
-
-class Listener:
-    """A TCP server that runs `handler(connection)` in a thread per connection, at most `max_connections` at once.
-
-    Why: a thread per connection is simple and fits the few connections expected (one per node, one per feeding
-    task), but without a cap a stranger could open connections until threads or memory run out; beyond the cap
-    connections are closed at once with a warning. The handshake happens in the connection's thread, so a slow
-    peer never holds up `accept`. The handler owns the connection: it decides when to close it (a failed handler
-    has it closed).
-    """
-
-    def __init__(self, host: str, key: bytes, handler: Callable[[Connection], None], *, max_connections: int,
-                 name: str, timeouts: Timeouts = DEFAULT_TIMEOUTS) -> None:
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
-        self.name = name
-        self.max_connections = max_connections
-        self._key = key
-        self._handler = handler
-        self._timeouts = timeouts
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self._live: set[Connection] = set()
-        self._lock = threading.Lock()
-        self._closed = threading.Event()
-        self._sock = socket.create_server((host, 0))
-        self._sock.settimeout(_STEP)  # so close() ends the accept loop
-        self.port: int = self._sock.getsockname()[1]
-        threading.Thread(target=self._accept_loop, name=name, daemon=True).start()
-
-    def _accept_loop(self) -> None:
-        while not self._closed.is_set():
-            try:
-                sock, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if not self._slots.acquire(blocking=False):
-                log.warning("%s: refused a connection from %s: already %d connections open (the limit)",
-                            self.name, _peer_name(sock), self.max_connections)
-                _close_quietly(sock)
-                continue
-            threading.Thread(target=self._serve, args=(sock,), name=f"{self.name}-conn", daemon=True).start()
-
-    def _serve(self, sock: socket.socket) -> None:
-        peer = _peer_name(sock)
-        conn: Connection | None = None
-        try:
-            conn = Connection.handshake(sock, self._key, server=True, timeouts=self._timeouts)
-            with self._lock:
-                if self._closed.is_set():
-                    conn.close()
-                    return
-                self._live.add(conn)
-            self._handler(conn)
-        except Exception as e:  # noqa: BLE001 - one bad connection must not take the server down
-            log.warning("%s: dropped the connection from %s: %s", self.name, peer, e)
-            if conn is not None:
-                conn.close()
-            else:
-                _close_quietly(sock)
-        finally:
-            if conn is not None:
-                with self._lock:
-                    self._live.discard(conn)
-            self._slots.release()
-
-    def close(self) -> None:
-        """Stops accepting and closes the connections being served (their handlers see ConnectionError)."""
-        self._closed.set()
-        self._sock.close()
-        with self._lock:
-            live = list(self._live)
-        for conn in live:
-            conn.close()
