@@ -99,7 +99,7 @@ def split_csv_line(text: str, delim: str) -> tuple[list[str], str | None, bool]:
     RFC 4180's within a record: a field may be quoted, with the delimiter, newlines and doubled quotes inside; an
     unquoted field may hold no quote, CR or LF (TF skips those where a field starts). The Python check must
     reject exactly what TF rejects, or a bad line goes unnamed ("no bad line was found") and skip mode cannot cut
-    it out (tests/unit/test_records_csv_quoting.py compares the two)."""
+    it out (tests/unit/test_csv_check_quoting.py compares the two)."""
     if '"' not in text and "\r" not in text and "\n" not in text:
         return (text.split(delim) if text else []), None, False  # TF sees no field at all in an empty line
     fields: list[str] = []

@@ -315,7 +315,7 @@ def test_skipped_bad_length_is_logged_as_a_checksum_mismatch(hdfs_tmp, caplog, h
 
 
 def test_many_corrupt_records_in_one_file_are_skipped_in_a_bounded_number_of_reads(hdfs_tmp, tmp_path, monkeypatch):
-    from tests.unit.test_records_skip_passes import ReadCounter
+    from tests.unit.test_skip_mode_read_passes import ReadCounter
 
     uri = _write_parts(hdfs_tmp, 1, 300)[0]
     data = bytearray(fs.read_bytes(uri))
