@@ -145,7 +145,8 @@ def wait_for_peers(kv, gen: int, roles: Mapping[str, int], timeout: float,
                    on_poll: Callable[[], None] | None = None) -> dict[tuple[str, int], str]:
     """Blocks until every expected task registered in generation `gen`; returns {(role, i): "host:port"}.
 
-    Raises BarrierTimeout naming the missing tasks, GenerationChanged if a peer restarted meanwhile.
+    Raises BarrierTimeout naming the missing tasks, GenerationChanged if a peer restarted meanwhile (even when every
+    task registered in `gen`: the restarted peer's address there is its predecessor's).
     """
     import skein
 
@@ -155,11 +156,11 @@ def wait_for_peers(kv, gen: int, roles: Mapping[str, int], timeout: float,
     interval = barrier_poll_interval(len(want))
     while True:
         addrs, raw_gen = kv.transaction(on_success=poll).results
+        if (int(raw_gen) if raw_gen else 0) != gen:
+            raise GenerationChanged(f"generation {gen} superseded")
         have = parse_task_keys(addrs, addr_prefix(gen))
         if all(t in have for t in want):
             return {t: have[t].decode() for t in want}
-        if (int(raw_gen) if raw_gen else 0) != gen:
-            raise GenerationChanged(f"generation {gen} superseded")
         if time.monotonic() > deadline:
             raise BarrierTimeout([task_name(*t) for t in want if t not in have], timeout)
         if on_poll:

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from tfnode import contract, progress
@@ -46,6 +47,7 @@ STACK_DUMP_WAIT_S = 2.0
 RESTART_WAIT_S = 90  # how long a failed task waits for a restarted peer before reporting its failure
 ACK_WAIT_S = 10
 CHILD_STOP_GRACE_S = 5
+CHILD_POLL_S = 0.5  # how often the supervisor looks at its child, the generation and the chief's outcome
 
 
 def cuda_visible_devices(gpus: int, environ: dict[str, str]) -> str:
@@ -126,6 +128,17 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def _exit_text(code: int) -> str:
+    """How the task process ended, when it left no traceback: Popen's negative code is the signal that killed it."""
+    if code >= 0:
+        return f"task process exited with code {code}"
+    try:
+        name = f" ({signal.Signals(-code).name})"
+    except ValueError:
+        name = ""
+    return f"task process was killed by signal {-code}{name}"
+
+
 class Supervisor:
     def __init__(self, kv, job: contract.JobRuntime, role: str, container_id: str, host: str):
         self.kv, self.job, self.role, self.container_id, self.host = kv, job, role, container_id, host
@@ -192,7 +205,7 @@ class Supervisor:
         while time.monotonic() < deadline:
             if kvb.current_generation(self.kv) != gen:
                 return True
-            time.sleep(0.5)
+            time.sleep(CHILD_POLL_S)
         return False
 
     def _run_child(self, cluster: dict[str, list[str]], gen: int) -> str:
@@ -226,7 +239,7 @@ class Supervisor:
                 watch.poll()
                 if code == 0:
                     return "ok"
-                return result.read_text() if result.exists() else f"task process exited with code {code}"
+                return result.read_text() if result.exists() else _exit_text(code)
             if kvb.current_generation(self.kv) != gen:
                 _stop(proc)
                 return "restart"
@@ -235,29 +248,30 @@ class Supervisor:
                 return "ok"
             if watch.poll():
                 return watch.stall(proc, stacks_file, f"{self.role}:{self.index}")
-            time.sleep(0.5)
+            time.sleep(CHILD_POLL_S)
 
 
 class ProgressWatch:
     """The supervisor's side of tfnode.progress: copies the TF process's snapshots into the KV (where `tfoy submit`
     and `tfoy status` read them) and, with a timeout, notices a task that stopped making progress."""
 
-    def __init__(self, kv, key: str, path: Path, timeout: float | None) -> None:
-        self.kv, self.key, self.path, self.timeout = kv, key, path, timeout
+    def __init__(self, kv, key: str, path: Path, timeout: float | None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.kv, self.key, self.path, self.timeout, self.clock = kv, key, path, timeout, clock
         self.last_seq: int | None = None
-        self.last_change = time.monotonic()
+        self.last_change = clock()
 
     def poll(self) -> bool:
         """Forwards a new snapshot; True when the watchdog's time is up."""
         snap = progress.read_snapshot(self.path)
         if snap is not None and snap.get("seq") != self.last_seq:
             self.last_seq = snap.get("seq")
-            self.last_change = time.monotonic()
+            self.last_change = self.clock()
             try:
                 self.kv.put(self.key, json.dumps(snap).encode())
             except Exception as e:  # noqa: BLE001 - the AM going away ends us soon anyway
                 log.debug("progress to the KV: %s", e)
-        return self.timeout is not None and time.monotonic() - self.last_change > self.timeout
+        return self.timeout is not None and self.clock() - self.last_change > self.timeout
 
     def stall(self, proc: subprocess.Popen, stacks_file: Path, task: str) -> str:
         """Dumps every thread's Python stack of the stuck TF process (faulthandler, SIGUSR1), stops it, and
