@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from hdfs_io.fs import NameNodeUnreachableError
 from hdfs_io.kerberos import KerberosError
-from yarn_app import client, live
+from yarn_app import client, job_view, live
 from yarn_app.cluster import ClusterError
 from yarn_app.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UnknownApplicationError
 from yarn_app.spec import SpecError, load_spec
@@ -220,8 +220,8 @@ def _status(args: argparse.Namespace) -> int:
         if code is None:
             raise
         return code
-    if prog.state in client.FINAL_STATES and (code := _ended_status(args.app_id, args.history_dir,
-                                                                    args.json)) is not None:
+    if prog.state in job_view.FINAL_STATES and (code := _ended_status(args.app_id, args.history_dir,
+                                                                      args.json)) is not None:
         return code
     if args.json:
         print(json.dumps(prog.to_dict(), indent=2))

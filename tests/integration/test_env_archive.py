@@ -23,9 +23,9 @@ import skein
 
 from hdfs_io import fs
 from hdfs_io.paths import absolute_uri
-from yarn_app import client as tfoy_client
 from yarn_app import env_archive, python_env
 from yarn_app.application import ENV_LINK, build_application_spec
+from yarn_app.shipping import prepare_shipping
 from yarn_app.spec import JobSpec
 
 pytestmark = pytest.mark.integration
@@ -265,7 +265,7 @@ def test_a_foreign_file_with_the_right_name_is_replaced(envs, caplog):
 def env_visibility(tmp_path: Path, hdfs, spec_dict: dict = SPEC) -> str:
     """What submit ships for `archive: auto`: prepare_shipping, then the skein spec's env archive visibility."""
     spec = JobSpec.from_dict(spec_dict)
-    app = build_application_spec(spec, tfoy_client.prepare_shipping(spec, tmp_path, hdfs))
+    app = build_application_spec(spec, prepare_shipping(spec, tmp_path, hdfs))
     return str(app.services["worker"].files[ENV_LINK].visibility)
 
 
@@ -310,7 +310,7 @@ def test_yarn_localizes_an_archive_it_cannot_cache_publicly(envs, tmp_path, hdfs
     container gets the env archive exactly as build_application_spec describes it, and checks it was unpacked."""
     envs.hdfs.set_permission(envs.home, home_mode)
     spec = JobSpec.from_dict(spec_dict)
-    app_spec = build_application_spec(spec, tfoy_client.prepare_shipping(spec, tmp_path, hdfs))
+    app_spec = build_application_spec(spec, prepare_shipping(spec, tmp_path, hdfs))
     assert str(app_spec.services["worker"].files[ENV_LINK].visibility) == "APPLICATION"
     probe = skein.Service(
         resources=skein.Resources(memory=128, vcores=1),

@@ -14,7 +14,7 @@ import pytest
 
 from tfnode import contract, progress
 from tfnode.yarn import barrier, bootstrap
-from yarn_app import client as yc
+from yarn_app import cluster, job_view
 from yarn_app.application import Shipping, build_application_spec, job_runtime
 from yarn_app.spec import JobSpec, SpecError
 
@@ -113,7 +113,7 @@ class _Yarn:
 
 
 def test_what_the_supervisors_write_is_what_the_client_shows(monkeypatch, tmp_path):
-    monkeypatch.setattr(yc.cluster, "tracking_url", lambda app_id: "")
+    monkeypatch.setattr(cluster, "tracking_url", lambda app_id: "")
     job = job_runtime(JobSpec.from_dict(SPEC))
     kv = KV()
     chief = bootstrap.Supervisor(kv, job, "chief", "container_1", "h1")
@@ -130,7 +130,8 @@ def test_what_the_supervisors_write_is_what_the_client_shows(monkeypatch, tmp_pa
     assert time.monotonic() - started < bootstrap.ACK_WAIT_S  # the acknowledgement was the one it waits for
     assert barrier.chief_has_ended(kv, job.chief_task, restartable=False)
 
-    prog = yc.snapshot(_Yarn(kv), "application_1_0001", _Yarn(kv), yc.expected_task_names(JobSpec.from_dict(SPEC)))
+    prog = job_view.snapshot(_Yarn(kv), "application_1_0001", _Yarn(kv),
+                             job_view.expected_task_names(JobSpec.from_dict(SPEC)))
     tasks = prog.tasks
     assert set(tasks) == {"chief:0", "worker:0", "worker:1", "evaluator:0", "tensorboard:0"}
     assert tasks["chief:0"].state == "failed" and tasks["chief:0"].container == "container_1"

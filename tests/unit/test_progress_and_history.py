@@ -7,7 +7,7 @@ import logging
 
 from tfnode import progress
 from yarn_app import history, history_page, live
-from yarn_app.client import Progress, TaskView
+from yarn_app.job_view import Progress, TaskView
 
 
 class Clock:

@@ -260,8 +260,9 @@ class _FakeYarn:
 
 
 def test_watch_names_a_side_role_that_ended_and_still_succeeds_and_records_it(monkeypatch, tmp_path):
-    from yarn_app import client as yc
     from yarn_app import history
+    from yarn_app import watch as yw
+    from yarn_app.errors import EXIT_OK
 
     class KV(dict):
         def get_prefix(self, prefix):
@@ -269,12 +270,12 @@ def test_watch_names_a_side_role_that_ended_and_still_succeeds_and_records_it(mo
 
     fake = _FakeYarn()
     fake.kv = KV()
-    monkeypatch.setattr(yc, "POLL_S", 0)
-    monkeypatch.setattr(yc.cluster, "tracking_url", lambda app_id: "")
+    monkeypatch.setattr(yw, "POLL_S", 0)
+    monkeypatch.setattr(cluster, "tracking_url", lambda app_id: "")
     lines: list[str] = []
     spec = spec_of(roles={"chief": {}, "worker": {"instances": 1}, "evaluator": {}},
                    history_dir=f"file://{tmp_path}/history")
-    assert yc.watch(fake, "application_1_0001", spec, out=lines.append) == yc.EXIT_OK
+    assert yw.watch(fake, "application_1_0001", spec, out=lines.append) == EXIT_OK
     text = "\n".join(lines)
     assert "container container_evaluator of task evaluator:0 ended: Container killed" in text
     assert "training goes on without it" in text and "failed beside it: evaluator:0" in text
@@ -284,7 +285,7 @@ def test_watch_names_a_side_role_that_ended_and_still_succeeds_and_records_it(mo
 
 
 def test_secret_env_values_ship_as_a_private_file_not_in_any_environment(tmp_path):
-    from yarn_app.client import write_secrets
+    from yarn_app.shipping import write_secrets
 
     spec = spec_of(env={"PLAIN": "1", "API_TOKEN": "s3cr3t-value"}, security={"secret_env": ["API_TOKEN"]})
     secrets = write_secrets(spec, tmp_path)
