@@ -15,7 +15,7 @@ from collections.abc import Callable
 from hdfs_io.fs import NameNodeUnreachableError
 from hdfs_io.kerberos import KerberosError
 from yarn_app import client, job_view, live
-from yarn_app.cluster import ClusterError
+from yarn_app.cluster_checks import ClusterError
 from yarn_app.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UnknownApplicationError
 from yarn_app.spec import SpecError, load_spec
 

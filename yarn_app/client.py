@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tfnode import contract
-from yarn_app import cluster, env_archive
+from yarn_app import cluster_checks, env_archive
 from yarn_app.application import build_application_spec
 from yarn_app.driver import connect_when_running, default_java_log, start_skein
 from yarn_app.errors import EXIT_INTERRUPTED, EXIT_OK, UnknownApplicationError
@@ -81,7 +81,7 @@ def submit(spec: JobSpec, detach: bool = False, out: Callable[[str], None] = say
 
 def _submit_logged_in(spec: JobSpec, detach: bool, out: Callable[[str], None], reattach_tag: str | None,
                       on_app_id: Callable[[str], None] | None, hdfs_client, login) -> int:
-    cluster.check_against_cluster(spec)
+    cluster_checks.check_against_cluster(spec)
     if reattach_tag and reattach_tag.lower() not in {t.lower() for t in spec.tags}:
         spec.tags = [*spec.tags, reattach_tag]
     with tempfile.TemporaryDirectory(prefix="tfoy-submit-") as tmp:
@@ -100,7 +100,7 @@ def _submit_logged_in(spec: JobSpec, detach: bool, out: Callable[[str], None], r
             if on_app_id:
                 on_app_id(app_id)
             out(f"application id: {app_id}")
-            out(f"tracking URL: {cluster.tracking_url(app_id)}")
+            out(f"tracking URL: {cluster_checks.tracking_url(app_id)}")
             if detach:
                 return EXIT_OK
             return watch(client, app_id, spec, out, java_log=java_log)
@@ -142,8 +142,9 @@ def claimed_run(name: str, tag: str, wait_s: float = CLAIM_WAIT_S) -> Iterator[N
                 if time.monotonic() > deadline:
                     held = time.time() - fs.stat(claim).mtime
                     if held < wait_s:
-                        raise cluster.ClusterError(f"{claim}: another submit of {name} (tag {tag}) still holds this "
-                                                   f"run after {wait_s:.0f}s") from None
+                        raise cluster_checks.ClusterError(
+                            f"{claim}: another submit of {name} (tag {tag}) still holds this run after {wait_s:.0f}s"
+                        ) from None
                     log.warning("%s: taking over a claim left %.0fs ago (its submitter died?)", claim, held)
                     fs.rename(mine, claim, overwrite=True)
                     break
@@ -178,8 +179,8 @@ def _submit(client, spec: JobSpec, ship) -> str:
 def _limit_lifetime(app_id: str, spec: JobSpec, out: Callable[[str], None], detach: bool) -> None:
     """timeouts.job enforced by the ResourceManager too (YARN's application lifetime), not only by this client."""
     try:
-        cluster.set_lifetime(app_id, spec.timeouts.job)
-    except cluster.ClusterError as e:
+        cluster_checks.set_lifetime(app_id, spec.timeouts.job)
+    except cluster_checks.ClusterError as e:
         if detach:
             out(f"warning: timeouts.job is not enforced for this detached application: {e}")
         else:
@@ -228,7 +229,7 @@ def logs(app_id: str, task: str | None = None, timeout: float = 120) -> dict[str
     proc = subprocess.run(["yarn", "logs", "-applicationId", app_id], capture_output=True, text=True,
                           timeout=timeout)
     if proc.returncode != 0 and "Container: " not in proc.stdout:
-        raise cluster.ClusterError(f"yarn logs -applicationId {app_id} failed: {proc.stderr.strip()[-500:]}")
+        raise cluster_checks.ClusterError(f"yarn logs -applicationId {app_id} failed: {proc.stderr.strip()[-500:]}")
     all_logs = parse_yarn_logs(proc.stdout)
     if task is None:
         return all_logs

@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from yarn_app import cluster
+from yarn_app import cluster_checks
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def start_skein(timeout: float = DRIVER_START_TIMEOUT_S, principal: str | None =
     java_log: the driver's log file (True: default_java_log(); None: stderr)."""
     import skein
 
-    cluster.check_reachable(cluster.rm_address(), "ResourceManager", "yarn.resourcemanager.address")
+    cluster_checks.check_reachable(cluster_checks.rm_address(), "ResourceManager", "yarn.resourcemanager.address")
     pool = concurrent.futures.ThreadPoolExecutor(1)
     if java_log is True:
         java_log = default_java_log()
@@ -57,7 +57,7 @@ def start_skein(timeout: float = DRIVER_START_TIMEOUT_S, principal: str | None =
         client = pool.submit(skein.Client, **kwargs).result(timeout=timeout)
     except concurrent.futures.TimeoutError:
         where = f" (its log: {java_log})" if java_log else ""
-        raise cluster.ClusterError(f"the skein driver did not start within {timeout:.0f}s{where}") from None
+        raise cluster_checks.ClusterError(f"the skein driver did not start within {timeout:.0f}s{where}") from None
     finally:
         pool.shutdown(wait=False)
     return client

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 
 from tfnode import contract
-from yarn_app import cluster, live
+from yarn_app import cluster_checks, live
 from yarn_app.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def snapshot(client, app_id: str, app=None, expected: list[str] | None = None) -
     containers and tasks. `expected` names the tasks to show before their supervisors have written anything.
     An AM that stops answering mid-read leaves containers and tasks empty: the next report says how it ended."""
     report = client.application_report(app_id)
-    prog = Progress(app_id, str(report.state), str(report.final_status), cluster.tracking_url(app_id),
+    prog = Progress(app_id, str(report.state), str(report.final_status), cluster_checks.tracking_url(app_id),
                     diagnostics=report.diagnostics or "")
     if app is not None and prog.state == "RUNNING":
         try:

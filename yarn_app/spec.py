@@ -6,7 +6,7 @@ has keys of its own, errors that name the key path, and a YAML round trip (`from
 `_spec_error` words it as ours: `roles.worker.instances: must be >= 0, got -1`. Strict: `instances: "2"` or
 `shared: "yes"` is refused, not coerced; only the strings tfoy passes on (`args`, `tags`, `inputs`, `files`, `env`)
 take numbers. CLI flags override the YAML through `apply_overrides`. Checks that need the cluster (queue, maximum
-allocation, HDFS paths) live in `yarn_app.cluster`, those that read user code in `yarn_app.entry_point`: a spec
+allocation, HDFS paths) live in `yarn_app.cluster_checks`, those that read user code in `yarn_app.entry_point`: a spec
 validates offline.
 """
 

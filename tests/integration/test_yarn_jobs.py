@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import run_cli
-from yarn_app import cluster
+from yarn_app import cluster_checks
 
 pytestmark = pytest.mark.integration
 
@@ -391,7 +391,7 @@ def test_tensorboard_role_serves_log_dir_on_the_tracking_page(tmp_path, toy_data
             time.sleep(2)
         assert "train" in json.loads(body), body[:2000]  # TensorBoard's run list, through YARN's web proxy
         # reached through YARN's tracking URL (the RM web proxy), where users click from the RM UI
-        assert pages["tensorboard"].address == f"http://{cluster.rm_webapp()}/proxy/{app_id}/pages/tensorboard/"
+        assert pages["tensorboard"].address == f"http://{cluster_checks.rm_webapp()}/proxy/{app_id}/pages/tensorboard/"
     finally:
         run_cli(TFOY, "kill", app_id, timeout=120, check=False)
         assert_not_running(skein_client, app_id)

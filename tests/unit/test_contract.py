@@ -14,7 +14,7 @@ import pytest
 
 from tfnode import contract, progress
 from tfnode.yarn import barrier, bootstrap
-from yarn_app import cluster, job_view
+from yarn_app import cluster_checks, job_view
 from yarn_app.application import Shipping, build_application_spec, job_runtime
 from yarn_app.spec import JobSpec, SpecError
 
@@ -113,7 +113,7 @@ class _Yarn:
 
 
 def test_what_the_supervisors_write_is_what_the_client_shows(monkeypatch, tmp_path):
-    monkeypatch.setattr(cluster, "tracking_url", lambda app_id: "")
+    monkeypatch.setattr(cluster_checks, "tracking_url", lambda app_id: "")
     job = job_runtime(JobSpec.from_dict(SPEC))
     kv = KV()
     chief = bootstrap.Supervisor(kv, job, "chief", "container_1", "h1")

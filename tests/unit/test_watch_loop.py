@@ -16,7 +16,7 @@ import pytest
 import skein
 
 from tfnode import contract
-from yarn_app import cluster, history
+from yarn_app import cluster_checks, history
 from yarn_app import watch as yw
 from yarn_app.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from yarn_app.spec import JobSpec
@@ -164,7 +164,7 @@ class Watched:
 def watch(monkeypatch, tmp_path):
     """watch(steps, interrupt_at=None, java_log=None, **spec sections) → Watched, the loop run to its end;
     watch.records: the history records written (also when the loop raised)."""
-    monkeypatch.setattr(cluster, "tracking_url", lambda app_id: f"http://rm/proxy/{app_id}/")
+    monkeypatch.setattr(cluster_checks, "tracking_url", lambda app_id: f"http://rm/proxy/{app_id}/")
     records: list[dict] = []
     write = history.write
     monkeypatch.setattr(history, "write", lambda record, folder: records.append(record) or write(record, folder))

@@ -16,7 +16,7 @@ from tfnode import contract
 from tfnode.contract import JobRuntime
 from tfnode.yarn import barrier as kvb
 from tfnode.yarn.bootstrap import cuda_visible_devices
-from yarn_app import cluster
+from yarn_app import cluster_checks
 from yarn_app.application import Shipping, build_application_spec, job_runtime
 from yarn_app.code_zip import build_code_zip
 from yarn_app.spec import JobSpec, SpecError, apply_overrides, load_spec, parse_memory
@@ -129,14 +129,14 @@ def test_entry_point_checks(tmp_path):
 def test_resources_above_cluster_maximum():
     spec = spec_of(roles={"chief": {"memory": "16 GiB"}, "worker": {}})
     with pytest.raises(SpecError, match=r"roles\.chief\.memory: 16384 MiB is above .* 8192 MiB"):
-        cluster.check_resources(spec, 8192, 4)
+        cluster_checks.check_resources(spec, 8192, 4)
     with pytest.raises(SpecError, match=r"roles\.worker\.vcores: 8"):
-        cluster.check_resources(spec_of(roles={"worker": {"vcores": 8}}), 8192, 4)
+        cluster_checks.check_resources(spec_of(roles={"worker": {"vcores": 8}}), 8192, 4)
 
 
 def test_unreachable_resource_manager_is_named():
-    with pytest.raises(cluster.ClusterError, match=r"127\.0\.0\.1:1 \(yarn\.resourcemanager\.address\)"):
-        cluster.check_reachable("127.0.0.1:1", "ResourceManager", "yarn.resourcemanager.address", timeout=1)
+    with pytest.raises(cluster_checks.ClusterError, match=r"127\.0\.0\.1:1 \(yarn\.resourcemanager\.address\)"):
+        cluster_checks.check_reachable("127.0.0.1:1", "ResourceManager", "yarn.resourcemanager.address", timeout=1)
 
 
 def test_application_spec_translation_gpus_env_and_files():
@@ -271,7 +271,7 @@ def test_watch_names_a_side_role_that_ended_and_still_succeeds_and_records_it(mo
     fake = _FakeYarn()
     fake.kv = KV()
     monkeypatch.setattr(yw, "POLL_S", 0)
-    monkeypatch.setattr(cluster, "tracking_url", lambda app_id: "")
+    monkeypatch.setattr(cluster_checks, "tracking_url", lambda app_id: "")
     lines: list[str] = []
     spec = spec_of(roles={"chief": {}, "worker": {"instances": 1}, "evaluator": {}},
                    history_dir=f"file://{tmp_path}/history")
