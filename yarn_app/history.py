@@ -54,7 +54,7 @@ class JobRecord:
         return cls(app_id, data, user)
 
     def observe(self, prog: Any) -> None:
-        """Takes in one snapshot (client.Progress): task states, containers, progress, outcomes."""
+        """Takes in one snapshot (job_view.Progress): task states, containers, progress, outcomes."""
         for name, task in prog.tasks.items():
             entry = self.tasks.setdefault(name, {"outcome": None, "containers": [], "progress": None})
             if task.container and task.container not in entry["containers"]:
