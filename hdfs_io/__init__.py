@@ -38,6 +38,7 @@ _EXPORTS = {
     "write_tfrecords": "hdfs_io.records",
     "make_example": "hdfs_io.records",
     "CsvFormatError": "hdfs_io.datasets",
+    "ReadOptions": "hdfs_io.datasets",
     "ReadStats": "hdfs_io.datasets",
     "expand_paths": "hdfs_io.datasets",
     "tfrecord_dataset": "hdfs_io.datasets",

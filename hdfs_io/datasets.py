@@ -22,7 +22,7 @@ import enum
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from hdfs_io import csv_check, record_repair, tf_bridge
 from hdfs_io.csv_check import CsvCheck, CsvFormatError, CsvSpec
@@ -33,8 +33,8 @@ from hdfs_io.staging import Stager, new_stage_dir, staged_dataset
 from hdfs_io.tf_pipeline import interleave, names_dataset
 
 __all__ = [
-    "HIDDEN_PREFIXES", "CsvFormatError", "OnError", "ReadStats", "Route", "Via", "csv_dataset", "expand_paths",
-    "route", "shard_files", "tf_native", "tfrecord_dataset",
+    "HIDDEN_PREFIXES", "CsvFormatError", "OnError", "ReadOptions", "ReadStats", "Route", "Via", "csv_dataset",
+    "expand_paths", "route", "shard_files", "tf_native", "tfrecord_dataset",
 ]
 
 
@@ -103,49 +103,95 @@ def route(files: Sequence[str], *, on_error: str, compression: str | None, verif
 # ---- the readers -------------------------------------------------------------------------------------------------
 
 
-def tfrecord_dataset(
-    paths_or_globs: str | Sequence[str],
-    *,
-    ctx: Any = None,
-    num_shards: int | None = None,
-    shard_index: int | None = None,
-    shuffle_files: bool = False,
-    seed: int | None = None,
-    compression: str | None = None,
-    cycle_length: int = 4,
-    block_length: int = 1,
-    deterministic: bool | None = None,
-    on_corrupt: OnError = "raise",
-    verify: bool = True,
-    stats: ReadStats | None = None,
-    stage_dir: str | None = None,
-) -> Any:
+class ReadOptions(TypedDict, total=False):
+    """The keywords both readers take: this worker's share of the files, how TF interleaves them, and how their bytes
+    are checked. One list, so that the two readers cannot drift apart (docs/hdfs_io.md gives the defaults)."""
+
+    ctx: Any  # a tfnode NodeContext: num_shards / shard_index taken from it unless given
+    num_shards: int | None
+    shard_index: int | None
+    shuffle_files: bool
+    seed: int | None
+    compression: str | None  # None or "GZIP"
+    cycle_length: int
+    block_length: int
+    deterministic: bool | None
+    verify: bool  # False: no checking pass (TF still fails on corruption, without naming the file)
+    stats: ReadStats | None  # counts bytes, records and what the skip modes dropped
+    stage_dir: str | None
+
+
+_DEFAULTS: ReadOptions = {
+    "ctx": None, "num_shards": None, "shard_index": None, "shuffle_files": False, "seed": None, "compression": None,
+    "cycle_length": 4, "block_length": 1, "deterministic": None, "verify": True, "stats": None, "stage_dir": None,
+}
+
+
+class _Reading:
+    """One reader's call: its options with defaults filled in, and the steps both readers take with them."""
+
+    def __init__(self, reader: str, options: ReadOptions, on_error: OnError) -> None:
+        unknown = sorted(set(options) - set(_DEFAULTS))
+        if unknown:
+            raise TypeError(f"{reader}() got an unexpected keyword argument {unknown[0]!r} (it takes "
+                            f"{', '.join(sorted(_DEFAULTS))} besides its own)")
+        self.o: ReadOptions = {**_DEFAULTS, **options}
+        self.on_error = on_error
+
+    def files(self, paths_or_globs: str | Sequence[str]) -> list[str]:
+        o = self.o
+        return worker_files(paths_or_globs, o["ctx"], o["num_shards"], o["shard_index"], o["shuffle_files"],
+                            o["seed"])
+
+    def route(self, files: list[str], tf_decompresses: bool) -> Route:
+        return route(files, on_error=self.on_error, compression=self.o["compression"], verify=self.o["verify"],
+                     tf_decompresses=tf_decompresses)
+
+    def stager(self) -> Stager:
+        o = self.o
+        return Stager(new_stage_dir(o["stage_dir"]), o["compression"], self.on_error, o["verify"], o["stats"])
+
+    def names(self, items: list[Any]) -> Any:
+        """A dataset of file names (or pairs), shuffled per epoch when asked."""
+        return names_dataset(items, self.o["shuffle_files"], self.o["seed"])
+
+    def interleave(self, names: Any, read: Any) -> Any:
+        o = self.o
+        return interleave(names, read, o["cycle_length"], o["block_length"], o["deterministic"])
+
+    def staged(self, files: list[str], stager: Stager, stage: Any, explain: Any, read: Any) -> Any:
+        o = self.o
+        return staged_dataset(self.names(files), stager, stage, explain, read, o["cycle_length"], o["block_length"],
+                              o["deterministic"])
+
+
+def tfrecord_dataset(paths_or_globs: str | Sequence[str], *, on_corrupt: OnError = "raise",
+                     **options: Unpack[ReadOptions]) -> Any:
     """A tf.data.Dataset of serialized records from TFRecord files, sharded by file for this worker.
 
-    ctx: a tfnode NodeContext (num_shards / shard_index taken from it unless given). compression: None or "GZIP".
     on_corrupt="skip" drops corrupt records (a bad length or truncation loses the rest of that file) and counts them
-    in `stats`; verify=False skips the checking pass (TF still fails on corruption, without naming the file).
+    in `stats`. The other keywords are ReadOptions.
     """
     import tensorflow as tf
 
-    files = worker_files(paths_or_globs, ctx, num_shards, shard_index, shuffle_files, seed)
-    way = route(files, on_error=on_corrupt, compression=compression, verify=verify, tf_decompresses=True)
+    reading = _Reading("tfrecord_dataset", options, on_corrupt)
+    files = reading.files(paths_or_globs)
+    way = reading.route(files, tf_decompresses=True)
+    verify, stats, compression = reading.o["verify"], reading.o["stats"], reading.o["compression"]
     if way.via is Via.STAGED:
-        stager = Stager(new_stage_dir(stage_dir), compression, on_corrupt, verify, stats)
+        stager = reading.stager()
 
         def stage(uri: str) -> tuple[str, int]:
             return stager.stage(uri, lambda local, _: record_repair.prepare_staged(uri, local, on_corrupt, verify,
                                                                                    stats))
 
-        return staged_dataset(names_dataset(files, shuffle_files, seed), stager, stage, record_repair.explain,
-                              lambda p: tf.data.TFRecordDataset(p, buffer_size=1 << 20), cycle_length, block_length,
-                              deterministic)
+        return reading.staged(files, stager, stage, record_repair.explain,
+                              lambda p: tf.data.TFRecordDataset(p, buffer_size=1 << 20))
 
     def read(f: Any) -> Any:  # TF reads the files itself
         return tf.data.TFRecordDataset(f, compression_type=compression or "", buffer_size=1 << 20)
 
-    names = way.tf_names(files, records=verify, stats=stats)
-    return interleave(names_dataset(names, shuffle_files, seed), read, cycle_length, block_length, deterministic)
+    return reading.interleave(reading.names(way.tf_names(files, records=verify, stats=stats)), read)
 
 
 def csv_dataset(
@@ -157,20 +203,9 @@ def csv_dataset(
     column_names: Sequence[str] | None = None,
     field_delim: str = ",",
     na_value: str = "",
-    ctx: Any = None,
-    num_shards: int | None = None,
-    shard_index: int | None = None,
-    shuffle_files: bool = False,
-    seed: int | None = None,
-    compression: str | None = None,
-    cycle_length: int = 4,
-    block_length: int = 1,
-    deterministic: bool | None = None,
     batch_size: int | None = None,
     on_bad_line: OnError = "raise",
-    verify: bool = True,
-    stats: ReadStats | None = None,
-    stage_dir: str | None = None,
+    **options: Unpack[ReadOptions],
 ) -> Any:
     """A tf.data.Dataset of CSV rows (tuples, or dicts with column_names) parsed by TF's C++ CSV decoder.
 
@@ -179,7 +214,7 @@ def csv_dataset(
 
     record_defaults: one per selected column, a tf.DType (value required) or a default value (e.g. 0, 0.0, "").
     on_bad_line="skip" drops lines with a wrong field count, bad quoting or an unparsable value and counts them in
-    `stats`.
+    `stats`. The other keywords are ReadOptions.
 
     Records are one per line, as with Hadoop's TextInputFormat and Spark's CSV reader by default, so files split
     and stream by line: \n or \r\n line ends; RFC 4180 quoting within a line (`"a, b"`, `"say ""hi"" twice"`). A
@@ -191,8 +226,10 @@ def csv_dataset(
                    field_delim, na_value)
     if column_names is not None and len(column_names) != len(record_defaults):
         raise ValueError(f"{len(column_names)} column_names for {len(record_defaults)} record_defaults")
-    files = worker_files(paths_or_globs, ctx, num_shards, shard_index, shuffle_files, seed)
-    way = route(files, on_error=on_bad_line, compression=compression, verify=verify, tf_decompresses=False)
+    reading = _Reading("csv_dataset", options, on_bad_line)
+    files = reading.files(paths_or_globs)
+    way = reading.route(files, tf_decompresses=False)
+    verify, stats = reading.o["verify"], reading.o["stats"]
 
     def read(path: Any) -> Any:
         if batch_size:  # one decode_csv per batch of lines, within the file so that its errors are the file's
@@ -200,29 +237,25 @@ def csv_dataset(
         return spec.dataset(path)
 
     if way.via is Via.STAGED:
-        stager = Stager(new_stage_dir(stage_dir), compression, on_bad_line, verify, stats)
+        stager = reading.stager()
 
         def stage(uri: str) -> tuple[str, int]:
             local, rows = stager.stage(uri, lambda local, lines: csv_check.prepare_staged(
                 uri, local, lines, spec, on_bad_line, verify, stats), count_lines=True)
             return local, -(-rows // batch_size) if batch_size and rows > 0 else rows
 
-        out = staged_dataset(names_dataset(files, shuffle_files, seed), stager, stage,
-                             lambda uri, local: csv_check.explain(uri, local, spec), read, cycle_length, block_length,
-                             deterministic)
+        out = reading.staged(files, stager, stage, lambda uri, local: csv_check.explain(uri, local, spec), read)
     elif way.via is Via.STREAMED and verify:  # each file's decoded batches counted against its lines
-        check = CsvCheck(way.bridge, spec, batch_size or 1024, stage_dir)
+        check = CsvCheck(way.bridge, spec, batch_size or 1024, reading.o["stage_dir"])
         names = way.tf_names(files, records=False, stats=stats)
-        pairs = names_dataset(list(zip(names, files, strict=True)), shuffle_files, seed)
 
         def read_checked(pair: Any) -> Any:
             batches = check.read(pair[0], pair[1])
             return batches if batch_size else batches.unbatch()
 
-        out = interleave(pairs, read_checked, cycle_length, block_length, deterministic)
+        out = reading.interleave(reading.names(list(zip(names, files, strict=True))), read_checked)
     else:  # TF reads the files itself
-        names = way.tf_names(files, records=False, stats=stats)
-        out = interleave(names_dataset(names, shuffle_files, seed), read, cycle_length, block_length, deterministic)
+        out = reading.interleave(reading.names(way.tf_names(files, records=False, stats=stats)), read)
     if column_names is not None:
         keys = list(column_names)
         out = out.map(lambda *cols: dict(zip(keys, cols, strict=True)))

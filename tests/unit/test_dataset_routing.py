@@ -132,3 +132,12 @@ def test_both_readers_take_the_one_route(tmp_path, monkeypatch):
     rows = datasets.csv_dataset(f"file://{tmp_path}/a.csv", [0, 0], verify=False)
     assert [tuple(int(v) for v in row) for row in rows] == [(1, 2), (3, 4)]
     assert asked == [("raise", True, Via.TF_NATIVE), ("skip", True, Via.STAGED), ("raise", False, Via.TF_NATIVE)]
+
+
+@pytest.mark.parametrize("reader", ["tfrecord_dataset", "csv_dataset"])
+def test_a_misspelt_option_is_named_before_any_file_is_listed(reader, monkeypatch):
+    """The readers share one option list (ReadOptions); a keyword outside it fails as Python's own would, naming it."""
+    monkeypatch.setattr(datasets, "worker_files", lambda *a: pytest.fail("files listed first"))
+    args = ("hdfs://nn:8020/data/*",) + (([0.0],) if reader == "csv_dataset" else ())
+    with pytest.raises(TypeError, match=rf"{reader}\(\) got an unexpected keyword argument 'shufle_files'"):
+        getattr(datasets, reader)(*args, shufle_files=True)
