@@ -213,11 +213,13 @@ def _ended_well(bench: Bench, row: Row, spec: Path, job: Job) -> None:
     row.survived = code == 0 and final == "SUCCEEDED"
 
 
-def kill_task(task: str) -> Callable[[Bench], Row]:
+def kill_task(task: str, restarts: tuple[str, ...] = (), ps: bool = False, what: str = "",
+              expected: str = "succeeds, resumes from the last backup") -> Callable[[Bench], Row]:
+    """kill -9 of one task mid-training; `restarts` are the roles given max_restarts 1 (default: the task's own)."""
+
     def run(bench: Bench) -> Row:
-        role = task.split(":")[0]
-        row = Row(f"kill -9 of {task} mid-training (max_restarts 1)", "succeeds, resumes from the last backup")
-        spec = bench.spec(restarts={role: 1})
+        row = Row(f"kill -9 of {task} mid-training ({what or 'max_restarts 1'})", expected)
+        spec = bench.spec(restarts={role: 1 for role in restarts or (task.split(":")[0],)}, ps=ps)
         job = Job(spec)
         bench.wait_epoch(spec)
         os.kill(bench.task_pid(job.app_id(), task), signal.SIGKILL)
@@ -226,18 +228,6 @@ def kill_task(task: str) -> Callable[[Bench], Row]:
         return row
 
     return run
-
-
-def kill_ps(bench: Bench) -> Row:
-    row = Row("kill -9 of ps:0 mid-training (ParameterServerStrategy; max_restarts 1 on ps and chief)",
-              "succeeds: the coordinator fails, is restarted and resumes from the last backup")
-    spec = bench.spec(restarts={"ps": 1, "chief": 1}, ps=True)
-    job = Job(spec)
-    bench.wait_epoch(spec)
-    os.kill(bench.task_pid(job.app_id(), "ps:0"), signal.SIGKILL)
-    _ended_well(bench, row, spec, job)
-    row.orphans = bench.orphans(spec)
-    return row
 
 
 def kill_side(role: str) -> Callable[[Bench], Row]:
@@ -495,7 +485,9 @@ def kill_spark_node(mode: str) -> Callable[[Bench], Row]:
 ROWS: dict[str, Callable[[Bench], Row]] = {
     "worker": kill_task("worker:1"),
     "chief": kill_task("chief:0"),
-    "ps": kill_ps,
+    "ps": kill_task("ps:0", restarts=("ps", "chief"), ps=True,
+                    what="ParameterServerStrategy; max_restarts 1 on ps and chief",
+                    expected="succeeds: the coordinator fails, is restarted and resumes from the last backup"),
     "evaluator": kill_side("evaluator"),
     "tensorboard": kill_side("tensorboard"),
     "am": kill_am,

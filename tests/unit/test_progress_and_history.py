@@ -5,29 +5,22 @@ from __future__ import annotations
 import json
 import logging
 
+from tests.unit.fakes import ManualClock
 from tfnode import progress
 from yarn_app import history, history_page, live
 from yarn_app.job_view import Progress, TaskView
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def test_reports_are_rate_limited_but_epoch_ends_and_phases_always_go_out(caplog):
-    sent, clock = [], Clock()
+    sent, clock = [], ManualClock()
     r = progress.Reporter(sent.append, every_s=2.0, clock=clock)
     r.report(phase="training", epochs=3)
     r.report(epoch=1)
     for step in range(1, 6):
-        clock.t += 0.1
+        clock.now += 0.1
         r.report(step=step, loss=1.0 / step)
     assert len(sent) == 2  # the phase and the epoch change; steps inside 2 s are not sent
-    clock.t += 2.0
+    clock.now += 2.0
     r.report(step=30, loss=0.1)
     assert sent[-1]["step"] == 30 and sent[-1]["metrics"]["loss"] == 0.1 and sent[-1]["steps_per_s"] > 0
     with caplog.at_level(logging.WARNING):
@@ -59,13 +52,13 @@ def _prog(**tasks) -> Progress:
 
 
 def test_plain_view_prints_on_change_and_then_at_most_every_interval():
-    lines, clock = [], Clock()
+    lines, clock = [], ManualClock()
     view = live.PlainView(lines.append, every_s=30, clock=clock)
     snap = {"phase": "training", "epoch": 1, "epochs": 2, "step": 3, "metrics": {"loss": 0.5}, "seq": 1}
     view.update(_prog(**{"chief:0": ("running", snap)}), 5)
     view.update(_prog(**{"chief:0": ("running", dict(snap, step=4, seq=2))}), 6)
     assert len(lines) == 1 and "chief:0      training   epoch 1/2 step 3 loss 0.5" in lines[0]
-    clock.t = 31
+    clock.now = 31
     view.update(_prog(**{"chief:0": ("running", dict(snap, step=9, seq=3))}), 36)
     view.update(_prog(**{"chief:0": ("running", dict(snap, epoch=2, seq=4))}), 37)
     assert len(lines) == 3 and "step 9" in lines[1] and "epoch 2/2" in lines[2]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.fakes import ManualClock
 from tests.unit.test_barrier_loops import KV, register
 from tfnode import contract, progress
 from tfnode.yarn import barrier as kvb
@@ -342,16 +343,8 @@ def test_a_task_that_keeps_reporting_outlives_the_stall_timeout(container, monke
     assert forwarded == sorted(set(forwarded)) and len(forwarded) >= 3  # each snapshot once, in order
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_progress_watch_fires_only_after_the_timeout_without_a_new_snapshot(tmp_path):
-    clock, kv, path = Clock(), KV(), tmp_path / "progress.json"
+    clock, kv, path = ManualClock(1000.0), KV(), tmp_path / "progress.json"
     key = contract.progress_key("worker", 1)
     watch = bootstrap.ProgressWatch(kv, key, path, timeout=10, clock=clock)
     sink = progress.FileSink(path)
@@ -377,7 +370,7 @@ def test_progress_watch_fires_only_after_the_timeout_without_a_new_snapshot(tmp_
 
 
 def test_progress_watch_without_a_timeout_only_forwards(tmp_path):
-    clock, kv, path = Clock(), KV(), tmp_path / "progress.json"
+    clock, kv, path = ManualClock(1000.0), KV(), tmp_path / "progress.json"
     watch = bootstrap.ProgressWatch(kv, "k", path, timeout=None, clock=clock)
     clock.now += 1e6
     assert not watch.poll()
@@ -390,7 +383,7 @@ def test_a_kv_that_went_away_does_not_break_the_watch(tmp_path):
         def put(self, key, value):
             raise ConnectionError("application master gone")
 
-    clock, path = Clock(), tmp_path / "progress.json"
+    clock, path = ManualClock(1000.0), tmp_path / "progress.json"
     watch = bootstrap.ProgressWatch(GoneKV(), "k", path, timeout=5, clock=clock)
     progress.FileSink(path)({"seq": 1})
     clock.now += 3
