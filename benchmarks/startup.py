@@ -3,8 +3,9 @@
 Runs a chief + 2 workers job 3 times on the cluster named by HADOOP_CONF_DIR and prints the median. The user
 function is `task_main` below (this file is shipped with the job): it records on HDFS when it was entered, and
 when `import tensorflow` had finished (reported as tf_ready_s, for scale). By default the job uses the shipped
-env archive (cached on HDFS and, after the first job, in the NodeManager's public cache); `--installed-python`
-uses this interpreter on the nodes instead.
+env archive: private by default (cached on HDFS, localized again by every application), `--shared-env` a
+world-readable one (in the NodeManager's PUBLIC cache after the first job: the first run pays the unpacking);
+`--installed-python` uses this interpreter on the nodes instead.
 
 Last line: `RESULT startup_s=<median>`.
 """
@@ -32,7 +33,7 @@ def task_main(args: list[str], ctx) -> None:
                    json.dumps({"entered": entered, "tf_ready": tf_ready}).encode())
 
 
-def run_once(base: str, installed_python: bool, workdir: Path) -> tuple[float, float]:
+def run_once(base: str, installed_python: bool, shared: bool, workdir: Path) -> tuple[float, float]:
     import yaml
 
     from hdfs_io import fs
@@ -45,7 +46,7 @@ def run_once(base: str, installed_python: bool, workdir: Path) -> tuple[float, f
         "args": [out],
         "files": {"startup.py": str(Path(__file__).resolve())},
         "roles": {"chief": {"memory": 1024}, "worker": {"instances": 2, "memory": 1024}},
-        "python_env": {"python": sys.executable} if installed_python else {"archive": "auto"},
+        "python_env": {"python": sys.executable} if installed_python else {"archive": "auto", "shared": shared},
         "timeouts": {"allocation": 300, "barrier": 300, "job": 600},
     }
     path = workdir / "startup.yaml"
@@ -65,6 +66,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--installed-python", action="store_true", help="use this Python on the nodes, no archive")
+    p.add_argument("--shared-env", action="store_true", help="a world-readable env archive (PUBLIC localization)")
     opts = p.parse_args()
     from hdfs_io import fs
 
@@ -75,7 +77,7 @@ def main() -> None:
     try:
         results = []
         for i in range(opts.runs):
-            startup, tf_ready = run_once(base, opts.installed_python, workdir)
+            startup, tf_ready = run_once(base, opts.installed_python, opts.shared_env, workdir)
             results.append((startup, tf_ready))
             print(f"run {i + 1}: all tasks in the user function after {startup:.1f}s, TensorFlow imported after "
                   f"{tf_ready:.1f}s", flush=True)
