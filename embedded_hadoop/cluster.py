@@ -33,13 +33,14 @@ import urllib.request
 from pathlib import Path
 
 if __package__:
-    from embedded_hadoop import kerberos
+    from embedded_hadoop import kerberos, native_shim
     from embedded_hadoop.daemons import DAEMONS, JAVA17_OPENS, PORTS, SECURE_PORT_OFFSET, SIZING, Daemon
     from embedded_hadoop.errors import EmbeddedHadoopError
     from embedded_hadoop.web import DaemonWeb
 else:  # run as a script (before any venv exists): the sibling modules
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import kerberos
+    import native_shim
     from daemons import DAEMONS, JAVA17_OPENS, PORTS, SECURE_PORT_OFFSET, SIZING, Daemon
     from errors import EmbeddedHadoopError
     from web import DaemonWeb
@@ -71,6 +72,7 @@ class Cluster:
         self.realm = (kerberos.Realm(state, self.ports["KDC_PORT"], kerberos.Lifetimes.from_env())
                       if secure else None)
         self.web = DaemonWeb(self.ports, self.realm)
+        self.native_lib: Path | None = None  # libhadoop.so's folder, for the secure NodeManager (native_shim)
 
     # ---- configuration -------------------------------------------------------------------------------
     def write_conf(self) -> None:
@@ -83,6 +85,7 @@ class Cluster:
         if self.realm:
             self.realm.create_if_new()
             kerberos.make_keystore(self.conf, self.java_home)
+            self.native_lib = native_shim.build(self.state, self.java_home)
             for part, props in kerberos.site_properties(self.realm, self.conf, getpass.getuser(), self.ports).items():
                 values[f"SECURE_{part.upper()}"] = kerberos.properties_xml(props)
             (self.state / "secure.json").write_text(json.dumps({"secure": True, "port_offset": self.port_offset}))
@@ -127,6 +130,7 @@ class Cluster:
             f"-Dyarn.log.file={daemon.name}.log",
             "-Dhadoop.root.logger=INFO,RFA",
             *([f"-Djava.security.krb5.conf={self.realm.krb5_conf}"] if self.realm else []),
+            *([f"-Djava.library.path={self.native_lib}"] if self.native_lib and daemon.name == "nodemanager" else []),
             f"-Dlog4j.configuration=file:{self.conf / 'log4j.properties'}",
             *JAVA17_OPENS,
             "-cp",

@@ -263,10 +263,8 @@ def site_properties(realm: Realm, conf: Path, user: str, ports: dict[str, int]) 
             # application ACLs: an application is seen and changed by its owner and the admins only
             "yarn.acl.enable": "true",
             "yarn.admin.acl": user,
-            # a secure NodeManager reads container logs through SecureIOUtils, which needs libhadoop.so of the same
-            # Hadoop version (Apache ships it only in the binary tarball; the 3.3/3.4 builds on Maven do not load
-            # into 3.5): without it, the first aggregation kills the NodeManager. Logs stay in nm-logs instead.
-            "yarn.log-aggregation-enable": "false",
+            # container logs: a secure NodeManager reads them through SecureIOUtils, which needs libhadoop.so
+            # (native_shim builds the part it uses); aggregated to HDFS as on the plain cluster
         },
     }
 
