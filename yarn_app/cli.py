@@ -16,7 +16,14 @@ from hdfs_io.fs import NameNodeUnreachableError
 from hdfs_io.kerberos import KerberosError
 from yarn_app import client, job_view, live
 from yarn_app.cluster_checks import ClusterError
-from yarn_app.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UnknownApplicationError
+from yarn_app.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    AccessDeniedError,
+    UnknownApplicationError,
+)
 from yarn_app.spec import SpecError, load_spec
 
 APP_ID = re.compile(r"application_\d+_\d+")
@@ -267,6 +274,7 @@ EXIT_CODES: list[tuple[type[BaseException], int, Callable[[BaseException], str]]
     (NameNodeUnreachableError, EXIT_BAD_INPUT, _unreachable_namenode),
     (UnknownApplicationError, EXIT_BAD_INPUT, str),
     (ClusterError, EXIT_BAD_INPUT, str),  # as for an unreachable ResourceManager
+    (AccessDeniedError, EXIT_FAILED, str),
     (FileNotFoundError, EXIT_FAILED, str),
 ]
 

@@ -27,7 +27,7 @@ from tfnode import contract
 from yarn_app import cluster_checks, env_archive
 from yarn_app.application import build_application_spec
 from yarn_app.driver import connect_when_running, default_java_log, start_skein
-from yarn_app.errors import EXIT_INTERRUPTED, EXIT_OK, UnknownApplicationError
+from yarn_app.errors import EXIT_INTERRUPTED, EXIT_OK, AccessDeniedError, UnknownApplicationError
 from yarn_app.job_view import FINAL_STATES, Progress, TaskView, expected_task_names, snapshot
 from yarn_app.shipping import prepare_shipping, write_secrets
 from yarn_app.spec import JobSpec
@@ -229,12 +229,22 @@ def logs(app_id: str, task: str | None = None, timeout: float = 120) -> dict[str
     proc = subprocess.run(["yarn", "logs", "-applicationId", app_id], capture_output=True, text=True,
                           timeout=timeout)
     if proc.returncode != 0 and "Container: " not in proc.stdout:
-        raise cluster_checks.ClusterError(f"yarn logs -applicationId {app_id} failed: {proc.stderr.strip()[-500:]}")
+        raise _logs_failure(app_id, proc.stderr)
     all_logs = parse_yarn_logs(proc.stdout)
     if task is None:
         return all_logs
     marker = f"{contract.TASK_BANNER} {task} "
     return {cid: text for cid, text in all_logs.items() if marker in text}
+
+
+def _logs_failure(app_id: str, stderr: str) -> Exception:
+    """What `yarn logs` said, without its Java stack traces: a refusal as AccessDeniedError (Hadoop's own line,
+    which names the user, the access and the path), anything else as a ClusterError with its last lines."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip() and not line.strip().startswith("at ")]
+    denied = next((line for line in lines if "Permission denied:" in line), None)
+    if denied:
+        return AccessDeniedError(f"the logs of {app_id} are not readable: {denied[denied.index('Permission'):]}")
+    return cluster_checks.ClusterError(f"yarn logs -applicationId {app_id} failed: {' | '.join(lines[-3:])[-800:]}")
 
 
 def kill(app_id: str) -> None:

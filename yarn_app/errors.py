@@ -17,3 +17,8 @@ class TfoyError(Exception):
 
 class UnknownApplicationError(TfoyError, LookupError):
     """An application id the ResourceManager does not know (never submitted, or forgotten since)."""
+
+
+class AccessDeniedError(TfoyError, PermissionError):
+    """The cluster refused the current user something (HDFS permissions, YARN ACLs); the message names what and
+    whom, as Hadoop's own "Permission denied: user=…, access=…, inode=…" does."""

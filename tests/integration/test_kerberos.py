@@ -10,6 +10,7 @@ TOKEN_RENEW_S, so the job that runs longer than that proves the ResourceManager 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -252,10 +253,26 @@ def test_mwms_job_on_kerberized_yarn_trains_exports_and_outlives_the_token_renew
         assert "tfoy-other" in denied.stderr and private in denied.stderr, denied.stderr[-2000:]
 
 
-def test_keytab_submit_from_the_spec(secure, toy_data, tmp_path):
+def test_keytab_submit_from_the_spec_and_its_logs_are_read_by_its_owner_only(secure, ticket, toy_data, tmp_path):
+    """The secure NodeManager aggregates container logs to HDFS (through SecureIOUtils, on the libhadoop.so the
+    embedded cluster builds); `tfoy logs` reads them with the owner's ticket and is refused to the second user."""
     spec = job_spec(tmp_path, toy_data, principal=f"{USER}@TFOY.TEST", keytab=str(secure.keytabs / f"{USER}.keytab"))
     proc = secure.tfoy("submit", str(spec), ccache=None)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    app_id = re.search(r"(application_\d+_\d+) FINISHED SUCCEEDED", proc.stdout).group(1)
+    deadline, logs = time.monotonic() + 90, None
+    while time.monotonic() < deadline:  # aggregation ends a few seconds after the application
+        logs = secure.tfoy("logs", app_id, "--task", "worker:1", ccache=ticket, timeout=120)
+        if logs.returncode == 0 and "tfoy task worker:1 " in logs.stdout:
+            break
+        time.sleep(3)
+    assert logs.returncode == 0 and "tfoy task worker:1 " in logs.stdout, logs.stdout[-2000:] + logs.stderr[-2000:]
+    assert "tfoy task chief:0 " not in logs.stdout  # --task: only that task's container
+    denied = secure.tfoy("logs", app_id, ccache=secure.kinit("tfoy-other", tmp_path), timeout=120)
+    assert denied.returncode == 1, denied.stdout[-2000:] + denied.stderr[-2000:]
+    assert "Permission denied: user=tfoy-other" in denied.stderr and f"/tmp/logs/{USER}" in denied.stderr, \
+        denied.stderr[-2000:]
+    assert "\tat " not in denied.stderr  # Hadoop's line, not its stack trace
 
 
 SPARK_JOB = """
