@@ -197,7 +197,7 @@ cmd_test() {
   log "ruff"
   ruff check .
   log "pytest"
-  python -m pytest "$@"
+  python -m pytest --durations=20 "$@"  # the slowest tests, for keeping the suite within its 40 minutes
 }
 
 cmd_demo() {
