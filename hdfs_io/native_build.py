@@ -21,8 +21,11 @@ NATIVE = Path(__file__).resolve().parent / "native"
 PLUGIN_SOURCE = NATIVE / "tf_bridge.cc"
 READER_CRATE = NATIVE / "hdfs_reader"
 CRC_SHIM = NATIVE / "crc_shim"  # patched in for hdfs-native's `crc` (hardware CRC32C), see its src/lib.rs
-# applied to hdfs-native's own source before the build (a file close waited 500 ms for nothing); see the patch
-HDFS_NATIVE_PATCH = NATIVE / "hdfs_native_close.patch"
+# applied to hdfs-native's own source before the build, in this order; each says why
+HDFS_NATIVE_PATCHES = (
+    NATIVE / "hdfs_native_close.patch",  # a file close waited 500 ms for nothing
+    NATIVE / "hdfs_native_packet_size.patch",  # the client's dfs.client-write-packet-size, as Java's client takes it
+)
 
 
 def _key(*parts: bytes) -> str:
@@ -38,7 +41,7 @@ def plugin_path() -> Path:
 
 def reader_sources() -> list[Path]:
     """What the Rust reader is built from, and so what its name is derived from (containers need them all)."""
-    files = [READER_CRATE / "Cargo.lock", HDFS_NATIVE_PATCH]
+    files = [READER_CRATE / "Cargo.lock", *HDFS_NATIVE_PATCHES]
     for crate in (READER_CRATE, CRC_SHIM):
         files += [crate / "Cargo.toml", *sorted((crate / "src").glob("*.rs"))]
     return files
@@ -117,7 +120,7 @@ def build_reader(target_dir: str | None = None) -> Path:
 
 
 def stage_reader_crate(cargo: str, target_dir: str) -> Path:
-    """A copy of the reader's crates under target_dir, built against hdfs-native with HDFS_NATIVE_PATCH applied.
+    """A copy of the reader's crates under target_dir, built against hdfs-native with HDFS_NATIVE_PATCHES applied.
 
     Why a copy: patching hdfs-native in by path rewrites Cargo.lock's entry for it (a path has no checksum), and
     the lock in the project must keep pinning the published crate that the patch applies to. The crates come from
@@ -135,8 +138,8 @@ def stage_reader_crate(cargo: str, target_dir: str) -> Path:
     for crate in (READER_CRATE, CRC_SHIM):
         shutil.copytree(crate, stage / crate.name, ignore=ignore)
     shutil.copytree(pristine, stage / "hdfs-native", ignore=ignore)
-    _run(["patch", "-p1", "--forward", "-i", str(HDFS_NATIVE_PATCH)], HDFS_NATIVE_PATCH.name,
-         cwd=stage / "hdfs-native")
+    for patch in HDFS_NATIVE_PATCHES:
+        _run(["patch", "-p1", "--forward", "-i", str(patch)], patch.name, cwd=stage / "hdfs-native")
     manifest = stage / READER_CRATE.name / "Cargo.toml"
     text = manifest.read_text()
     if text.rstrip().rsplit("\n[", 1)[-1].split("]")[0] != "patch.crates-io":
