@@ -8,8 +8,10 @@ map_fun that pulls batches through TFNode.DataFeed.next_batch until should_stop(
 venv (~/.cache/tfoy/bench-tfos-venv, no system site packages, tensorflowonspark installed with --no-deps and the
 project venv's site-packages reachable through a .pth file for TF/pyspark), so it never becomes a dependency.
 A third run feeds the same rows as a cached DataFrame (`cluster.train(df)`: Arrow batches via mapInArrow, no
-per-row pickling). Last line: RESULT tfoy_rps=… tfos_rps=… ratio=… df_rps=… df_ratio=… (df_ratio: DataFrame
-feeding over TFoS's RDD feeding).
+per-row pickling); a fourth holds the pixels as one 784-byte binary value per row, which shows what Spark's own
+conversion of array<long> to Arrow (per element, in the executor's JVM) costs the third.
+Last line: RESULT tfoy_rps=… tfos_rps=… ratio=… df_rps=… df_ratio=… (df_ratio: DataFrame feeding over TFoS's
+RDD feeding).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def ensure_tfos_venv() -> Path:
 
 def consume(args, ctx):
     """map_fun: pull batches until the feed ends (same code for both implementations)."""
-    if args["impl"] in ("tfoy", "tfoy-df"):
+    if args["impl"].startswith("tfoy"):
         from tfnode import TFNode
     else:
         from tensorflowonspark import TFNode
@@ -77,7 +79,7 @@ def local_cluster_context(name: str):
 
 def run_one(impl: str, records: int, batch: int) -> None:
 
-    if impl in ("tfoy", "tfoy-df"):
+    if impl.startswith("tfoy"):
         from tfnode import TFCluster
     else:
         from tensorflowonspark import TFCluster
@@ -86,10 +88,15 @@ def run_one(impl: str, records: int, batch: int) -> None:
         rdd = sc.parallelize(range(records), 8).map(lambda i: ([i % 256] * 784, i % 10)).cache()
         assert rdd.count() == records
         data = rdd
-        if impl == "tfoy-df":  # the same rows as a cached DataFrame, fed over Arrow
+        if impl.startswith("tfoy-df"):  # the same rows as a cached DataFrame, fed over Arrow
             from pyspark.sql import SparkSession
 
-            data = SparkSession.builder.getOrCreate().createDataFrame(rdd, "image array<long>, label long").cache()
+            spark = SparkSession.builder.getOrCreate()
+            if impl == "tfoy-df-binary":  # the pixels as 784 bytes: what Spark's Arrow conversion costs
+                data = spark.createDataFrame(rdd.map(lambda r: (bytes(r[0]), r[1])), "image binary, label long")
+            else:
+                data = spark.createDataFrame(rdd, "image array<long>, label long")
+            data = data.cache()
             assert data.count() == records
             # the Arrow UDF workers started before timing, as rdd.count() starts the RDD path's Python workers
             assert sum(r.n for r in data.mapInArrow(_count_batches, "n long").collect()) == records
@@ -128,7 +135,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--impl", choices=["tfoy", "tfoy-df", "tfos"], help="internal: run one side in this process")
+    parser.add_argument("--impl", choices=["tfoy", "tfoy-df", "tfoy-df-binary", "tfos"],
+                        help="internal: run one side in this process")
     args = parser.parse_args()
     if args.impl:
         run_one(args.impl, args.records, args.batch)
@@ -137,6 +145,9 @@ def main() -> None:
     tfoy = measure(Path(sys.executable), "tfoy", args.records, args.batch)
     tfos = measure(tfos_python, "tfos", args.records, args.batch)
     df = measure(Path(sys.executable), "tfoy-df", args.records, args.batch)
+    binary = measure(Path(sys.executable), "tfoy-df-binary", args.records, args.batch)
+    print(f"binary DataFrame (the pixels as 784 bytes, no per-element Arrow conversion in Spark): "
+          f"rps={binary:.0f} ratio={binary / tfos:.1f}")
     print(f"RESULT tfoy_rps={tfoy:.0f} tfos_rps={tfos:.0f} ratio={tfoy / tfos:.1f} df_rps={df:.0f} "
           f"df_ratio={df / tfos:.1f}")
 

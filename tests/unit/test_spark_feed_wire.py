@@ -145,6 +145,21 @@ def test_records_to_columns_narrows_small_ints_and_names_bad_partition():
         columns.records_to_columns([1.0, None], partition=4)
 
 
+def test_bytes_and_str_columns_keep_trailing_nuls_through_the_wire():
+    """numpy's S/U arrays strip trailing NULs; a serialized tf.Example or raw pixels may end in one."""
+    import pyarrow as pa
+
+    records = [(b"ab\x00", "x\x00", bytearray(b"\x00\x00")), (b"abcd", "y", bytearray(b"z"))]
+    cols, tuple_mode, _ = columns.records_to_columns(records, partition=0)
+    arrays, exact = columns.to_wire(cols)
+    assert all(a.dtype != object for a in arrays) and len(exact) == 3
+    back = columns.from_wire([np.frombuffer(a.tobytes(), a.dtype).reshape(a.shape) for a in arrays], [], exact)
+    assert columns.columns_to_rows(back, tuple_mode) == [(b"ab\x00", "x\x00", b"\x00\x00"), (b"abcd", "y", b"z")]
+    batch = pa.record_batch({"raw": pa.array([b"\x01\x00", b""], pa.binary()), "s": ["a\x00", "b"]})
+    arrays, exact = columns.to_wire(columns.arrow_columns(batch, ["raw", "s"], partition=0))
+    assert [list(c) for c in columns.from_wire(arrays, [], exact)] == [[b"\x01\x00", b""], ["a\x00", "b"]]
+
+
 @pytest.fixture
 def node_feed(tmp_path, monkeypatch):
     """A NodeFeed as the TF process would run it, with its node.json where feeding tasks look."""
@@ -236,3 +251,19 @@ def test_a_partition_on_an_executor_without_a_feed_goes_to_a_feeding_node_elsewh
     alone = feeder.FeedTarget("c2", b"k" * 32, 60.0)
     with pytest.raises(RuntimeError, match=r"partition 3: this executor runs no tfoy TF node .* no node elsewhere"):
         feeder.feed_address(alone, 3)
+
+
+def test_serialized_records_ending_in_nul_arrive_whole(node_feed):
+    """A record of bytes (as TFoS feeds serialized tf.Examples) through a feeding task and DataFeed."""
+    target = feeder.FeedTarget("c1", KEY, feed_timeout=30, chunk_records=3)
+    records = [bytes([i, 0, 0][: 1 + i % 3]) for i in range(10)]
+    t = threading.Thread(target=feeder.feed_partition, args=(target, 0, iter(records)))
+    t.start()
+    df = feed.DataFeed(node_feed)
+    got = []
+    while len(got) < 9:
+        got += df.next_batch(3)
+    t.join(10)
+    node_feed.end_of_feed.set()
+    got += df.next_batch(3)
+    assert got == records and all(type(r) is bytes for r in got)

@@ -32,6 +32,51 @@ def _small_int_rows(values: list[Any]) -> np.ndarray | None:
     return np.frombuffer(buf, dtype=np.uint8).reshape(len(values), width)
 
 
+_TEXT = (bytes, bytearray, str)
+
+
+def _text_column(values: list[Any]) -> np.ndarray | None:
+    """bytes (or bytearray, as Hadoop's BytesWritable reaches Python) or str values as an object array of the
+    values themselves. Why not numpy's fixed-width S/U arrays: they drop trailing NULs on the way out (b"a\\x00"
+    comes back as b"a"), which breaks serialized tf.Examples and raw pixel bytes."""
+    kind = type(values[0])
+    if kind not in _TEXT or not all(type(v) is kind for v in values):
+        return None
+    out = np.empty(len(values), dtype=object)
+    out[:] = [bytes(v) for v in values] if kind is bytearray else values
+    return out
+
+
+def to_wire(columns: list[np.ndarray]) -> tuple[list[np.ndarray], list[list[int]]]:
+    """The arrays a chunk travels as: object columns of bytes/str as fixed-width numpy strings plus each value's
+    length appended at the end (the wire sends raw buffers only, never pickles); returns (arrays, [[column,
+    index of its lengths], ...]) for from_wire."""
+    arrays, exact = list(columns), []
+    for j, col in enumerate(columns):
+        if col.dtype == object:
+            text = len(col) > 0 and isinstance(col[0], str)
+            arrays[j] = np.array(col.tolist(), dtype=str if text else bytes)
+            exact.append([j, len(arrays)])
+            arrays.append(np.fromiter(map(len, col), dtype=np.int64, count=len(col)))
+    return arrays, exact
+
+
+def from_wire(arrays: list[np.ndarray], narrow: list[int], exact: list[list[int]]) -> list[np.ndarray]:
+    """The chunk's columns as they were sent: uint8-narrowed ints widened back to int64, text columns as object
+    arrays of the exact values (trailing NULs restored from the lengths)."""
+    for j in narrow:
+        arrays[j] = arrays[j].astype(np.int64)
+    if not exact:
+        return arrays
+    for j, k in exact:
+        pad = "\0" if arrays[j].dtype.kind == "U" else b"\0"
+        out = np.empty(len(arrays[j]), dtype=object)
+        out[:] = [v if len(v) == n else v + pad * (n - len(v))
+                  for v, n in zip(arrays[j].tolist(), arrays[k].tolist(), strict=True)]
+        arrays[j] = out
+    return arrays[:min(k for _, k in exact)]
+
+
 def records_to_columns(records: list[Any], partition: int) -> tuple[list[np.ndarray], bool, list[int]]:
     """Stacks records into column arrays; returns (columns, tuple_mode, indices of uint8-narrowed int columns).
 
@@ -55,6 +100,10 @@ def records_to_columns(records: list[Any], partition: int) -> tuple[list[np.ndar
         if fast is not None:
             columns.append(fast)
             narrow.append(j)
+            continue
+        text = _text_column(values)
+        if text is not None:
+            columns.append(text)
             continue
         try:
             col = np.asarray(values)
@@ -104,7 +153,7 @@ def record_chunks(records: Iterator[Any], size: int, partition: int) -> Iterator
 
 def arrow_columns(batch: Any, names: list[str], partition: int) -> list[np.ndarray]:
     """numpy columns of an Arrow record batch, without a Python object per value: numbers as they are, lists of
-    numbers of one length as 2-D arrays, strings and binaries as fixed-width numpy strings. A null, ragged lists or
+    numbers of one length as 2-D arrays, strings and binaries as object arrays of str/bytes. A null, ragged lists or
     a type with no array form raise ValueError naming the column and the partition."""
     import pyarrow as pa
 
@@ -127,10 +176,11 @@ def arrow_columns(batch: Any, names: list[str], partition: int) -> list[np.ndarr
             out.append(values.to_numpy(zero_copy_only=False).reshape(len(col), width))
         elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
             out.append(col.to_numpy(zero_copy_only=False))
-        elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            out.append(np.asarray(col.to_pylist(), dtype=str))
-        elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
-            out.append(np.asarray(col.to_pylist(), dtype=bytes))
+        elif (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
+              or pa.types.is_large_binary(kind)):
+            values = np.empty(len(col), dtype=object)  # the exact values: see _text_column
+            values[:] = col.to_pylist()
+            out.append(values)
         else:
             raise ValueError(f"partition {partition}: column {name!r} is {kind}, which cannot be fed (numbers, "
                              "lists of numbers, strings, binaries)")

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from tfnode.spark import wire
-from tfnode.spark.columns import columns_to_rows
+from tfnode.spark.columns import columns_to_rows, from_wire
 from tfnode.spark.listener import Listener
 
 log = logging.getLogger(__name__)
@@ -150,8 +150,7 @@ class NodeFeed:
             msg, arrays = fc.conn.recv(wait, f"the next chunk of partition {fc.partition}")
             op = msg.get("op")
             if op == "chunk":
-                for j in msg.get("narrow", ()):
-                    arrays[j] = arrays[j].astype(np.int64)
+                arrays = from_wire(arrays, msg.get("narrow", []), msg.get("exact", []))
                 item: _Chunk | _End = _Chunk(fc, arrays, bool(msg["tuple"]))
             elif op == "end":
                 item = _End(fc)

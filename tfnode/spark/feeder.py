@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from tfnode.spark import wire
-from tfnode.spark.columns import Chunk, record_chunks
+from tfnode.spark.columns import Chunk, record_chunks, to_wire
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,8 @@ def _send_all(conn: wire.Connection, target: FeedTarget, partition: int,
             if reply.get("op") != "terminated":
                 raise ValueError(f"partition {partition}: unexpected {reply.get('op')!r} from the TF process")
             return False
-        _send(conn, target, partition, header, columns)
+        arrays, exact = to_wire(columns)
+        _send(conn, target, partition, {**header, "exact": exact} if exact else header, arrays)
         sent[0] += len(columns[0])
     _send(conn, target, partition, {"op": "end"})
     return True
