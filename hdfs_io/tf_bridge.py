@@ -246,7 +246,10 @@ def _short_circuit_off_by_kerberos() -> bool:
 
 def register_when_tensorflow_loads() -> None:
     """Registers the filesystem once TensorFlow is imported (at once if it is), so hdfs:// works in TF's own APIs
-    without loading TF in processes that never use it. A failure is logged, never raised into the user's import."""
+    without loading TF in processes that never use it, and streams Keras 3's `.keras` saves to hdfs:// once Keras
+    is (hdfs_io/keras_save.py). A failure is logged, never raised into the user's import."""
+    from hdfs_io import keras_save
     from hdfs_io.import_hooks import when_imported
 
     when_imported("tensorflow", lambda _tf: register())
+    when_imported("keras", keras_save.install)

@@ -188,6 +188,33 @@ def test_keras_saving_and_checkpoint_callbacks(hdfs_tmp):
     assert "epoch_loss" in tags
 
 
+def test_a_keras_save_streams_to_hdfs_and_one_that_fails_half_way_keeps_the_previous_file(hdfs_tmp, monkeypatch):
+    """model.save(".keras") on hdfs:// goes through hdfs_io.keras_save (zip streamed into a GFile, published by a
+    rename) rather than Keras's whole-archive BytesIO; a save that raises mid-archive leaves the old file."""
+    import keras
+    from keras.src.saving import saving_lib
+
+    assert getattr(saving_lib.save_model, "_tfoy_streamed", False)
+    base = uri(hdfs_tmp)
+    model = _keras_model()
+    model.save(f"{base}/m.keras")
+    expected = model.predict(X[:4], verbose=0)
+    size = tf.io.gfile.stat(f"{base}/m.keras").length
+
+    def broken(self, store):
+        raise RuntimeError("disk full, say")
+
+    model.layers[0].kernel.assign(model.layers[0].kernel * 2)  # a different model that must not land
+    monkeypatch.setattr(keras.layers.Dense, "save_own_variables", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        model.save(f"{base}/m.keras")
+    monkeypatch.undo()
+    assert tf.io.gfile.listdir(base) == ["m.keras"]  # no temporary left beside it
+    assert tf.io.gfile.stat(f"{base}/m.keras").length == size
+    np.testing.assert_allclose(keras.models.load_model(f"{base}/m.keras").predict(X[:4], verbose=0), expected,
+                               rtol=1e-5)
+
+
 def test_tf_checkpoint_manager_and_saved_model(hdfs_tmp):
     base = uri(hdfs_tmp)
     model = _keras_model()
