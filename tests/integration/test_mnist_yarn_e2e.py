@@ -81,7 +81,8 @@ def test_on_a_terminal_progress_is_live_and_ctrl_c_kills_and_records_the_job(hdf
                             stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, env=dict(os.environ, COLUMNS="160"))
     os.close(slave)
     try:
-        screen = _read_until(master, r"epoch \d+/50 step \d+ loss [0-9.]+ accuracy [0-9.]+", 600)
+        # the chief's own line: its metrics are what the history must keep (a worker's line may come first)
+        screen = _read_until(master, r"chief:0[^\n]*epoch \d+/50 step \d+ loss [0-9.]+ accuracy [0-9.]+", 600)
         app = re.search(r"application id: (application_\d+_\d+)", screen)
         assert app, screen[-3000:]
         assert re.search(r"epoch \d+/50 step \d+ loss [0-9.]+ accuracy [0-9.]+", screen), screen[-3000:]
