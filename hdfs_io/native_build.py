@@ -25,6 +25,7 @@ CRC_SHIM = NATIVE / "crc_shim"  # patched in for hdfs-native's `crc` (hardware C
 HDFS_NATIVE_PATCHES = (
     NATIVE / "hdfs_native_close.patch",  # a file close waited 500 ms for nothing
     NATIVE / "hdfs_native_packet_size.patch",  # the client's dfs.client-write-packet-size, as Java's client takes it
+    NATIVE / "hdfs_native_sync_on_close.patch",  # no fsync at each block's end unless asked, as Java's client
 )
 
 

@@ -222,7 +222,9 @@ impl Writer {
             self.buf.clear();
             return Ok(());
         }
-        let data = Bytes::from(std::mem::take(&mut self.buf));
+        // hdfs-native's packets keep the Bytes they are cut from until the DataNode acknowledges them: the buffer
+        // goes with them and a new one of the full size takes its place (growing one from empty copies it again)
+        let data = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(WRITE_CHUNK)));
         let inner = self.inner.as_mut().expect("an open HDFS file");
         run(&self.uri, inner.write_bytes(data)).map(|_| ())
     }
@@ -360,9 +362,16 @@ fn create(name: &str, append: bool, initial: &mut i64) -> Result<i64, Failure> {
 fn write(handle: i64, data: &[u8]) -> Result<i64, Failure> {
     let w = writer(handle)?;
     let mut w = w.lock().unwrap();
-    w.buf.extend_from_slice(data);
-    if w.buf.len() >= WRITE_CHUNK {
-        w.push()?;
+    // chunk by chunk: one large Append (Keras hands over a model's weights in one) copied into the buffer whole
+    // would grow it by doubling, copying what it holds each time
+    let mut rest = data;
+    while !rest.is_empty() {
+        let n = rest.len().min(WRITE_CHUNK - w.buf.len());
+        w.buf.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        if w.buf.len() >= WRITE_CHUNK {
+            w.push()?;
+        }
     }
     Ok(0)
 }
