@@ -94,12 +94,13 @@ setup_jars() {
 }
 
 setup_native() {
-  # hdfs_io's TensorFlow plugin (C++, seconds) and its Rust HDFS reader (cargo: about a minute the first time,
-  # then cached under $TFOY_CACHE/native by source hash). Without them TensorFlow has no hdfs:// (hdfs_io's
-  # readers still stage files), so a failure here is loud; tests/integration/test_hdfs_io_bridge.py then fails.
+  # hdfs_io's TensorFlow plugin (C++, seconds), its Rust HDFS reader (cargo: about a minute the first time) and
+  # hdfs-native's Python wheel rebuilt with the same patches (about five minutes the first time), all cached under
+  # $TFOY_CACHE/native by source hash. Without the first two TensorFlow has no hdfs:// (hdfs_io's readers still
+  # stage files), so a failure here is loud; tests/integration/test_hdfs_io_bridge.py then fails.
   command -v g++ >/dev/null || { log "WARNING: g++ not found (apt-get install g++): hdfs_io will stage files"; return; }
   PATH="$PATH:$HOME/.cargo/bin" TFOY_CACHE="$TFOY_CACHE" "$VENV/bin/python" -m hdfs_io.native_build >/dev/null 2>"$TFOY_CACHE/native-build.log" \
-    || log "WARNING: building hdfs_io's native reader failed, see $TFOY_CACHE/native-build.log"
+    || log "WARNING: building hdfs_io's native parts failed, see $TFOY_CACHE/native-build.log"
 }
 
 setup_data() {

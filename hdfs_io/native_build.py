@@ -1,18 +1,23 @@
-"""Builds hdfs_io's two native libraries: the TF filesystem plugin (C++) and the Rust HDFS reader it calls.
+"""Builds hdfs_io's native parts: the TF filesystem plugin (C++), the Rust HDFS reader it calls, and hdfs-native's
+Python wheel with the same patches.
 
 `./build.sh setup` runs this module (`python -m hdfs_io.native_build`): the plugin is compiled with the system C++
 compiler against the installed TF's headers (a few seconds; tf_bridge's first use does it too when it is missing),
 the Rust reader with cargo (about a minute; only at setup). Both land in native/ (and a cache shared by clones),
-named by a hash of their sources, so a container finds the one matching the code it was shipped with.
+named by a hash of their sources, so a container finds the one matching the code it was shipped with. The wheel
+(about five minutes, once per patch set) is installed into the running venv, so the env archive ships it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
 import subprocess
+import sys
+import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,7 @@ CRC_SHIM = NATIVE / "crc_shim"  # patched in for hdfs-native's `crc` (hardware C
 HDFS_NATIVE_PATCHES = (
     NATIVE / "hdfs_native_close.patch",  # a file close waited 500 ms for nothing
     NATIVE / "hdfs_native_packet_size.patch",  # the client's dfs.client-write-packet-size, as Java's client takes it
-    NATIVE / "hdfs_native_sync_on_close.patch",  # no fsync at each block's end unless asked, as Java's client
+    NATIVE / "hdfs_native_sync_on_close.patch",  # no fsync at each block's end (Java's client: only with SYNC_BLOCK)
 )
 
 
@@ -42,10 +47,7 @@ def plugin_path() -> Path:
 
 def reader_sources() -> list[Path]:
     """What the Rust reader is built from, and so what its name is derived from (containers need them all)."""
-    files = [READER_CRATE / "Cargo.lock", *HDFS_NATIVE_PATCHES]
-    for crate in (READER_CRATE, CRC_SHIM):
-        files += [crate / "Cargo.toml", *sorted((crate / "src").glob("*.rs"))]
-    return files
+    return [READER_CRATE / "Cargo.lock", *HDFS_NATIVE_PATCHES, *_crate_files(READER_CRATE), *_crate_files(CRC_SHIM)]
 
 
 def reader_path() -> Path:
@@ -79,6 +81,10 @@ def _install(target: Path, build: Any) -> Path:
         if old != target:
             old.unlink(missing_ok=True)
     return target
+
+
+def _crate_files(crate: Path) -> list[Path]:
+    return [crate / "Cargo.toml", *sorted((crate / "src").glob("*.rs"))]
 
 
 def _run(cmd: list[str], what: str, **kwargs: Any) -> None:
@@ -149,6 +155,59 @@ def stage_reader_crate(cargo: str, target_dir: str) -> Path:
     return stage / READER_CRATE.name
 
 
+def python_client_dir() -> Path:
+    """Where hdfs-native's patched wheel for the installed version and these patches is cached."""
+    version = importlib.metadata.version("hdfs-native")
+    key = _key(version.encode(), *(f.read_bytes() for f in (*HDFS_NATIVE_PATCHES, *_crate_files(CRC_SHIM))))
+    return cache_dir() / f"hdfs-native-{version}-{key}"
+
+
+def build_python_client() -> Path:
+    """hdfs-native's Python wheel rebuilt from its sdist with HDFS_NATIVE_PATCHES and the CRC shim, so hdfs_io's
+    own writes (markers, `fs.put`, env archives, dfutil's part files) close as the TF plugin's do: with the
+    published wheel every file closed waited 500 ms, and every block was fsynced. Unless cached (by version and
+    patches)."""
+    cached = python_client_dir()
+    if wheels := sorted(cached.glob("*.whl")):
+        return wheels[0]
+    version = importlib.metadata.version("hdfs-native")
+    with tempfile.TemporaryDirectory(prefix="tfoy-hdfs-native-") as tmp:
+        _run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
+              "--no-binary", "hdfs-native", f"hdfs-native=={version}", "-d", tmp], "hdfs-native's sdist")
+        (sdist,) = Path(tmp).glob("hdfs_native-*.tar.gz")
+        with tarfile.open(sdist) as archive:
+            archive.extractall(tmp, filter="data")
+        src = Path(tmp) / sdist.name.removesuffix(".tar.gz")
+        for patch in HDFS_NATIVE_PATCHES:  # the sdist holds the crate under rust/
+            _run(["patch", "-p1", "--forward", "-i", str(patch)], patch.name, cwd=src / "rust")
+        shutil.copytree(CRC_SHIM, src / "crc_shim", ignore=shutil.ignore_patterns("target"))
+        manifest = src / "Cargo.toml"  # the workspace of rust/ and python/
+        manifest.write_text(manifest.read_text().rstrip() + '\n\n[patch.crates-io]\ncrc = { path = "crc_shim" }\n')
+        built = Path(tmp) / "wheel"
+        _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
+              "-w", str(built), str(src)], "hdfs-native's wheel")
+        (made,) = built.glob("*.whl")
+        cached.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(made, cached / f".{made.name}.{os.getpid()}")
+        os.replace(cached / f".{made.name}.{os.getpid()}", cached / made.name)
+    return cached / made.name
+
+
+def python_client_installed(wheel: Path) -> bool:
+    """Whether the running environment's hdfs-native was installed from this wheel (pip's direct_url.json)."""
+    direct = importlib.metadata.distribution("hdfs-native").read_text("direct_url.json") or "{}"
+    return json.loads(direct).get("url", "").endswith(f"{wheel.parent.name}/{wheel.name}")
+
+
+def install_python_client() -> Path:
+    wheel = build_python_client()
+    if not python_client_installed(wheel):
+        _run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+              "--force-reinstall", str(wheel)], "installing hdfs-native's wheel")
+    return wheel
+
+
 if __name__ == "__main__":
     print(build_plugin())
     print(build_reader())
+    print(install_python_client())

@@ -51,6 +51,19 @@ def test_write_read_stat_ls_glob_rename(hdfs, hdfs_tmp):
     assert fs.delete(f"{base}/a", recursive=True) is False
 
 
+def test_writes_of_any_buffer_arrive_whole(hdfs, hdfs_tmp):
+    """io.BufferedWriter hands writes larger than its buffer to the HDFS writer as memoryviews (converted to bytes
+    for hdfs-native, which is slow on them); small ones are buffered. All of them must arrive in order."""
+    big = os.urandom(3 * (1 << 20) + 5)  # larger than fs.open's buffer
+    parts = [b"head", memoryview(big)[1:], bytearray(b"middle"), memoryview(big), b"", big[:7]]
+    with fs.open(f"{hdfs_tmp}/buffers.bin", "wb") as f:
+        for part in parts:
+            assert f.write(part) == len(part)
+    expected = b"".join(bytes(p) for p in parts)
+    assert hdfs.get_file_info(f"{hdfs_tmp}/buffers.bin").length == len(expected)
+    assert fs.read_bytes(f"{hdfs_tmp}/buffers.bin") == expected
+
+
 def test_put_and_get_whole_trees(hdfs_tmp, tmp_path):
     src = tmp_path / "src"
     (src / "sub" / "deeper").mkdir(parents=True)

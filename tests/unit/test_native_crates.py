@@ -32,3 +32,11 @@ def test_local_replica_reads_check_every_chunk():
     out = _cargo_test("-p", "tfoy_hdfs_reader", "--lib")
     for name in ("reads_any_range_and_checks_it", "a_flipped_byte_fails_its_chunk", "namenodes_of_a_nameservice"):
         assert f"test local::tests::{name} ... ok" in out, out
+
+
+def test_hdfs_io_runs_the_patched_python_client():
+    """hdfs_io's own writes go through hdfs-native's Python wheel; the published one waits 500 ms at every close
+    and fsyncs every block. `./build.sh setup` rebuilds it with the reader's patches and installs it."""
+    wheels = sorted(native_build.python_client_dir().glob("*.whl"))
+    assert wheels, f"no patched hdfs-native wheel in {native_build.python_client_dir()}: ./build.sh setup builds it"
+    assert native_build.python_client_installed(wheels[0]), f"hdfs-native is not installed from {wheels[0]}"
