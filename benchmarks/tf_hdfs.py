@@ -61,12 +61,19 @@ def main() -> None:
     weights_mb = sum(int(v.numpy().nbytes) for v in model.weights) / 1e6
     checkpoint = tf.train.Checkpoint(model=model)
 
-    def save(base: str, n: int) -> float:
+    parts: dict[tuple[str, str], list[float]] = {}  # (part, side) -> seconds, to show where a write's time goes
+
+    def save(base: str, n: int, side: str = "") -> float:
         t = time.perf_counter()
         tf.io.gfile.makedirs(base)
         model.save(f"{base}/m{n}.keras")
+        saved = time.perf_counter()
         checkpoint.write(f"{base}/ckpt{n}/ckpt")
-        return time.perf_counter() - t
+        end = time.perf_counter()
+        if side:
+            parts.setdefault(("model.save", side), []).append(saved - t)
+            parts.setdefault(("Checkpoint", side), []).append(end - saved)
+        return end - t
 
     def save_staged(base: str, n: int) -> float:
         """What hdfs_io's helpers did before TF could write hdfs://: save locally, upload, rename into place."""
@@ -116,8 +123,8 @@ def main() -> None:
         for i in range(1, args.repeats + 1):
             reads["local"].append(run(pipeline(local_tfr), len(images)))
             reads["hdfs"].append(run(pipeline(remote_tfr), len(images)))
-            writes["local"].append(save(f"{local_dir}/save", i))
-            writes["hdfs"].append(save(f"{remote}/save", i))
+            writes["local"].append(save(f"{local_dir}/save", i, "local"))
+            writes["hdfs"].append(save(f"{remote}/save", i, "hdfs"))
             writes["hdfs staged"].append(save_staged(f"{remote}/save", i))
         saved = [f"{local_dir}/save/m1.keras", f"{local_dir}/save/ckpt1"]
         tf.io.gfile.makedirs(f"{remote}/java")
@@ -129,6 +136,9 @@ def main() -> None:
         for name, values in writes.items():
             print(f"write {name:11s} median {statistics.median(values):9.3f} s (model.save + Checkpoint)  runs: "
                   + " ".join(f"{v:.2f}" for v in values))
+        print("write parts, medians: " + "; ".join(
+            f"{part} hdfs {statistics.median(parts[part, 'hdfs']):.3f} s, local "
+            f"{statistics.median(parts[part, 'local']):.3f} s" for part in ("model.save", "Checkpoint")))
         if java:
             print(f"write hdfs dfs -put   median {statistics.median(java):9.3f} s (the same files; Hadoop's Java "
                   f"client, JVM start taken out)  runs: " + " ".join(f"{v:.2f}" for v in java))

@@ -126,6 +126,11 @@ def build_reader(target_dir: str | None = None) -> Path:
     return _install(target, cargo_build)
 
 
+def _apply_patches(crate: Path) -> None:
+    for patch in HDFS_NATIVE_PATCHES:
+        _run(["patch", "-p1", "--forward", "-i", str(patch)], patch.name, cwd=crate)
+
+
 def stage_reader_crate(cargo: str, target_dir: str) -> Path:
     """A copy of the reader's crates under target_dir, built against hdfs-native with HDFS_NATIVE_PATCHES applied.
 
@@ -145,8 +150,7 @@ def stage_reader_crate(cargo: str, target_dir: str) -> Path:
     for crate in (READER_CRATE, CRC_SHIM):
         shutil.copytree(crate, stage / crate.name, ignore=ignore)
     shutil.copytree(pristine, stage / "hdfs-native", ignore=ignore)
-    for patch in HDFS_NATIVE_PATCHES:
-        _run(["patch", "-p1", "--forward", "-i", str(patch)], patch.name, cwd=stage / "hdfs-native")
+    _apply_patches(stage / "hdfs-native")
     manifest = stage / READER_CRATE.name / "Cargo.toml"
     text = manifest.read_text()
     if text.rstrip().rsplit("\n[", 1)[-1].split("]")[0] != "patch.crates-io":
@@ -178,8 +182,7 @@ def build_python_client() -> Path:
         with tarfile.open(sdist) as archive:
             archive.extractall(tmp, filter="data")
         src = Path(tmp) / sdist.name.removesuffix(".tar.gz")
-        for patch in HDFS_NATIVE_PATCHES:  # the sdist holds the crate under rust/
-            _run(["patch", "-p1", "--forward", "-i", str(patch)], patch.name, cwd=src / "rust")
+        _apply_patches(src / "rust")  # the sdist holds the crate under rust/
         shutil.copytree(CRC_SHIM, src / "crc_shim", ignore=shutil.ignore_patterns("target"))
         manifest = src / "Cargo.toml"  # the workspace of rust/ and python/
         manifest.write_text(manifest.read_text().rstrip() + '\n\n[patch.crates-io]\ncrc = { path = "crc_shim" }\n')
