@@ -137,15 +137,21 @@ def stage_reader_crate(cargo: str, target_dir: str) -> Path:
     Why a copy: patching hdfs-native in by path rewrites Cargo.lock's entry for it (a path has no checksum), and
     the lock in the project must keep pinning the published crate that the patch applies to. The crates come from
     crates.io (`cargo metadata --locked` fetches and unpacks them); the staged build then runs `--offline`, so
-    nothing but hdfs-native's source can differ from the lock. Returns the staged hdfs_reader folder."""
+    nothing but hdfs-native's source can differ from the lock. The copy is named by the sources' hash and kept:
+    Cargo decides what to rebuild by mtimes, and a fresh copy of the same sources made it rebuild everything
+    (70 s of every test run); a change of source is a new folder. Returns the staged hdfs_reader folder."""
     meta = subprocess.run([cargo, "metadata", "--locked", "--format-version", "1"], cwd=READER_CRATE,
                           capture_output=True, text=True, timeout=900)
     if meta.returncode != 0:
         raise RuntimeError(f"fetching the reader's crates failed (cargo metadata --locked):\n{meta.stderr[-4000:]}")
     (pristine,) = (Path(p["manifest_path"]).parent for p in json.loads(meta.stdout)["packages"]
                    if p["name"] == "hdfs-native")
-    stage = Path(target_dir) / "staged-src"
-    shutil.rmtree(stage, ignore_errors=True)
+    key = reader_path().name.removesuffix(".so").rsplit("-", 1)[1]
+    stage = Path(target_dir) / f"staged-src-{key}"
+    if (stage / ".complete").exists():
+        return stage / READER_CRATE.name
+    for old in Path(target_dir).glob("staged-src*"):
+        shutil.rmtree(old, ignore_errors=True)
     ignore = shutil.ignore_patterns("target", "__pycache__")
     for crate in (READER_CRATE, CRC_SHIM):
         shutil.copytree(crate, stage / crate.name, ignore=ignore)
@@ -156,6 +162,7 @@ def stage_reader_crate(cargo: str, target_dir: str) -> Path:
     if text.rstrip().rsplit("\n[", 1)[-1].split("]")[0] != "patch.crates-io":
         raise RuntimeError(f"{READER_CRATE / 'Cargo.toml'} must end with its [patch.crates-io] section")
     manifest.write_text(text.rstrip() + '\nhdfs-native = { path = "../hdfs-native" }\n')
+    (stage / ".complete").touch()
     return stage / READER_CRATE.name
 
 
