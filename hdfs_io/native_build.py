@@ -50,9 +50,13 @@ def reader_sources() -> list[Path]:
     return [READER_CRATE / "Cargo.lock", *HDFS_NATIVE_PATCHES, *_crate_files(READER_CRATE), *_crate_files(CRC_SHIM)]
 
 
+def _reader_key() -> str:
+    return _key(*(f.read_bytes() for f in reader_sources()))
+
+
 def reader_path() -> Path:
     """Where the Rust reader for these sources lives (it may not be built yet)."""
-    return NATIVE / f"libtfoy_hdfs_reader-{_key(*(f.read_bytes() for f in reader_sources()))}.so"
+    return NATIVE / f"libtfoy_hdfs_reader-{_reader_key()}.so"
 
 
 def cache_dir() -> Path:
@@ -146,8 +150,7 @@ def stage_reader_crate(cargo: str, target_dir: str) -> Path:
         raise RuntimeError(f"fetching the reader's crates failed (cargo metadata --locked):\n{meta.stderr[-4000:]}")
     (pristine,) = (Path(p["manifest_path"]).parent for p in json.loads(meta.stdout)["packages"]
                    if p["name"] == "hdfs-native")
-    key = reader_path().name.removesuffix(".so").rsplit("-", 1)[1]
-    stage = Path(target_dir) / f"staged-src-{key}"
+    stage = Path(target_dir) / f"staged-src-{_reader_key()}"
     if (stage / ".complete").exists():
         return stage / READER_CRATE.name
     for old in Path(target_dir).glob("staged-src*"):
