@@ -77,6 +77,7 @@ def _install(target: Path, build: Any) -> Path:
             cached.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(tmp, f"{cached}.{os.getpid()}")
             os.replace(f"{cached}.{os.getpid()}", cached)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep the library from other users of a shared checkout
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "ACK_PREFIX", "ADDR_PREFIX", "CHIEF_ROLES", "CLIENT_KEY", "CONTAINER_MODULE", "ENV_PREFIX", "FEEDLESS_ROLES",
-    "GEN_KEY", "JOB_ENV", "KV_PREFIX", "OUTCOME_OK", "OUTCOME_PREFIX", "PROGRESS_PREFIX", "ROLE_ENV", "ROLE_NAMES",
-    "SECRETS_FILE", "SERVER_ROLES_PS", "SIDE_ROLES", "SLOT_PREFIX", "STARTED_PREFIX", "STATE_PREFIX", "TASK_BANNER",
-    "TF_ROLES", "TRAINING_ROLES", "JobRuntime", "ack_key", "addr_key", "addr_prefix", "failure_detail",
-    "outcome_key", "outcome_text", "parse_task_keys", "parse_task_name", "progress_key", "slot_key", "started_key",
-    "state_key", "task_name",
+    "FIRST_FAILURE_PREFIX", "GEN_KEY", "JOB_ENV", "KV_PREFIX", "OUTCOME_OK", "OUTCOME_PREFIX", "PROGRESS_PREFIX",
+    "ROLE_ENV", "ROLE_NAMES", "SECRETS_FILE", "SERVER_ROLES_PS", "SIDE_ROLES", "SLOT_PREFIX", "STARTED_PREFIX",
+    "STATE_PREFIX", "TASK_BANNER", "TF_ROLES", "TRAINING_ROLES", "JobRuntime", "ack_key", "addr_key", "addr_prefix",
+    "failure_detail", "first_failure_key", "outcome_key", "outcome_text", "parse_task_keys", "parse_task_name",
+    "progress_key", "slot_key", "started_key", "state_key", "task_name",
 ]
 
 # ---- roles ---------------------------------------------------------------------------------------------------
@@ -117,6 +117,7 @@ STATE_PREFIX = f"{KV_PREFIX}state/"
 PROGRESS_PREFIX = f"{KV_PREFIX}progress/"
 OUTCOME_PREFIX = f"{KV_PREFIX}outcome/"
 ACK_PREFIX = f"{KV_PREFIX}ack/"
+FIRST_FAILURE_PREFIX = f"{KV_PREFIX}first-failure/"
 OUTCOME_OK = "ok"
 
 
@@ -161,6 +162,11 @@ def outcome_key(role: str, i: int) -> str:
 
 def ack_key(role: str, i: int) -> str:
     return f"{ACK_PREFIX}{role}/{i}"
+
+
+def first_failure_key(gen: int) -> str:
+    """The task whose process failed first in generation `gen` (the likely cause of its peers' failures)."""
+    return f"{FIRST_FAILURE_PREFIX}{gen}"
 
 
 def parse_task_keys(keys: Mapping[str, bytes], prefix: str) -> dict[tuple[str, int], bytes]:

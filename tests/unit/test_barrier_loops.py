@@ -226,3 +226,25 @@ def test_without_a_chief_role_worker_0_is_the_chief():
     assert not kvb.chief_has_ended(kv, job.chief_task, job.restartable)
     kv.put(contract.outcome_key("worker", 0), b"ok")
     assert kvb.chief_has_ended(kv, job.chief_task, job.restartable)
+
+
+def test_only_the_first_failure_of_a_generation_claims_it():
+    kv = KV()
+    claims = [kvb.claim_first_failure(kv, 0, t) for t in ("worker:1", "chief:0", "worker:0")]
+    assert claims == [True, False, False] and kv.get(contract.first_failure_key(0)) == b"worker:1"
+    assert kvb.claim_first_failure(kv, 1, "chief:0")  # a new generation is a new start
+
+
+def test_a_lost_peer_is_one_whose_container_ended_without_success_or_that_reported_a_failure():
+    roles = {"chief": 1, "worker": 3, "ps": 1}
+    kv = KV()
+    for role, i in [("chief", 0), ("worker", 0), ("worker", 2)]:  # worker:1 and ps:0 hold no slot: their
+        kv.put(contract.slot_key(role, i), b"c", owner="c")       # containers ended
+    kv.put(contract.outcome_key("ps", 0), b"ok")  # ... ps:0's because it was done
+    kv.put(contract.outcome_key("worker", 2), b"failed\nTraceback: boom")  # reported, its container ends soon
+    assert kvb.lost_peers(kv, roles, ("chief", 0)) == [("worker", 1), ("worker", 2)]
+    assert kvb.lost_peers(kv, roles, ("worker", 1)) == [("worker", 2)]  # never itself
+    for role, i in [("worker", 1), ("ps", 0)]:
+        kv.put(contract.slot_key(role, i), b"c2", owner="c2")
+    del kv[contract.outcome_key("worker", 2)]
+    assert kvb.lost_peers(kv, roles, ("chief", 0)) == []

@@ -271,6 +271,56 @@ def test_a_failure_no_restart_follows_is_reported_after_the_restart_wait(contain
         "starting", "waiting", "running", "waiting-for-restart", "failed"]
 
 
+def hold_slots(kv: KV, *tasks: tuple[str, int]) -> None:
+    """The peers' containers are alive: each holds its slot (skein releases it when the container ends)."""
+    for role, i in tasks:
+        kv.put(contract.slot_key(role, i), f"{role}_{i}".encode(), owner=f"{role}_{i}")
+
+
+def test_the_first_failure_with_every_peer_still_there_is_reported_at_once(container, monkeypatch):
+    """Before, the task that failed on its own waited RESTART_WAIT_S (90 s) for a peer's restart that only its own
+    failure report (YARN restarting it) could start."""
+    monkeypatch.setattr(bootstrap, "LOST_PEER_GRACE_S", 0.3)
+    container("""
+        def main(args, ctx):
+            raise ValueError("fails once on purpose")
+    """)
+    kv = KV()
+    register(kv, 0, {("worker", 0): "w0:1"})
+    hold_slots(kv, ("worker", 0))
+    sup = bootstrap.Supervisor(kv, job({"worker": 2}, monkeypatch, restartable=True), "worker", "worker_1", "w1")
+    started = time.monotonic()
+    assert sup.run() == 1
+    assert time.monotonic() - started < bootstrap.RESTART_WAIT_S / 3
+    assert kv.get(contract.first_failure_key(0)) == b"worker:1"
+    assert outcome(kv, "worker", 1).rstrip().endswith("ValueError: fails once on purpose")
+    assert [s["state"] for s in states(kv, "worker", 1)][-2:] == ["waiting-for-restart", "failed"]
+
+
+def test_a_failure_after_a_peers_waits_for_that_peers_restart(container, monkeypatch):
+    monkeypatch.setattr(bootstrap, "LOST_PEER_GRACE_S", 0.1)
+    container("""
+        def main(args, ctx):
+            note("started")
+            if generation() == 0:
+                raise ConnectionError("collective aborted: worker:1 went away")
+    """)
+    kv = KV()
+    register(kv, 0, {("worker", 1): "w1:1"})
+    hold_slots(kv, ("worker", 1))
+    assert kvb.claim_first_failure(kv, 0, "worker:1")  # worker:1 failed first; it reports and YARN restarts it
+    sup = bootstrap.Supervisor(kv, job({"worker": 2}, monkeypatch, restartable=True), "worker", "worker_0", "w0")
+    thread, rc = in_thread(sup)
+    wait_until(lambda: any(s["state"] == "waiting-for-restart" for s in states(kv, "worker", 0)))
+    thread.join(1)
+    assert thread.is_alive() and outcome(kv, "worker", 0) is None  # long past the grace: still waiting
+
+    kvb.bump_generation(kv)
+    register(kv, 1, {("worker", 1): "w1-new:1"})
+    thread.join(15)
+    assert rc == [0] and [n["generation"] for n in notes()] == [0, 1]
+
+
 @pytest.mark.parametrize("restartable", [False, True])
 def test_the_evaluator_follows_the_chief_until_it_has_ended(container, monkeypatch, restartable):
     container("""

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from tfnode.contract import (
     GEN_KEY,
     OUTCOME_OK,
+    OUTCOME_PREFIX,
     SLOT_PREFIX,
     ack_key,
     addr_prefix,
+    first_failure_key,
     outcome_key,
     parse_task_keys,
     slot_key,
@@ -133,6 +135,28 @@ def bump_generation(kv) -> int:
         cond = skein.kv.value(GEN_KEY) == raw if raw is not None else skein.kv.missing(GEN_KEY)
         if kv.transaction(conditions=[cond], on_success=[skein.kv.put(GEN_KEY, str(new).encode())]).succeeded:
             return new
+
+
+def claim_first_failure(kv, gen: int, task: str) -> bool:
+    """True for the first task to claim a failure in generation `gen` (compare-and-swap): a failing task takes down
+    its peers' collectives with it, so the first failure is the likely cause and the later ones its consequences."""
+    import skein
+
+    key = first_failure_key(gen)
+    return kv.transaction(conditions=[skein.kv.missing(key)], on_success=[skein.kv.put(key, task.encode())]).succeeded
+
+
+def lost_peers(kv, roles: Mapping[str, int], me: tuple[str, int]) -> list[tuple[str, int]]:
+    """The job's other tasks that YARN is restarting or may restart: their container has ended (the AM released
+    the slot the container owned) without an "ok" outcome, or they reported a failure (and their container ends)."""
+    import skein
+
+    slots, outcomes = kv.transaction(on_success=[skein.kv.get_prefix(SLOT_PREFIX),
+                                                 skein.kv.get_prefix(OUTCOME_PREFIX)]).results
+    held = parse_task_keys(slots, SLOT_PREFIX)
+    ended = parse_task_keys(outcomes, OUTCOME_PREFIX)
+    return [t for t in expected_tasks(roles) if t != me and (
+        (t not in held and ended.get(t) != OUTCOME_OK.encode()) or ended.get(t, b"").startswith(b"failed"))]
 
 
 def barrier_poll_interval(tasks: int) -> float:

@@ -45,6 +45,7 @@ RESULT_ENV = "TFOY_RESULT"  # file the child writes its traceback to
 STACKS_ENV = "TFOY_STACKS"  # file the child's faulthandler dumps every thread's stack into on SIGUSR1
 STACK_DUMP_WAIT_S = 2.0
 RESTART_WAIT_S = 90  # how long a failed task waits for a restarted peer before reporting its failure
+LOST_PEER_GRACE_S = 10  # how long the first task to fail looks for a lost peer (YARN's news of a killed container)
 ACK_WAIT_S = 10
 CHILD_STOP_GRACE_S = 5
 CHILD_POLL_S = 0.5  # how often the supervisor looks at its child, the generation and the chief's outcome
@@ -194,17 +195,33 @@ class Supervisor:
                 continue
             if outcome == "ok":
                 return self.report(True)
-            if self.job.restartable and self._wait_generation_change(gen, RESTART_WAIT_S):
+            if self.job.restartable and self._rejoins_after_failure(gen):
                 log.warning("task failed while a peer restarted; re-joining: %s", outcome.splitlines()[-1:])
                 continue
             return self.report(False, outcome)
 
-    def _wait_generation_change(self, gen: int, timeout: float) -> bool:
+    def _rejoins_after_failure(self, gen: int) -> bool:
+        """Whether this failed task waits for a peer's restart and re-joins, rather than reporting its failure (so
+        that YARN restarts it).
+
+        A failure is the task's own when it came first in the generation and no peer's container is found gone
+        within LOST_PEER_GRACE_S (a killed peer takes the others' collectives down with it; the AM hears of the
+        container's end a few seconds later): that task reports at once, since its own restart is the one its
+        peers wait for. Every other failed task waits up to RESTART_WAIT_S for the generation to change.
+        """
         self.put_state("waiting-for-restart", generation=gen)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        me = (self.role, self.index)
+        suspect = kvb.claim_first_failure(self.kv, gen, contract.task_name(*me))
+        start = time.monotonic()
+        while time.monotonic() - start < RESTART_WAIT_S:
             if kvb.current_generation(self.kv) != gen:
                 return True
+            if suspect and (lost := kvb.lost_peers(self.kv, self.job.roles, me)):
+                log.info("%s gone %.1fs after this task failed: waiting for its restart",
+                         ", ".join(contract.task_name(*t) for t in lost), time.monotonic() - start)
+                suspect = False
+            if suspect and time.monotonic() - start >= LOST_PEER_GRACE_S:
+                return False
             time.sleep(CHILD_POLL_S)
         return False
 
@@ -248,7 +265,10 @@ class Supervisor:
                 return "ok"
             if watch.poll():
                 return watch.stall(proc, stacks_file, f"{self.role}:{self.index}")
-            time.sleep(CHILD_POLL_S)
+            try:  # a sleep that ends when the task process does: the first failure in a generation is claimed first
+                proc.wait(CHILD_POLL_S)
+            except subprocess.TimeoutExpired:
+                pass
 
 
 class ProgressWatch:
