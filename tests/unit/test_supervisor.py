@@ -234,19 +234,34 @@ def test_a_restarted_container_clears_its_old_outcome_and_starts_a_new_generatio
     assert seen == [("starting", None, True), ("waiting", 1, None), ("running", 1, None), ("succeeded", None, None)]
 
 
-def test_a_failure_while_a_peer_restarts_rejoins_in_the_new_generation(container, monkeypatch):
+def hold_slots(kv: KV, *tasks: tuple[str, int]) -> None:
+    """The peers' containers are alive: each holds its slot (skein releases it when the container ends)."""
+    for role, i in tasks:
+        kv.put(contract.slot_key(role, i), f"{role}_{i}".encode(), owner=f"{role}_{i}")
+
+
+@pytest.mark.parametrize("peer", ["killed", "failed first"])
+def test_a_failure_while_a_peer_restarts_rejoins_in_the_new_generation(container, monkeypatch, peer):
+    """worker:1's container was killed (its slot released) or worker:1 failed first (it reports, YARN restarts it):
+    either way worker:0, failing after it, waits past the grace for worker:1's restart instead of failing too."""
+    monkeypatch.setattr(bootstrap, "LOST_PEER_GRACE_S", 0.1)
     container("""
         def main(args, ctx):
             note("started")
             if generation() == 0:
-                raise ConnectionError("peer worker:1 went away")
+                raise ConnectionError("collective aborted: worker:1 went away")
     """)
     kv = KV()
     register(kv, 0, {("worker", 1): "w1:1"})
+    if peer == "failed first":
+        hold_slots(kv, ("worker", 1))
+        assert kvb.claim_first_failure(kv, 0, "worker:1")
     runtime = job({"worker": 2}, monkeypatch, restartable=True)
     sup = bootstrap.Supervisor(kv, runtime, "worker", "worker_0", "w0")
     thread, rc = in_thread(sup)
     wait_until(lambda: any(s["state"] == "waiting-for-restart" for s in states(kv, "worker", 0)))
+    thread.join(0.5)
+    assert thread.is_alive() and outcome(kv, "worker", 0) is None  # long past the grace: still waiting
 
     kvb.bump_generation(kv)  # worker:1's new container
     register(kv, 1, {("worker", 1): "w1-new:1"})
@@ -271,12 +286,6 @@ def test_a_failure_no_restart_follows_is_reported_after_the_restart_wait(contain
         "starting", "waiting", "running", "waiting-for-restart", "failed"]
 
 
-def hold_slots(kv: KV, *tasks: tuple[str, int]) -> None:
-    """The peers' containers are alive: each holds its slot (skein releases it when the container ends)."""
-    for role, i in tasks:
-        kv.put(contract.slot_key(role, i), f"{role}_{i}".encode(), owner=f"{role}_{i}")
-
-
 def test_the_first_failure_with_every_peer_still_there_is_reported_at_once(container, monkeypatch):
     """Before, the task that failed on its own waited RESTART_WAIT_S (90 s) for a peer's restart that only its own
     failure report (YARN restarting it) could start."""
@@ -295,30 +304,6 @@ def test_the_first_failure_with_every_peer_still_there_is_reported_at_once(conta
     assert kv.get(contract.first_failure_key(0)) == b"worker:1"
     assert outcome(kv, "worker", 1).rstrip().endswith("ValueError: fails once on purpose")
     assert [s["state"] for s in states(kv, "worker", 1)][-2:] == ["waiting-for-restart", "failed"]
-
-
-def test_a_failure_after_a_peers_waits_for_that_peers_restart(container, monkeypatch):
-    monkeypatch.setattr(bootstrap, "LOST_PEER_GRACE_S", 0.1)
-    container("""
-        def main(args, ctx):
-            note("started")
-            if generation() == 0:
-                raise ConnectionError("collective aborted: worker:1 went away")
-    """)
-    kv = KV()
-    register(kv, 0, {("worker", 1): "w1:1"})
-    hold_slots(kv, ("worker", 1))
-    assert kvb.claim_first_failure(kv, 0, "worker:1")  # worker:1 failed first; it reports and YARN restarts it
-    sup = bootstrap.Supervisor(kv, job({"worker": 2}, monkeypatch, restartable=True), "worker", "worker_0", "w0")
-    thread, rc = in_thread(sup)
-    wait_until(lambda: any(s["state"] == "waiting-for-restart" for s in states(kv, "worker", 0)))
-    thread.join(1)
-    assert thread.is_alive() and outcome(kv, "worker", 0) is None  # long past the grace: still waiting
-
-    kvb.bump_generation(kv)
-    register(kv, 1, {("worker", 1): "w1-new:1"})
-    thread.join(15)
-    assert rc == [0] and [n["generation"] for n in notes()] == [0, 1]
 
 
 @pytest.mark.parametrize("restartable", [False, True])
