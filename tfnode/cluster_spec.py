@@ -60,3 +60,12 @@ def tf_config(cluster_spec: Mapping[str, list[str]], job_name: str, task_index: 
     if job_name not in cluster_spec or not 0 <= task_index < len(cluster_spec[job_name]):
         raise ValueError(f"TF_CONFIG: task {job_name}:{task_index} is not in the cluster spec {dict(cluster_spec)}")
     return json.dumps({"cluster": dict(cluster_spec), "task": {"type": job_name, "index": task_index}})
+
+
+def task_tf_config(cluster: dict[str, list[str]], role: str, index: int) -> str:
+    """A task's TF_CONFIG: its cluster is the training cluster (`training_cluster`, without the evaluator), in the
+    evaluator's own TF_CONFIG too."""
+    training = training_cluster(cluster)
+    if role == "evaluator":
+        return json.dumps({"cluster": training, "task": {"type": "evaluator", "index": index}})
+    return tf_config(training, role, index)

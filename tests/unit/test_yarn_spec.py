@@ -213,7 +213,7 @@ def test_env_key_is_stable_and_depends_on_exclusions():
 
 
 def test_evaluator_is_not_a_member_of_the_training_cluster():
-    from tfnode.yarn.bootstrap import task_tf_config
+    from tfnode.cluster_spec import task_tf_config
 
     cluster = {"chief": ["h:1"], "worker": ["h:2"], "evaluator": ["h:3"]}
     ev = json.loads(task_tf_config(cluster, "evaluator", 0))

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tfnode import contract, progress
-from tfnode.cluster_spec import build_cluster_spec, tf_config, training_cluster
+from tfnode.cluster_spec import build_cluster_spec, task_tf_config, training_cluster
 from tfnode.prepare import prepare_node
 from tfnode.yarn import barrier as kvb
 
@@ -62,15 +62,6 @@ def cuda_visible_devices(gpus: int, environ: dict[str, str]) -> str:
             ids = [d for d in granted.split(",") if d.strip()]
             return ",".join(ids[:gpus])
     return ",".join(str(i) for i in range(gpus))
-
-
-def task_tf_config(cluster: dict[str, list[str]], role: str, index: int) -> str:
-    """A task's TF_CONFIG: its cluster is the training cluster (`training_cluster`, without the evaluator), in the
-    evaluator's own TF_CONFIG too."""
-    training = training_cluster(cluster)
-    if role == "evaluator":
-        return json.dumps({"cluster": training, "task": {"type": "evaluator", "index": index}})
-    return tf_config(training, role, index)
 
 
 # ---- supervisor ------------------------------------------------------------------------------------------------
