@@ -65,8 +65,8 @@ def main() -> None:
     parts: dict[tuple[str, str], list[float]] = {}  # (part, side) -> seconds, to show where a write's time goes
 
     def save(base: str, n: int, side: str = "") -> float:
-        if side:  # the earlier runs' dirty pages written back first, on both sides alike (not timed): without it
-            os.sync()  # each run paid for the writeback of the ones before it, HDFS's most (its DataNode's too)
+        if side:  # the earlier runs' dirty pages written back first, on both sides alike (not timed), so that no
+            os.sync()  # run pays for the writeback of the ones before it
         t = time.perf_counter()
         tf.io.gfile.makedirs(base)
         model.save(f"{base}/m{n}.keras")
@@ -125,12 +125,12 @@ def main() -> None:
         reads: dict[str, list[float]] = {"local": [], "hdfs": []}
         writes: dict[str, list[float]] = {"local": [], "hdfs": [], "hdfs staged": []}
         for i in range(1, args.repeats + 1):
-            # which side goes first alternates: a save straight after another one pays for the memory the first
-            # freed (here 0.09 -> 0.24 s for the same local model.save), so a fixed order favours the first side
-            sides = [("local", local_tfr, local_dir), ("hdfs", remote_tfr, remote)]
-            for side, files, _ in sides[::1 if i % 2 else -1]:
+            # which side goes first alternates: a save straight after another one took longer (0.09 -> 0.24 s for
+            # the same local model.save), so a fixed order favours the side that goes first
+            sides = [("local", local_tfr, local_dir), ("hdfs", remote_tfr, remote)][::1 if i % 2 else -1]
+            for side, files, _ in sides:
                 reads[side].append(run(pipeline(files), len(images)))
-            for side, _, base in sides[::1 if i % 2 else -1]:
+            for side, _, base in sides:
                 writes[side].append(save(f"{base}/save", i, side))
             writes["hdfs staged"].append(save_staged(f"{remote}/save", i))
         saved = [f"{local_dir}/save/m1.keras", f"{local_dir}/save/ckpt1"]
