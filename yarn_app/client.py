@@ -223,9 +223,39 @@ def parse_yarn_logs(text: str) -> dict[str, str]:
     return {cid: "\n".join(lines) for cid, lines in out.items()}
 
 
+# YARN's LogAggregationStatus values that mean the NodeManagers are still uploading
+_AGGREGATING = {"NOT_START", "RUNNING", "RUNNING_WITH_FAILURE"}
+AGGREGATION_POLL_S = 2.0
+
+
+def _aggregation_pending(app_id: str, timeout: float) -> str | None:
+    """The log aggregation status of an application that has ended but whose logs are not all uploaded yet,
+    else None. Right after an application ends, `yarn logs` finds some containers or none ("Can not find any
+    log file") until every NodeManager has uploaded; `tfoy logs` then waits rather than print a partial set."""
+    try:
+        proc = subprocess.run(["yarn", "application", "-status", app_id], capture_output=True, text=True,
+                              timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None  # `yarn logs` itself says what is wrong
+    fields = {key.strip(): value.strip() for key, _, value in
+              (line.partition(" : ") for line in proc.stdout.splitlines())}
+    status = fields.get("Log Aggregation Status", "")
+    ended = fields.get("State", "") in FINAL_STATES
+    return status if ended and status in _AGGREGATING else None
+
+
 def logs(app_id: str, task: str | None = None, timeout: float = 120) -> dict[str, str]:
     """Aggregated container logs ({yarn container id: text}) from `yarn logs` (the Hadoop 3 log format, which
-    skein's Hadoop-2 reader cannot read), optionally only the container(s) that ran one task."""
+    skein's Hadoop-2 reader cannot read), optionally only the container(s) that ran one task. An application
+    that has just ended is first waited for (up to `timeout`) until its log aggregation is done."""
+    deadline = time.monotonic() + timeout
+    while (status := _aggregation_pending(app_id, timeout=max(1.0, deadline - time.monotonic()))) is not None:
+        if time.monotonic() + AGGREGATION_POLL_S > deadline:
+            raise cluster_checks.ClusterError(
+                f"the logs of {app_id} are still being aggregated (log aggregation status {status}) after "
+                f"{timeout:.0f} s; try again later")
+        log.info("waiting for the log aggregation of %s (%s)", app_id, status)
+        time.sleep(AGGREGATION_POLL_S)
     proc = subprocess.run(["yarn", "logs", "-applicationId", app_id], capture_output=True, text=True,
                           timeout=timeout)
     if proc.returncode != 0 and "Container: " not in proc.stdout:
