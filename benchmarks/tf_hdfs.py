@@ -10,6 +10,10 @@ ratio is the median of the repeats' paired ratios (each hdfs run against the loc
 hdfs_read.py for why). Each timed write starts with the earlier writes' dirty pages written back (`os.sync`).
 read_ratio: hdfs records/s over local records/s; write_ratio: local seconds over hdfs seconds (both ≥ 1 would mean
 HDFS is faster). For scale, Hadoop's own client writes the same files too (`hdfs dfs -put`, when `hdfs` is on PATH).
+`--prefault-gib N` first touches N GiB of fresh memory and frees it: on a VM whose balloon reports free pages to
+the host (virtio-balloon free page reporting), memory the host has taken back costs ~10 µs per 4 KiB page at its
+next first touch, and which side of a pair meets such pages is chance; touched first, both sides run on memory the
+host backs, for a while. The cost measured per GiB is printed.
 Last line: `RESULT read_ratio=… write_ratio=…`.
 """
 
@@ -38,10 +42,27 @@ def paired(hdfs: list[float], local: list[float]) -> float:
     return statistics.median(h / b for h, b in zip(hdfs, local, strict=True))
 
 
+def prefault(gib: int) -> float:
+    """Touches `gib` GiB of fresh anonymous memory page by page, frees it; seconds per GiB."""
+    import mmap
+
+    t = time.perf_counter()
+    blocks = []
+    for _ in range(gib):
+        block = mmap.mmap(-1, 1 << 30)
+        for offset in range(0, 1 << 30, mmap.PAGESIZE):
+            block[offset] = 1
+        blocks.append(block)
+    for block in blocks:
+        block.close()
+    return (time.perf_counter() - t) / gib
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--files", type=int, default=4)
+    parser.add_argument("--prefault-gib", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import keras
@@ -119,6 +140,9 @@ def main() -> None:
         print(f"data: {len(images)} records in {args.files} files "
               f"({sum(os.path.getsize(p) for p in local_tfr) / 2**20:.0f} MiB) at {remote}/data, "
               f"{time.perf_counter() - t:.1f}s; model {weights_mb:.0f} MB of weights")
+        if args.prefault_gib:
+            print(f"first touch of fresh memory: {prefault(args.prefault_gib):.2f} s per GiB "
+                  f"({args.prefault_gib} GiB, then freed)")
         run(pipeline(local_tfr), len(images))  # warm-up: page cache, TF kernels
         save(f"{local_dir}/save", 0)
         save(f"{remote}/save", 0)
