@@ -24,12 +24,22 @@ def hadoop_conf_value(key: str, site: str = "core-site.xml", conf_dir: str | Non
     if not conf_dir:
         return None
     path = Path(conf_dir) / site
-    if not path.exists():
+    try:
+        st = path.stat()
+    except FileNotFoundError:
         return None
+    return _site_properties(str(path), st.st_mtime_ns, st.st_size).get(key)
+
+
+@functools.lru_cache(maxsize=16)
+def _site_properties(path: str, mtime_ns: int, size: int) -> dict[str, str]:
+    """A site file's properties, parsed once per version of it (every file hdfs_io creates asks for a few)."""
+    props: dict[str, str] = {}
     for prop in ET.parse(path).getroot().iter("property"):
-        if prop.findtext("name") == key:
-            return (prop.findtext("value") or "").strip()
-    return None
+        name = prop.findtext("name")
+        if name is not None:
+            props.setdefault(name.strip(), (prop.findtext("value") or "").strip())
+    return props
 
 
 def default_fs(conf_dir: str | None = None) -> str:

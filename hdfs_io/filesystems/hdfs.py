@@ -153,10 +153,49 @@ def umask() -> int:
         return 0o022
 
 
+class HadoopConfigError(HdfsIoError, ValueError):
+    """A client setting in HADOOP_CONF_DIR that Hadoop's own client would refuse too."""
+
+
+_SIZE_SUFFIXES = "kmgtpe"
+
+
+def _client_setting(key: str) -> str | None:
+    """hdfs-site.xml's value, else core-site.xml's: Hadoop's Configuration lets the later file win."""
+    return hadoop_conf_value(key, "hdfs-site.xml") or hadoop_conf_value(key, "core-site.xml")
+
+
+def config_bytes(key: str) -> int | None:
+    """A size as Hadoop's Configuration.getLongBytes reads it: bytes, or a whole number with a k, m, g, t, p or e
+    suffix (binary, any case); None when unset."""
+    value = _client_setting(key)
+    if not value:
+        return None
+    digits, suffix = (value[:-1], value[-1].lower()) if not value[-1].isdigit() else (value, "")
+    if digits.isdigit() and (not suffix or suffix in _SIZE_SUFFIXES):
+        return int(digits) << (10 * (_SIZE_SUFFIXES.index(suffix) + 1) if suffix else 0)
+    raise HadoopConfigError(f"{key} = {value!r} in the Hadoop configuration is not a size (bytes, or with "
+                            f"k/m/g/t/p/e)")
+
+
+def config_int(key: str) -> int | None:
+    value = _client_setting(key)
+    if not value:
+        return None
+    if not value.isdigit():
+        raise HadoopConfigError(f"{key} = {value!r} in the Hadoop configuration is not a whole number")
+    return int(value)
+
+
 def write_options(overwrite: bool) -> Any:
+    """As Hadoop's own clients create files: 0666 less the umask, and the client configuration's dfs.blocksize and
+    dfs.replication when it sets them (hdfs-native on its own takes the NameNode's defaults; Java's client takes its
+    own configuration, so an edge node's or a job's settings govern what it writes). The TF plugin does the same
+    (native/hdfs_reader/src/fs.rs)."""
     from hdfs_native import WriteOptions
 
-    return WriteOptions(overwrite=overwrite, create_parent=True, permission=0o666 & ~umask())
+    return WriteOptions(overwrite=overwrite, create_parent=True, permission=0o666 & ~umask(),
+                        block_size=config_bytes("dfs.blocksize"), replication=config_int("dfs.replication"))
 
 
 

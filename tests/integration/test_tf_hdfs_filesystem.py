@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -265,6 +266,42 @@ def test_viewfs_mount_table(hdfs_tmp, hadoop_conf, tmp_path, monkeypatch):
     assert tf.io.gfile.GFile(uri(f"{hdfs_tmp}/v/f.txt")).read() == "through viewfs"
 
 
+def _conf_with(hadoop_conf: Path, folder: Path, **settings: str) -> Path:
+    """A copy of the client configuration with some hdfs-site.xml properties set (dfs_blocksize -> dfs.blocksize)."""
+    folder.mkdir()
+    (folder / "core-site.xml").write_text((hadoop_conf / "core-site.xml").read_text())
+    site = (hadoop_conf / "hdfs-site.xml").read_text()
+    for key, value in settings.items():
+        name = key.replace("_", ".")
+        site = re.sub(rf"\s*<property><name>{re.escape(name)}</name>.*?</property>", "", site)
+        site = site.replace("</configuration>", f"<property><name>{name}</name><value>{value}</value></property>\n"
+                                                "</configuration>")
+    (folder / "hdfs-site.xml").write_text(site)
+    return folder
+
+
+def test_client_block_size_and_replication_govern_new_files(hdfs, hdfs_tmp, hadoop_conf, tmp_path, monkeypatch):
+    """As with Hadoop's Java client, the client configuration's dfs.blocksize and dfs.replication decide how a new
+    file is stored, for TF's writes and hdfs_io's own alike (hdfs-native alone takes the NameNode's defaults: 32 MiB
+    and 1 on the embedded cluster)."""
+    from hdfs_io import fs
+
+    data = bytes(range(256)) * (10 << 10)  # 2.5 MiB: three blocks of 1 MiB
+    monkeypatch.setenv("HADOOP_CONF_DIR", str(_conf_with(hadoop_conf, tmp_path / "c1", dfs_blocksize="1m",
+                                                         dfs_replication="2")))
+    with tf.io.gfile.GFile(uri(f"{hdfs_tmp}/tf.bin"), "wb") as f:
+        f.write(data)
+    fs.write_bytes(uri(f"{hdfs_tmp}/py.bin"), data)
+    monkeypatch.setenv("HADOOP_CONF_DIR", str(_conf_with(hadoop_conf, tmp_path / "c2", dfs_blocksize="2097152")))
+    with tf.io.gfile.GFile(uri(f"{hdfs_tmp}/tf2.bin"), "wb") as f:
+        f.write(data)
+    for name, blocksize, replication in [("tf.bin", 1 << 20, 2), ("py.bin", 1 << 20, 2), ("tf2.bin", 2 << 20, 1)]:
+        st = hdfs.get_file_info(f"{hdfs_tmp}/{name}")
+        assert (st.blocksize, st.replication, st.length) == (blocksize, replication, len(data)), name
+    assert tf.io.gfile.GFile(uri(f"{hdfs_tmp}/tf.bin"), "rb").read() == data  # read across its three blocks
+    assert fs.read_bytes(uri(f"{hdfs_tmp}/py.bin")) == data
+
+
 # ---- bad input -----------------------------------------------------------------------------------------------
 
 
@@ -289,6 +326,20 @@ def test_missing_path_file_under_file_and_directory_errors(hdfs_tmp):
     with pytest.raises(tf.errors.FailedPreconditionError, match=f"{base}/file: not a directory"):
         tf.io.gfile.rmtree(f"{base}/file")  # a directory operation on a file leaves it alone
     assert tf.io.gfile.listdir(base) == ["file"]  # nothing half-written left behind
+
+
+def test_a_bad_client_block_size_is_named_and_writes_nothing(hdfs, hdfs_tmp, hadoop_conf, tmp_path, monkeypatch):
+    from hdfs_io import fs
+    from hdfs_io.filesystems.hdfs import HadoopConfigError
+
+    monkeypatch.setenv("HADOOP_CONF_DIR", str(_conf_with(hadoop_conf, tmp_path / "bad", dfs_blocksize="12x")))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"dfs.blocksize = '12x' in the Hadoop configuration"):
+        with tf.io.gfile.GFile(uri(f"{hdfs_tmp}/tf.bin"), "wb") as f:
+            f.write(b"x")
+    with pytest.raises(HadoopConfigError, match=r"dfs.blocksize = '12x' in the Hadoop configuration is not a size"):
+        fs.write_bytes(uri(f"{hdfs_tmp}/py.bin"), b"x")
+    monkeypatch.setenv("HADOOP_CONF_DIR", str(hadoop_conf))
+    assert not list(hdfs.list_status(hdfs_tmp))  # nothing created, not even a temporary file
 
 
 def test_permission_denied_names_path_and_user(hdfs, hdfs_tmp, monkeypatch):

@@ -30,7 +30,8 @@ def test_crc_stand_in_matches_the_catalogue():
 
 def test_local_replica_reads_check_every_chunk():
     out = _cargo_test("-p", "tfoy_hdfs_reader", "--lib")
-    for name in ("reads_any_range_and_checks_it", "a_flipped_byte_fails_its_chunk", "namenodes_of_a_nameservice"):
+    for name in ("reads_any_range_and_checks_it", "a_flipped_byte_fails_its_chunk", "namenodes_of_a_nameservice",
+                 "sizes_as_hadoop_reads_them"):
         assert f"test local::tests::{name} ... ok" in out, out
 
 

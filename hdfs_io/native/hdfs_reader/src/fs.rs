@@ -140,9 +140,20 @@ fn list(name: &str, mut each: impl FnMut(&str)) -> Result<i64, Failure> {
     Ok(entries.len() as i64)
 }
 
-/// Files as Hadoop's own clients create them: 0666 less the configured umask.
-fn write_options() -> WriteOptions {
-    WriteOptions::default().overwrite(true).create_parent(true).permission(0o666 & !crate::settings().umask())
+/// Files as Hadoop's own clients create them: 0666 less the configured umask, and the client configuration's
+/// dfs.blocksize and dfs.replication when it sets them (hdfs-native on its own takes the NameNode's defaults; Java's
+/// client takes its own configuration, so an edge node's or a job's settings govern what it writes).
+fn write_options(uri: &str) -> Result<WriteOptions, Failure> {
+    let settings = crate::settings();
+    let bad = |e: String| Failure(INVALID_ARGUMENT, format!("{uri}: {e}"));
+    let mut options = WriteOptions::default().overwrite(true).create_parent(true).permission(0o666 & !settings.umask());
+    if let Some(size) = settings.bytes("dfs.blocksize").map_err(bad)? {
+        options = options.block_size(size);
+    }
+    if let Some(replication) = settings.number::<u32>("dfs.replication").map_err(bad)? {
+        options = options.replication(replication);
+    }
+    Ok(options)
 }
 
 fn mkdirs(name: &str, parents: bool) -> Result<i64, Failure> {
@@ -236,8 +247,8 @@ impl Writer {
             return Ok(());
         }
         use std::os::unix::fs::FileExt;
+        let options = write_options(&self.uri)?;
         let temp = temp_name(&self.path);
-        let options = write_options();
         let mut out = run(&self.uri, self.client.create(&temp, &options))?;
         let local = |e: std::io::Error| Failure(crate::INTERNAL, format!("{}: local spool: {e}", self.uri));
         let size = spool.metadata().map_err(local)?.len();
@@ -339,7 +350,7 @@ fn create(name: &str, append: bool, initial: &mut i64) -> Result<i64, Failure> {
     if existing.as_ref().is_some_and(|s| s.isdir) {
         return Err(Failure(FAILED_PRECONDITION, format!("{uri}: is a directory")));
     }
-    let options = write_options();
+    let options = write_options(&uri)?;
     let (inner, mode) = match existing {
         Some(s) if append => {
             *initial = s.length as i64;

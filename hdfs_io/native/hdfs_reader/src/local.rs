@@ -106,6 +106,32 @@ impl Settings {
     pub(crate) fn umask(&self) -> u32 {
         self.get("fs.permissions.umask-mode").and_then(|v| u32::from_str_radix(v, 8).ok()).unwrap_or(0o022) & 0o777
     }
+
+    /// A size as Hadoop's Configuration.getLongBytes reads it: bytes, or a whole number with a k, m, g, t, p or e
+    /// suffix (binary, any case). None when unset; an error naming the key and the value when it is no size.
+    pub(crate) fn bytes(&self, key: &str) -> Result<Option<u64>, String> {
+        let Some(value) = self.get(key) else { return Ok(None) };
+        let lower = value.to_ascii_lowercase();
+        let (digits, shift) = match lower.char_indices().last() {
+            Some((i, c)) if !c.is_ascii_digit() => match "kmgtpe".find(c) {
+                Some(n) => (&lower[..i], 10 * (n as u32 + 1)),
+                None => ("", 0),
+            },
+            _ => (lower.as_str(), 0),
+        };
+        digits.parse::<u64>().ok().and_then(|n| n.checked_mul(1u64 << shift)).map(Some).ok_or_else(|| {
+            format!("{key} = '{value}' in the Hadoop configuration is not a size (bytes, or with k/m/g/t/p/e)")
+        })
+    }
+
+    /// A whole number (dfs.replication); None when unset, an error naming the key and the value otherwise.
+    pub(crate) fn number<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, String> {
+        self.get(key)
+            .map(|v| {
+                v.parse::<T>().map_err(|_| format!("{key} = '{v}' in the Hadoop configuration is not a whole number"))
+            })
+            .transpose()
+    }
 }
 
 /// core-site.xml and hdfs-site.xml from HADOOP_CONF_DIR (or $HADOOP_HOME/etc/hadoop), as hdfs-native reads them.
@@ -449,6 +475,25 @@ mod tests {
         let err = file.read(1990, &mut out).unwrap_err();
         assert!(err.contains("fails its checksum at file byte 1536"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn sizes_as_hadoop_reads_them() {
+        let conf: HashMap<String, String> =
+            [("a", "134217728"), ("b", "128m"), ("c", " 1G "), ("d", "12x"), ("e", "m"), ("f", "2"), ("g", "3.5")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let s = Settings { configured: false, skip_checksum: false, kerberos: false, conf };
+        assert_eq!(s.bytes("a"), Ok(Some(128 << 20)));
+        assert_eq!(s.bytes("b"), Ok(Some(128 << 20)));
+        assert_eq!(s.bytes("c"), Ok(Some(1 << 30)));
+        assert_eq!(s.bytes("missing"), Ok(None));
+        for bad in ["d", "e"] {
+            assert!(s.bytes(bad).unwrap_err().contains(&format!("{bad} = '")), "{bad}");
+        }
+        assert_eq!(s.number::<u32>("f"), Ok(Some(2)));
+        assert!(s.number::<u32>("g").unwrap_err().contains("g = '3.5'"));
     }
 
     #[test]
