@@ -112,8 +112,7 @@ def _client(scheme: str, authority: str, user: str, conf_dir: str | None) -> Any
     from hdfs_native import Client
 
     check_reachable(scheme, authority)
-    configured = any(hadoop_conf_value(PACKET_SIZE_KEY, site, conf_dir) for site in ("hdfs-site.xml", "core-site.xml"))
-    config = {} if configured else {PACKET_SIZE_KEY: str(WRITE_PACKET_SIZE)}
+    config = {} if _client_setting(PACKET_SIZE_KEY, conf_dir) else {PACKET_SIZE_KEY: str(WRITE_PACKET_SIZE)}
     client = Client(f"{scheme}://{authority}", config=config, config_dir=conf_dir)
     _first_rpc(client, f"{scheme}://{authority}")
     return client
@@ -160,9 +159,9 @@ class HadoopConfigError(HdfsIoError, ValueError):
 _SIZE_SUFFIXES = "kmgtpe"
 
 
-def _client_setting(key: str) -> str | None:
+def _client_setting(key: str, conf_dir: str | None = None) -> str | None:
     """hdfs-site.xml's value, else core-site.xml's: Hadoop's Configuration lets the later file win."""
-    return hadoop_conf_value(key, "hdfs-site.xml") or hadoop_conf_value(key, "core-site.xml")
+    return hadoop_conf_value(key, "hdfs-site.xml", conf_dir) or hadoop_conf_value(key, "core-site.xml", conf_dir)
 
 
 def config_bytes(key: str) -> int | None:
