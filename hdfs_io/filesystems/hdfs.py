@@ -145,7 +145,7 @@ def _first_rpc(client: Any, fs_uri: str, timeout: float | None = None) -> None:
 def umask() -> int:
     """fs.permissions.umask-mode (octal; Hadoop's default 022), which Hadoop's clients take from 0666 for files and
     0777 for folders: tfoy creates what `hdfs dfs` would. A symbolic mode (u=rwx,g=rx,o=) counts as the default."""
-    value = hadoop_conf_value("fs.permissions.umask-mode") or "022"
+    value = _client_setting("fs.permissions.umask-mode") or "022"
     try:
         return int(value, 8) & 0o777
     except ValueError:
