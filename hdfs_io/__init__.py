@@ -48,6 +48,7 @@ _EXPORTS = {
     "latest_version": "hdfs_io.export",
     "list_versions": "hdfs_io.export",
     "HdfsBackupAndRestore": "hdfs_io.checkpoint",
+    "complete_checkpoints": "hdfs_io.checkpoint",
     "HdfsTensorBoard": "hdfs_io.summaries",
     "sync_dir": "hdfs_io.summaries",
 }

@@ -39,9 +39,9 @@ __all__ = [
     "ACK_PREFIX", "ADDR_PREFIX", "CHIEF_ROLES", "CLIENT_KEY", "CONTAINER_MODULE", "ENV_PREFIX", "FEEDLESS_ROLES",
     "FIRST_FAILURE_PREFIX", "GEN_KEY", "JOB_ENV", "KV_PREFIX", "OUTCOME_OK", "OUTCOME_PREFIX", "PROGRESS_PREFIX",
     "ROLE_ENV", "ROLE_NAMES", "SECRETS_FILE", "SERVER_ROLES_PS", "SIDE_ROLES", "SLOT_PREFIX", "STARTED_PREFIX",
-    "STATE_PREFIX", "TASK_BANNER", "TF_ROLES", "TRAINING_ROLES", "JobRuntime", "ack_key", "addr_key", "addr_prefix",
-    "failure_detail", "first_failure_key", "outcome_key", "outcome_text", "parse_task_keys", "parse_task_name",
-    "progress_key", "slot_key", "started_key", "state_key", "task_name",
+    "STATE_PREFIX", "TASK_BANNER", "TF_ROLES", "TRAINING_ROLES", "USER_ENV", "JobRuntime", "ack_key", "addr_key",
+    "addr_prefix", "failure_detail", "first_failure_key", "outcome_key", "outcome_text", "parse_task_keys",
+    "parse_task_name", "progress_key", "slot_key", "started_key", "state_key", "task_name",
 ]
 
 # ---- roles ---------------------------------------------------------------------------------------------------
@@ -58,7 +58,12 @@ SIDE_ROLES = ("evaluator", "tensorboard")
 FEEDLESS_ROLES = ("ps", "evaluator")  # Spark mode: nodes that take no InputMode.SPARK data
 
 # ---- the container's environment -----------------------------------------------------------------------------
-ENV_PREFIX = "TFOY_"  # every variable of this prefix in a container is tfoy's: a job spec may set none of them
+ENV_PREFIX = "TFOY_"  # tfoy's own variables: a job spec may set only the USER_ENV ones
+# The settings a user may give a job (spec `env:`), each read in the containers: the TF plugin's and hdfs_io's
+# HDFS client (docs/hdfs_io.md) and where staged files go. Every other TFOY_ name is set by tfoy, or means nothing in
+# a container, so a spec that sets one is refused rather than silently ignored (a misspelt setting included).
+USER_ENV = ("TFOY_HDFS_ATOMIC_WRITES", "TFOY_HDFS_CONNECT_TIMEOUT", "TFOY_HDFS_READER", "TFOY_HDFS_READER_NICE",
+            "TFOY_HDFS_RPC_TIMEOUT", "TFOY_HDFS_SHORT_CIRCUIT", "TFOY_STAGE_DIR")
 JOB_ENV = "TFOY_JOB"  # JobRuntime.encode(), set by yarn_app.application
 ROLE_ENV = "TFOY_ROLE"  # the skein service (role) this container runs
 SECRETS_FILE = "tfoy_secrets.json"  # security.secret_env values, localized privately (never in the container env)

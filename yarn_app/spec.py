@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.functional_validators import AfterValidator, BeforeValidator, WrapValidator, model_validator
 from pydantic_core import PydanticUseDefault
 
-from tfnode.contract import ENV_PREFIX, ROLE_NAMES, TF_ROLES
+from tfnode.contract import ENV_PREFIX, ROLE_NAMES, TF_ROLES, USER_ENV
 from yarn_app.errors import TfoyError
 
 __all__ = ["JobSpec", "PythonEnvSpec", "RoleSpec", "SecuritySpec", "SpecError", "TimeoutSpec", "apply_overrides",
@@ -107,9 +107,11 @@ Seconds = Annotated[float, _rule(lambda s: math.isfinite(s) and s > 0,  # .nan o
                                   "must be a positive number of seconds, got {value:g}")]
 RoleName = Annotated[str, _rule(lambda name: name in ROLE_NAMES,
                                 f"unknown key (allowed: {', '.join(sorted(ROLE_NAMES))})")]
-EnvName = Annotated[Text, _rule(lambda key: key not in RESERVED_ENV and not key.startswith(ENV_PREFIX),
+EnvName = Annotated[Text, _rule(lambda key: key not in RESERVED_ENV,
                                 "set by tfoy in every container, and a job that changed it would not start; ship "
                                 "code with files: and libraries with python_env:"),
+                    _rule(lambda key: not key.startswith(ENV_PREFIX) or key in USER_ENV,
+                          f"tfoy's own; of its variables a job may set {', '.join(USER_ENV)}"),
                     _rule(lambda key: re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key), "not an environment variable name")]
 UserNames = Annotated[list[Annotated[str, _named(r"[\w.-]+|\*", "user name")]], OrDefault]
 Strategy = Literal["auto", "multi_worker_mirrored", "parameter_server"]
@@ -187,7 +189,8 @@ class TimeoutSpec(_Section):
 class SecuritySpec(_Section):
     """Kerberos and access: who submits (the ticket cache by default, or a principal's keytab), who else may see
     or change the application (YARN ACLs; the owner and the cluster's admins always may), which `env` values are
-    secrets (never printed, never in a launch script: given to the tasks through the AM's key-value store)."""
+    secrets (never printed, never in a launch script: given to the tasks in a file localized for the application
+    only, which each task reads into its environment)."""
 
     principal: str | None = None
     keytab: str | None = None

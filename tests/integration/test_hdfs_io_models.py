@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hdfs_io import export, fs
-from hdfs_io.checkpoint import HdfsBackupAndRestore, complete_checkpoints
+from hdfs_io import HdfsBackupAndRestore, complete_checkpoints, export, fs
 from hdfs_io.summaries import HdfsTensorBoard
 
 pytestmark = pytest.mark.integration

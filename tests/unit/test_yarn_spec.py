@@ -60,7 +60,8 @@ def test_example_specs_load_and_round_trip():
         ({"timeouts": {"job": float("inf")}}, "timeouts.job: must be a positive number of seconds, got inf"),
         ({"env": {"PYTHONPATH": "/x"}}, "env.PYTHONPATH: set by tfoy in every container"),
         ({"env": {"LD_LIBRARY_PATH": "/x"}}, "env.LD_LIBRARY_PATH: set by tfoy"),
-        ({"env": {"TFOY_JOB": "{}"}}, "env.TFOY_JOB: set by tfoy"),
+        ({"env": {"TFOY_JOB": "{}"}}, "env.TFOY_JOB: tfoy's own; of its variables a job may set TFOY_HDFS_"),
+        ({"env": {"TFOY_HDFS_RPC_TIMEOUTS": "9"}}, "env.TFOY_HDFS_RPC_TIMEOUTS: tfoy's own"),  # misspelt
         ({"env": {"A-B": "1"}}, "env.A-B: not an environment variable name"),
         ({"tags": ["x" * 101]}, "tags[0]: YARN takes tags of 1 to 100 characters, got 101"),
         ({"roles": {"worker": {"node_label": "gpu nodes"}}}, "roles.worker.node_label: not a YARN node label"),
@@ -142,7 +143,8 @@ def test_unreachable_resource_manager_is_named():
 def test_application_spec_translation_gpus_env_and_files():
     spec = spec_of(roles={"chief": {"memory": 1024}, "worker": {"instances": 2, "gpus": 2, "max_restarts": 3,
                                                                "node_label": "gpu"}},
-                   env={"FOO": "bar"}, files={"data.txt": "/tmp/data.txt"}, tags=["t"])
+                   env={"FOO": "bar", "TFOY_HDFS_RPC_TIMEOUT": "30"}, files={"data.txt": "/tmp/data.txt"},
+                   tags=["t"])
     app = build_application_spec(spec, Shipping(code_zip="/tmp/code.zip",
                                                 env_archive="hdfs://nn:8020/user/u/.tfoy/envs/k.tar.gz"))
     worker, chief = app.services["worker"], app.services["chief"]
@@ -154,6 +156,7 @@ def test_application_spec_translation_gpus_env_and_files():
     assert str(worker.files["tfoy_code"].type) == "ARCHIVE"
     assert worker.script == "exec ./tfoy_env/bin/python3.11 -m tfnode.yarn.bootstrap"
     assert worker.env["FOO"] == "bar" and worker.env["TFOY_ROLE"] == "worker"
+    assert worker.env["TFOY_HDFS_RPC_TIMEOUT"] == "30"  # a documented tuning setting reaches the tasks
     assert worker.env["PYTHONDONTWRITEBYTECODE"] == "1"  # never write into archives other containers share
     runtime = JobRuntime.decode(worker.env["TFOY_JOB"])
     assert runtime.roles == {"chief": 1, "worker": 2} and runtime.gpus == {"worker": 2} and runtime.restartable
