@@ -5,31 +5,22 @@ the containers agree on).
 
 TFoS names are served lazily (PEP 562 module `__getattr__`) so that `import tfnode` in a YARN container never
 imports pyspark or TensorFlow: `from tfnode import TFCluster, TFNode, compat, TFParallel, dfutil, pipeline` replaces
-`from tensorflowonspark import TFCluster, TFNode, compat, TFParallel, dfutil, pipeline`.
+`from tensorflowonspark import TFCluster, TFNode, compat, TFParallel, dfutil, pipeline`, and the modules of those
+names (`from tfnode.TFCluster import InputMode`, `from tfnode.pipeline import TFEstimator`) import as TFoS's do.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import SimpleNamespace
 from typing import Any
 
 _MODULES = {"TFCluster": "tfnode.spark.cluster", "TFParallel": "tfnode.spark.parallel", "compat": "tfnode.compat",
-            "dfutil": "tfnode.spark.dfutil", "pipeline": "tfnode.spark.pipeline"}
+            "dfutil": "tfnode.spark.dfutil", "pipeline": "tfnode.spark.pipeline", "TFNode": "tfnode.TFNode"}
 
 __all__ = ["TFCluster", "TFNode", "TFParallel", "compat", "dfutil", "pipeline"]
-
-
-def hdfs_path(ctx: Any, path: str) -> str:
-    """TFoS's TFNode.hdfs_path: a fully qualified URI for `path` on the node's defaultFS."""
-    return ctx.absolute_path(path)
 
 
 def __getattr__(name: str) -> Any:
     if name in _MODULES:
         return importlib.import_module(_MODULES[name])
-    if name == "TFNode":
-        from tfnode.spark.feed import DataFeed
-
-        return SimpleNamespace(DataFeed=DataFeed, hdfs_path=hdfs_path)
     raise AttributeError(f"module 'tfnode' has no attribute {name!r}")

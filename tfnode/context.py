@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from hdfs_io.paths import absolute_uri, default_fs
 from tfnode import cluster_spec as cs
@@ -43,6 +44,12 @@ class NodeContext:
         return self.default_fs
 
     @property
+    def worker_num(self) -> int:
+        """TFoS's older name for executor_id (its TFParallel shards by it: `ds.shard(ctx.num_workers,
+        ctx.worker_num)`)."""
+        return self.executor_id
+
+    @property
     def num_workers(self) -> int:
         return cs.num_workers(self.cluster_spec)
 
@@ -62,7 +69,10 @@ class NodeContext:
         return cs.worker_shard(self.cluster_spec, self.job_name, self.task_index)[1]
 
     def absolute_path(self, path: str) -> str:
-        """A fully qualified URI for `path` on this cluster's defaultFS (TFoS's ctx.absolute_path)."""
+        """A fully qualified URI for `path` on this cluster's defaultFS (TFoS's ctx.absolute_path); on a file://
+        defaultFS a relative path is under working_dir (in Spark mode the driver's, as TFoS has it)."""
+        if self.default_fs.startswith("file:") and not urlsplit(path).scheme and not path.startswith("/"):
+            return "file://" + os.path.join(self.working_dir, path)
         return absolute_uri(path, self.default_fs)
 
     def tf_config(self) -> str:

@@ -407,7 +407,7 @@ def test_a_bad_record_in_inference_raises_its_error_not_a_feed_timeout(sc):
 # ---- dfutil: DataFrames <-> TFRecords on HDFS ------------------------------------------------------------------------
 def test_dfutil_round_trip_keeps_rows_and_types(sc, hdfs_tmp):
     from pyspark.sql import SparkSession
-    from pyspark.sql.types import ArrayType, BinaryType, FloatType, LongType, StringType
+    from pyspark.sql.types import ArrayType, BinaryType, DoubleType, LongType, StringType
 
     from hdfs_io import fs
     from hdfs_io.paths import absolute_uri
@@ -426,12 +426,17 @@ def test_dfutil_round_trip_keeps_rows_and_types(sc, hdfs_tmp):
     loaded = dfutil.loadTFRecords(sc, out, binary_features=["raw"])
     assert dfutil.isLoadedDF(loaded) and not dfutil.isLoadedDF(df)
     types = {f.name: f.dataType for f in loaded.schema.fields}
-    assert types == {"id": LongType(), "score": FloatType(), "name": StringType(), "tags": ArrayType(StringType()),
-                     "vec": ArrayType(FloatType()), "raw": BinaryType()}
+    # TFoS's types: a float_list is double (tf.train.Example does not say which float it was)
+    assert types == {"id": LongType(), "score": DoubleType(), "name": StringType(), "tags": ArrayType(StringType()),
+                     "vec": ArrayType(DoubleType()), "raw": BinaryType()}
     got = sorted(loaded.collect(), key=lambda r: r.id)
     assert [(r.id, r.name, r.tags, r.vec, bytes(r.raw)) for r in got] == [
         (i, n, t, v, b) for i, _, n, t, v, b in rows]
     assert [r.score for r in got] == pytest.approx([s for _, s, *_ in rows])
+    # TFoS's mapPartitions helpers keep their shapes: (bytearray, None) pairs out, and such pairs read back
+    pairs = list(dfutil.toTFExample(df.dtypes)(df.limit(2).collect()))
+    assert all(isinstance(k, bytearray) and v is None for k, v in pairs)
+    assert [r.name for r in dfutil.fromTFExample(pairs, ["raw"])] == [r.name for r in df.limit(2).collect()]
 
 
 def test_dfutil_names_the_file_and_offset_of_a_corrupt_record(sc, hdfs_tmp):

@@ -191,6 +191,38 @@ def test_inference_with_uneven_batches_returns_every_result(node_feed):
     assert sum(sizes) == 101 and max(sizes) <= 10
 
 
+@pytest.mark.parametrize("results", [
+    [(1, "cat"), (2, "dog")],            # np.asarray would make the labels strings
+    [(3, 0.9), (4, 0.1)],                # ... and these ints floats
+    [(np.int64(5), np.float32(0.5))],    # numpy values come back as Python's
+    [1, 2.5, "x", None, {"k": [1, 2]}],  # mixed: JSON, values unchanged
+    [np.array([1.0, 2.0]), np.array([3.0, 4.0])],
+    [(1, [0.1, 0.2]), (2, [0.3])],       # tuples with ragged lists: JSON, tuples kept
+    [2**70, 1],                          # beyond int64
+])
+def test_inference_results_come_back_as_they_were_passed(node_feed, results):
+    """TFoS returns what map_fun passed to batch_results (pickled); tfoy sends arrays or JSON, and must not
+    change a value or a tuple on the way."""
+    target = feeder.FeedTarget("c1", KEY, feed_timeout=30)
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("r", list(feeder.infer_partition(
+        target, 0, iter(range(len(results)))))))
+    t.start()
+    df = feed.DataFeed(node_feed, train_mode=False)
+    got = 0
+    while got < len(results):
+        got += len(batch := df.next_batch(len(results)))
+        if len(batch):
+            df.batch_results(results[got - len(batch):got])
+    t.join(30)
+    expected = [tuple(columns._jsonable(v) for v in r) if type(r) is tuple else columns._jsonable(r)
+                for r in results]
+    assert out["r"] == expected
+    assert [type(v) for v in out["r"]] == [type(v) for v in expected]
+    if type(results[0]) is tuple and type(results[0][0]) is not np.int64:
+        assert [type(v) for r in out["r"] for v in r] == [type(v) for r in results for v in r]
+
+
 def test_training_feed_is_bounded_and_ends(node_feed):
     target = feeder.FeedTarget("c1", KEY, feed_timeout=30, chunk_records=10)
     sent = {}

@@ -59,3 +59,57 @@ def test_speculation_is_refused_for_a_spark_fed_cluster():
 
     with pytest.raises(ValueError, match="spark.speculation=true"):
         TFCluster.run(FakeContext(), lambda args, ctx: None, {}, 2, 0, input_mode=TFCluster.InputMode.SPARK)
+
+
+def test_tfos_module_paths_import_as_with_tensorflowonspark():
+    """`s/tensorflowonspark/tfnode/` on a TFoS script's imports: the module paths exist and are the same objects."""
+    import tfnode
+    import tfnode.spark.cluster
+    import tfnode.spark.dfutil
+    import tfnode.spark.pipeline
+    from tfnode.pipeline import TFEstimator, TFModel
+    from tfnode.TFCluster import InputMode
+    from tfnode.TFNode import DataFeed, hdfs_path, release_port
+
+    assert tfnode.TFCluster is tfnode.spark.cluster and InputMode.SPARK == 1
+    assert tfnode.pipeline is tfnode.spark.pipeline and TFEstimator.__module__ == "tfnode.spark.pipeline"
+    assert tfnode.dfutil is tfnode.spark.dfutil and callable(TFModel)
+    assert tfnode.TFNode.DataFeed is DataFeed and callable(hdfs_path) and callable(release_port)
+
+
+def test_context_has_tfos_names_and_file_paths_follow_the_working_dir():
+    from tfnode import TFNode
+    from tfnode.context import NodeContext
+
+    ctx = NodeContext("worker", 1, {"worker": ["h:1", "h:2"]}, executor_id=3, default_fs="file:///",
+                      working_dir="/home/me/job")
+    assert ctx.worker_num == 3  # TFoS's older name for executor_id
+    assert TFNode.hdfs_path(ctx, "mnist_model") == "file:///home/me/job/mnist_model"  # the driver's folder
+    assert TFNode.hdfs_path(ctx, "/abs/x") == "file:///abs/x"
+
+
+def test_shutdown_without_timeout_waits_for_the_nodes_not_a_deadline():
+    """shutdown(timeout=-1) is TFoS's "no timeout": chief and workers get as long as they run."""
+    from tfnode.spark.cluster import TFCluster
+
+    calls = []
+
+    class Server:
+        def broadcast(self, msg):
+            calls.append(msg["op"])
+
+        def wait_finished(self, which, timeout):
+            calls.append(timeout)
+            return []
+
+        def vanished(self):
+            return []
+
+        def failures(self):
+            return []
+
+        def close(self):
+            calls.append("close")
+
+    TFCluster(None, Server(), 0, "c", {}, b"k").shutdown(timeout=-1)
+    assert calls[0] == float("inf") and calls[-1] == "close"

@@ -8,6 +8,7 @@ process per executor (`tfnode.spark.node`), feeding (`tfnode.spark.feed`).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import subprocess
@@ -26,6 +27,8 @@ from tfnode.spark.node import NodeLaunch
 from tfnode.spark.reservation import NodeState, ReservationServer, Slot
 
 log = logging.getLogger(__name__)
+
+DEFAULT_EPOCHS = 10  # train(num_epochs=0): TFoS's stand-in for "until map_fun stops" (it ends the feed itself)
 
 
 class InputMode:
@@ -214,7 +217,8 @@ class TFCluster:
 
     def train(self, dataRDD: Any, num_epochs: int = 0, feed_timeout: float = 600, qname: str = "input",
               input_mapping: dict[str, str] | None = None) -> None:
-        """Feeds dataRDD (num_epochs times) to the TF nodes; returns when every record is in a node's buffer.
+        """Feeds dataRDD (num_epochs times; 0, the default, is 10 as in TFoS) to the TF nodes; returns when every
+        record is in a node's buffer.
 
         Then the feed ends: each node's DataFeed drains its buffer and `should_stop()` turns True, whatever the
         partition sizes were. A node that fails cancels the feeding job; this raises with its traceback.
@@ -222,6 +226,9 @@ class TFCluster:
         pickling); its columns are `input_mapping`'s keys, sorted as DataFeed(input_mapping=…) maps them, or all.
         """
         self._require_spark_mode("train")
+        if num_epochs < 0:
+            raise ValueError(f"num_epochs must be >= 0, got {num_epochs}")
+        num_epochs = num_epochs or DEFAULT_EPOCHS
         if hasattr(dataRDD, "mapInArrow"):
             return self._train_dataframe(dataRDD, num_epochs, feed_timeout, input_mapping)
         rdd = dataRDD if num_epochs <= 1 else self.sc.union([dataRDD] * num_epochs)
@@ -296,7 +303,12 @@ class TFCluster:
 
     def shutdown(self, ssc: Any = None, grace_secs: float = 0, timeout: float = 259200) -> None:
         """Waits for chief/workers to return from map_fun (at most `timeout`), stops ps/evaluator nodes after
-        `grace_secs`, and makes sure no node process is left. Raises with the traceback of any failed node."""
+        `grace_secs`, and makes sure no node process is left. Raises with the traceback of any failed node.
+
+        timeout <= 0 (TFoS: -1) waits as long as chief and workers run; a node that fails, or whose process or
+        executor is lost (its connection to the driver ends), still ends the wait at once."""
+        if timeout <= 0:
+            timeout = math.inf
         if ssc is not None:
             log.warning("shutdown(ssc=...): Spark streaming is not supported; ignoring ssc")
         if self.input_mode == InputMode.SPARK:
@@ -320,6 +332,16 @@ class TFCluster:
 
     def tensorboard_url(self) -> str | None:
         return self.server.tensorboard_url
+
+
+def _driver_default_fs(sc: Any) -> str | None:
+    """fs.defaultFS as the driver's Hadoop configuration has it (core-site.xml and spark.hadoop.*), what TFoS
+    puts in ctx.defaultFS; None when Spark cannot say (the nodes then read their own HADOOP_CONF_DIR)."""
+    try:
+        return sc._jsc.hadoopConfiguration().get("fs.defaultFS")
+    except Exception as e:  # noqa: BLE001 - a driver without a JVM gateway (tests' fakes): the nodes decide
+        log.debug("no fs.defaultFS from the driver's Hadoop configuration: %s", e)
+        return None
 
 
 def run(sc: Any, map_fun: Any, tf_args: Any, num_executors: int, num_ps: int, tensorboard: bool = False,
@@ -349,7 +371,8 @@ def run(sc: Any, map_fun: Any, tf_args: Any, num_executors: int, num_ps: int, te
     template = NodeLaunch(map_fun=map_fun, tf_args=tf_args, executor_id=-1, job_name="", task_index=-1,
                           server_address=server.address, secret=secret, spark_feed=input_mode == InputMode.SPARK,
                           reservation_timeout=reservation_timeout, log_dir=log_dir, tensorboard=tensorboard,
-                          release_port=release_port, keras=keras)
+                          release_port=release_port, keras=keras, default_fs=_driver_default_fs(sc),
+                          working_dir=os.getcwd())
     group = f"tfoy-{cluster_id}-start"
     outcome: dict[str, BaseException] = {}
 

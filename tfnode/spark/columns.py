@@ -8,6 +8,7 @@ and DataFeed hands TensorFlow the batches it builds from them. Errors name the p
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -195,3 +196,67 @@ def arrow_chunks(batches: Iterator[Any], names: list[str], size: int,
             piece = batch.slice(start, size)
             # rows are tuples even of one column, as the Rows of `df.rdd` that TFoS feeds are
             yield {"op": "chunk", "tuple": True, "narrow": []}, arrow_columns(piece, names, partition)
+
+
+# ---- inference results: TF process → feeding task ------------------------------------------------------------------
+_EXACT_SCALARS = {int: np.int64, float: np.float64, bool: np.bool_}
+
+
+def _exact_array(values: list[Any]) -> np.ndarray | None:
+    """values as one numeric array whose tolist() gives them back as they were (same Python type, same value), or
+    None. Why so strict: np.asarray([(1, "cat")]) is an array of strings and [(3, 0.9)] one of floats, so the
+    label 1 would come back as "1" and 3 as 3.0."""
+    kinds = {type(v) for v in values}
+    if len(kinds) != 1:
+        return None
+    kind = kinds.pop()
+    try:
+        if kind in _EXACT_SCALARS:
+            return np.array(values, dtype=_EXACT_SCALARS[kind])
+        if issubclass(kind, np.generic) and np.dtype(kind).kind in "biuf":
+            return np.array(values, dtype=kind)
+        if kind is np.ndarray and len({(v.dtype, v.shape) for v in values}) == 1 and values[0].dtype.kind in "biuf":
+            return np.stack(values)
+    except (OverflowError, ValueError):  # an int beyond int64
+        return None
+    return None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def results_to_wire(results: Any) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """What DataFeed.batch_results sends: (header, arrays). Numbers of one type (or tuples of such columns, the
+    usual `(label, prediction)`) travel as raw arrays; anything else as JSON. results_from_wire gives back what
+    was passed as TFoS does (tuples stay tuples, an int stays an int), except that numpy values become Python's
+    (an array a list), which Spark can make rows of."""
+    if isinstance(results, np.ndarray) and not results.dtype.hasobject:
+        return {"n": len(results)}, [results]
+    results = list(results)
+    tuples = bool(results) and all(type(r) is tuple for r in results)
+    if tuples and len({len(r) for r in results}) == 1 and results[0]:
+        columns = [_exact_array([r[j] for r in results]) for j in range(len(results[0]))]
+        if all(c is not None for c in columns):
+            return {"n": len(results), "columns": len(columns)}, columns
+    elif not tuples and results:
+        arr = _exact_array(results)
+        if arr is not None:
+            return {"n": len(results)}, [arr]
+    text = json.dumps([_jsonable(r) for r in results], separators=(",", ":")).encode()
+    return {"n": len(results), "json": True, "tuples": tuples}, [np.frombuffer(text, dtype=np.uint8)]
+
+
+def results_from_wire(header: dict[str, Any], arrays: list[np.ndarray]) -> list[Any]:
+    if header.get("json"):
+        values = json.loads(bytes(arrays[0]))
+        return [tuple(v) for v in values] if header.get("tuples") else values
+    if header.get("columns"):
+        return list(zip(*(a.tolist() for a in arrays), strict=True))
+    return arrays[0].tolist()

@@ -25,14 +25,15 @@ SUCCESS = "_SUCCESS"
 
 
 # ---- rows → tf.train.Example --------------------------------------------------------------------------------------
-def toTFExample(dtypes: list[tuple[str, str]]) -> Callable[[Iterable[Any]], Iterator[bytes]]:  # noqa: N802 - TFoS
-    """A mapPartitions function: Rows (with the DataFrame's `df.dtypes`) → serialized tf.train.Example bytes.
+def toTFExample(dtypes: list[tuple[str, str]]) -> Callable[[Iterable[Any]], Iterator[tuple[bytearray, None]]]:  # noqa: N802
+    """A mapPartitions function: Rows (with the DataFrame's `df.dtypes`) → `(serialized tf.train.Example, None)`,
+    TFoS's shape (what `saveAsNewAPIHadoopFile` with the tensorflow-hadoop jar takes as key and value).
 
     Integer and boolean columns become int64_list, float/double float_list, string and binary bytes_list; arrays of
     those the same lists. Other types (maps, structs, decimals, dates) are refused, naming the column."""
     kinds = {name: _kind(name, dtype) for name, dtype in dtypes}
 
-    def convert(rows: Iterable[Any]) -> Iterator[bytes]:
+    def convert(rows: Iterable[Any]) -> Iterator[tuple[bytearray, None]]:
         import tensorflow as tf
 
         for row in rows:
@@ -49,7 +50,7 @@ def toTFExample(dtypes: list[tuple[str, str]]) -> Callable[[Iterable[Any]], Iter
                     data = [v.encode() if isinstance(v, str) else bytes(v) for v in values]
                     feature = tf.train.Feature(bytes_list=tf.train.BytesList(value=data))
                 features[name] = feature
-            yield tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+            yield bytearray(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()), None
 
     return convert
 
@@ -70,8 +71,8 @@ def _kind(name: str, dtype: str) -> str:
 # ---- tf.train.Example → rows ----------------------------------------------------------------------------------------
 def infer_schema(example: Any, binary_features: list[str] | None = None) -> Any:
     """The Spark schema of a tf.train.Example (TFoS's rule): a list of one value is a scalar, longer lists arrays;
-    int64_list → long, float_list → float, bytes_list → string, or binary for the features named binary."""
-    from pyspark.sql.types import ArrayType, BinaryType, FloatType, LongType, StringType, StructField, StructType
+    int64_list → long, float_list → double, bytes_list → string, or binary for the features named binary."""
+    from pyspark.sql.types import ArrayType, BinaryType, DoubleType, LongType, StringType, StructField, StructType
 
     binary = set(binary_features or [])
     fields = []
@@ -82,23 +83,24 @@ def infer_schema(example: Any, binary_features: list[str] | None = None) -> Any:
         if kind == "int64_list":
             base = LongType()
         elif kind == "float_list":
-            base = FloatType()
+            base = DoubleType()
         else:
             base = BinaryType() if name in binary else StringType()
         fields.append(StructField(name, ArrayType(base) if len(values) > 1 else base, True))
     return StructType(fields)
 
 
-def fromTFExample(records: Iterable[bytes], binary_features: list[str] | None = None,  # noqa: N802 - TFoS
+def fromTFExample(records: Iterable[Any], binary_features: list[str] | None = None,  # noqa: N802 - TFoS
                   schema: Any = None) -> Iterator[Any]:
-    """Serialized tf.train.Examples → Rows with the fields of `schema` (inferred from the first when None)."""
+    """Serialized tf.train.Examples → Rows with the fields of `schema` (inferred from the first when None). A record
+    is the bytes, or TFoS's `(bytes, None)` pair as `newAPIHadoopFile` with the tensorflow-hadoop jar gives it."""
     import tensorflow as tf
     from pyspark.sql import Row
     from pyspark.sql.types import ArrayType, BinaryType
 
     binary = set(binary_features or [])
     for raw in records:
-        example = tf.train.Example.FromString(raw)
+        example = tf.train.Example.FromString(bytes(raw[0] if isinstance(raw, tuple) else raw))
         if schema is None:
             schema = infer_schema(example, binary_features)
         row = {}
@@ -133,8 +135,8 @@ def saveAsTFRecords(df: Any, output_dir: str) -> int:  # noqa: N802 - TFoS's nam
         from hdfs_io.records import TFRecordWriter
 
         with TFRecordWriter(f"{out}/part-r-{index:05d}") as writer:
-            for record in convert(rows):
-                writer.write(record)
+            for record, _ in convert(rows):
+                writer.write(bytes(record))
         yield writer.count
 
     total = sum(df.rdd.mapPartitionsWithIndex(write).collect())

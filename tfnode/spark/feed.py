@@ -17,7 +17,6 @@ size does not divide by the batch size gets short last batches instead of a hang
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from tfnode.spark import wire
-from tfnode.spark.columns import columns_to_rows, from_wire
+from tfnode.spark.columns import columns_to_rows, from_wire, results_to_wire
 from tfnode.spark.listener import Listener
 
 log = logging.getLogger(__name__)
@@ -344,23 +343,5 @@ class DataFeed:
 
 
 def _send_results(conn: _FeedConn, results: Any) -> None:
-    """As one array when the results stack into one; else as JSON, carried in the payload (the header is small)."""
-    try:
-        arr = np.asarray(results) if not isinstance(results, np.ndarray) else results
-        if arr.dtype.hasobject:
-            raise TypeError
-    except (TypeError, ValueError):
-        text = json.dumps([_jsonable(r) for r in results], separators=(",", ":")).encode()
-        conn.send({"op": "results", "n": len(results), "json": True}, [np.frombuffer(text, dtype=np.uint8)])
-        return
-    conn.send({"op": "results", "n": len(arr)}, [arr])
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
+    header, arrays = results_to_wire(results)
+    conn.send({"op": "results", **header}, arrays)

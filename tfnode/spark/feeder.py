@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from tfnode.spark import wire
-from tfnode.spark.columns import Chunk, record_chunks, to_wire
+from tfnode.spark.columns import Chunk, record_chunks, results_from_wire, to_wire
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ def _results(conn: wire.Connection, target: FeedTarget, partition: int, state: d
             continue
         if op == "terminated":
             return True
-        values = json.loads(bytes(arrays[0])) if msg.get("json") else arrays[0].tolist()
+        values = results_from_wire(msg, arrays)
         received += len(values)
         yield from values
     return False

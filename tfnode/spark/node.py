@@ -56,6 +56,10 @@ class NodeLaunch:
     tensorboard: bool
     release_port: bool
     keras: int | None = None  # 2: tf-keras as tf.keras (set in the node's environment by the start task)
+    # the driver's, as TFoS's ctx has them: fs.defaultFS of its Hadoop configuration (spark.hadoop.* included) and
+    # its working folder (where relative file:// paths point)
+    default_fs: str | None = None
+    working_dir: str | None = None
     executor_pid: int | None = None  # the executor JVM: when it is gone, so is this node (see _watch_executor)
 
 
@@ -93,6 +97,10 @@ class Node:
             ctx = NodeContext(job_name=la.job_name, task_index=la.task_index, cluster_spec=spec,
                               executor_id=la.executor_id, log_dir=la.log_dir, mgr=self.feed, tmp_socket=tmp_socket,
                               reporter=self.reporter)
+            if la.default_fs:
+                ctx.default_fs = la.default_fs
+            if la.working_dir:
+                ctx.working_dir = la.working_dir
             if any(r in spec for r in CHIEF_ROLES):
                 ctx.export_tf_config()
             if la.tensorboard and ctx.is_chief:
@@ -103,6 +111,8 @@ class Node:
                 "feed_host": host, "feed_port": self.feed.port if self.feed else None}))
             if la.release_port:
                 ctx.release_port()
+            if isinstance(la.tf_args, list):  # TFoS: argparse in map_fun parses the list it was given
+                sys.argv = la.tf_args
             la.map_fun(la.tf_args, ctx)
         except BaseException:  # noqa: BLE001 - every failure is reported with its traceback, then the node exits
             tb = traceback.format_exc()
