@@ -41,7 +41,15 @@ def latest_version(base_path: str) -> int | None:
     return versions[-1] if versions else None
 
 
-def _save(model: Any, local_dir: str, signatures: Any) -> None:
+def check_keep(keep: Any) -> None:
+    """keep= (versions to retain) is a whole number >= 1, or None for all; checked before anything is written,
+    so a bad value never leaves a new version behind a failed call."""
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+        raise ValueError(f"keep: a whole number >= 1 (or None to keep every version), got {keep!r}")
+
+
+def save_saved_model(model: Any, local_dir: str, signatures: Any = None) -> None:
+    """The SavedModel save both export layouts use (a Keras model's export(), else tf.saved_model.save)."""
     import tensorflow as tf
 
     if hasattr(model, "export") and signatures is None:
@@ -67,12 +75,15 @@ def export_saved_model(
     version: default one more than the highest existing version (1 for the first). keep: complete versions to
     retain (older ones deleted). Chief from `is_chief`, else `ctx.is_chief`, else True.
     """
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 0):
+        raise ValueError(f"version: a whole number >= 0 (TF Serving's version folders), got {version!r}")
+    check_keep(keep)
     chief = is_chief if is_chief is not None else (ctx.is_chief if ctx is not None else True)
     if callable(getattr(ctx, "report", None)):  # a tfoy node's progress: the task is exporting now
         ctx.report(phase="exporting")
     if not chief:
         with tempfile.TemporaryDirectory(prefix="tfoy-export-") as local:
-            _save(model, f"{local}/model", signatures)
+            save_saved_model(model, f"{local}/model", signatures)
         log.info("not the chief: SavedModel written to a throwaway folder only")
         return None
     base = absolute_uri(base_path)
@@ -84,7 +95,7 @@ def export_saved_model(
     if fs.exists(target):
         raise FileExistsError(f"{target}: version {version} already exists")
     with publish(target) as p:  # one NameNode operation: the version appears whole or not at all
-        _save(model, fs.tf_path(p.tmp), signatures)
+        save_saved_model(model, fs.tf_path(p.tmp), signatures)
     fs.write_bytes(f"{target}/{SUCCESS}", b"")
     log.info("exported SavedModel version %s", target)
     if keep:
@@ -97,8 +108,7 @@ def prune_versions(base_path: str, keep: int) -> list[int]:
 
     Each is first renamed to a dot-named folder (one NameNode operation), so a poller never copies a version whose
     files are being deleted."""
-    if keep < 1:
-        raise ValueError("keep must be >= 1")
+    check_keep(keep)
     base = absolute_uri(base_path)
     old = list_versions(base)[:-keep]
     for v in old:

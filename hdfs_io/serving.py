@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hdfs_io import fs
-from hdfs_io.export import SUCCESS, list_versions
+from hdfs_io.export import SUCCESS, check_keep, list_versions
 from hdfs_io.paths import absolute_uri
 from hdfs_io.publish import publish, temporary_beside
 
@@ -53,6 +53,7 @@ def pull_latest(export_base: str, model_base_path: str | Path, keep: int | None 
 
     Raises FileNotFoundError naming export_base when it holds no complete version.
     """
+    check_keep(keep)
     base, version = _newest_complete(export_base)
     target_root = Path(model_base_path)
     target_root.mkdir(parents=True, exist_ok=True)
@@ -77,22 +78,12 @@ def pull_latest(export_base: str, model_base_path: str | Path, keep: int | None 
 
 
 def load_latest(export_base: str) -> tuple[int, object]:
-    """(version, loaded SavedModel) of the newest complete version, for batch inference inside a job.
-
-    TensorFlow cannot open hdfs:// itself, so the version is copied to a temp folder, loaded, and the folder removed
-    (variables are read at load time; models whose assets are read lazily should use pull_latest instead).
-    """
-    import tempfile
-
+    """(version, loaded SavedModel) of the newest complete version, for batch inference inside a job; TF reads it
+    straight from HDFS (hdfs_io's TF filesystem), assets included."""
     import tensorflow as tf
 
     base, version = _newest_complete(export_base)
-    local = tempfile.mkdtemp(prefix="tfoy-model-")
-    try:
-        fs.get(f"{base}/{version}", f"{local}/model")
-        return version, tf.saved_model.load(f"{local}/model")
-    finally:
-        shutil.rmtree(local, ignore_errors=True)
+    return version, tf.saved_model.load(fs.tf_path(f"{base}/{version}"))
 
 
 def prune_local(model_base_path: str | Path, keep: int) -> list[int]:
@@ -100,8 +91,7 @@ def prune_local(model_base_path: str | Path, keep: int) -> list[int]:
 
     Each goes in one rename to a dot-named folder (which Serving ignores) before it is deleted, so TF Serving never
     loads or serves a version while its files are disappearing."""
-    if keep < 1:
-        raise ValueError(f"keep must be >= 1, not {keep}")
+    check_keep(keep)
     base = Path(model_base_path)
     old = local_versions(base)[:-keep]
     for version in old:

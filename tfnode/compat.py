@@ -6,13 +6,28 @@ from typing import Any
 
 
 def export_saved_model(model: Any, export_dir: str, is_chief: bool = False) -> None:
-    """Exports a Keras (3 or 2) or TF model as a SavedModel version under export_dir
-    (`hdfs_io.export.export_saved_model`: `<export_dir>/<n>`, published whole). Every worker runs the same save,
-    because under MultiWorkerMirroredStrategy saving runs collectives that must match; non-chief workers write
-    to a throw-away folder (as TFoS does)."""
-    from hdfs_io.export import export_saved_model as export
+    """Saves a Keras (3 or 2) or TF model as a SavedModel at export_dir itself, where TFoS's `model.save(export_dir)`
+    put it (so `tf.saved_model.load(export_dir)` and TFModel find it), replacing what was there. Published whole:
+    written beside it and renamed into place, so a reader never finds half a model. Every worker runs the same
+    save, because under MultiWorkerMirroredStrategy saving runs collectives that must match; non-chief workers
+    write to a throw-away folder (as TFoS does). For TF Serving's versioned `<base>/<n>` layout use
+    `hdfs_io.export_saved_model`."""
+    import tempfile
 
-    export(model, export_dir, is_chief=is_chief)
+    from hdfs_io import fs
+    from hdfs_io.export import save_saved_model
+    from hdfs_io.paths import absolute_uri
+    from hdfs_io.publish import publish
+
+    if not is_chief:
+        with tempfile.TemporaryDirectory(prefix="tfoy-worker-model-") as local:
+            save_saved_model(model, f"{local}/model")
+        return
+    target = absolute_uri(export_dir)
+    parent = target.rstrip("/").rsplit("/", 1)[0]
+    fs.makedirs(parent)
+    with publish(target, replace=True) as p:
+        save_saved_model(model, fs.tf_path(p.tmp))
 
 
 def disable_auto_shard(options: Any) -> None:

@@ -88,6 +88,7 @@ def _submit_logged_in(spec: JobSpec, detach: bool, out: Callable[[str], None], r
         java_log = default_java_log()
         client = start_skein(principal=login and login.principal, keytab=login and login.keytab, java_log=java_log)
         app_id = None
+        announced = False
         try:
             with claimed_run(spec.name, reattach_tag) if reattach_tag else contextlib.nullcontext():
                 app_id = find_active(client, spec.name, reattach_tag) if reattach_tag else None
@@ -100,6 +101,7 @@ def _submit_logged_in(spec: JobSpec, detach: bool, out: Callable[[str], None], r
             if on_app_id:
                 on_app_id(app_id)
             out(f"application id: {app_id}")
+            announced = True
             out(f"tracking URL: {cluster_checks.tracking_url(app_id)}")
             if detach:
                 return EXIT_OK
@@ -110,9 +112,12 @@ def _submit_logged_in(spec: JobSpec, detach: bool, out: Callable[[str], None], r
                 out(f"interrupted: killed {app_id}")
             return EXIT_INTERRUPTED
         except BaseException:
-            if app_id and not detach:  # this client was the one enforcing the job's limits: never leave it running
+            # never leave behind an application nobody knows of (its id not printed yet) or, watching, the one
+            # whose limits this client enforces
+            if app_id and (not detach or not announced):
                 client.kill_application(app_id)
-                out(f"the client failed while watching: killed {app_id}")
+                out(f"the client failed {'while watching' if announced else 'right after submitting'}: "
+                    f"killed {app_id}")
             raise
         finally:
             client.close()

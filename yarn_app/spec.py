@@ -103,8 +103,10 @@ Text = Annotated[str, BeforeValidator(_text)]
 Texts = Annotated[list[Text], OrDefault]
 Tags = Annotated[list[Annotated[Text, AfterValidator(_tag)]], OrDefault]
 Memory = Annotated[int, BeforeValidator(_mib)]
-Seconds = Annotated[float, _rule(lambda s: math.isfinite(s) and s > 0,  # .nan or .inf: a wait that never ends
-                                  "must be a positive number of seconds, got {value:g}")]
+MAX_SECONDS = 10 * 366 * 86400  # ten years: beyond it a deadline is no bound (and datetime overflows near 3e11 s)
+Seconds = Annotated[float, _rule(lambda s: math.isfinite(s) and 0 < s <= MAX_SECONDS,  # .nan or .inf never end
+                                  "must be a positive number of seconds, got {value:g}"
+                                  f" (at most {MAX_SECONDS}: ten years)")]
 RoleName = Annotated[str, _rule(lambda name: name in ROLE_NAMES,
                                 f"unknown key (allowed: {', '.join(sorted(ROLE_NAMES))})")]
 EnvName = Annotated[Text, _rule(lambda key: key not in RESERVED_ENV,
@@ -382,7 +384,10 @@ def apply_overrides(data: dict, name: str | None = None, queue: str | None = Non
             node = node.setdefault(p, {}) if isinstance(node.get(p), dict) or p not in node else node[p]
             if not isinstance(node, dict):
                 raise SpecError(f"{key}: {p} is not a mapping")
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise SpecError(f"--set {key.strip()}: not a YAML value ({str(e).splitlines()[0]}): {raw!r}") from None
     return data
 
 

@@ -55,8 +55,8 @@ def test_role_names_fit_together():
 @pytest.mark.parametrize("name", [contract.JOB_ENV, contract.ROLE_ENV, bootstrap.CTX_ENV, bootstrap.RESULT_ENV,
                                   bootstrap.STACKS_ENV, bootstrap.SUPERVISOR_ENV, progress.PROGRESS_ENV])
 def test_every_tfoy_variable_of_a_container_is_refused_in_a_job_spec(name):
-    assert name.startswith(contract.ENV_PREFIX)
-    with pytest.raises(SpecError, match=rf"env\.{name}: set by tfoy"):
+    assert name.startswith(contract.ENV_PREFIX) and name not in contract.USER_ENV
+    with pytest.raises(SpecError, match=rf"env\.{name}: tfoy's own"):
         JobSpec.from_dict({**SPEC, "env": {name: "x"}})
 
 

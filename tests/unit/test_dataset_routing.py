@@ -3,6 +3,8 @@ or staged, by scheme, compression, on_error mode, checking and whether the plugi
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import tensorflow as tf
 
@@ -141,3 +143,17 @@ def test_a_misspelt_option_is_named_before_any_file_is_listed(reader, monkeypatc
     args = ("hdfs://nn:8020/data/*",) + (([0.0],) if reader == "csv_dataset" else ())
     with pytest.raises(TypeError, match=rf"{reader}\(\) got an unexpected keyword argument 'shufle_files'"):
         getattr(datasets, reader)(*args, shufle_files=True)
+
+
+@pytest.mark.parametrize("reader, options, on_error, message", [
+    ("tfrecord_dataset", {"compression": "gzip"}, "raise", "tfrecord_dataset(compression='gzip'): None or 'GZIP'"),
+    ("csv_dataset", {"compression": "ZLIB"}, "raise", "csv_dataset(compression='ZLIB'): None or 'GZIP'"),
+    ("tfrecord_dataset", {}, "Skip", "tfrecord_dataset(on_corrupt='Skip'): one of 'raise', 'skip'"),
+    ("csv_dataset", {}, "drop", "csv_dataset(on_bad_line='drop'): one of 'raise', 'skip'"),
+])
+def test_unknown_compression_or_error_mode_is_named_before_reading(reader, options, on_error, message):
+    """A value the readers do not know would take another path quietly (gzip bytes read as corrupt records)."""
+    from hdfs_io.datasets import _Reading
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _Reading(reader, options, on_error)

@@ -89,3 +89,16 @@ def test_publish_bytes_replaces_a_file(tmp_path):
     publish_bytes(target, b"1")
     publish_bytes(target, b"2")
     assert (tmp_path / "h.json").read_bytes() == b"2" and _names(tmp_path) == ["h.json"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"version": -1}, "version: a whole number >= 0"), ({"version": "v2"}, "version: a whole number >= 0"),
+    ({"keep": 0}, "keep: a whole number >= 1"), ({"keep": "2"}, "keep: a whole number >= 1"),
+])
+def test_export_checks_version_and_keep_before_writing_anything(kwargs, message, tmp_path):
+    """A bad keep= used to fail only after the new version was published (a retried task then exported again)."""
+    from hdfs_io import export
+
+    with pytest.raises(ValueError, match=message):
+        export.export_saved_model(object(), f"file://{tmp_path}/base", **kwargs)
+    assert not (tmp_path / "base").exists()

@@ -52,7 +52,7 @@ def worker(**keys) -> dict:
     ({"timeouts": {"progress": float("nan")}}, "timeouts.progress: must be a positive number of seconds, got nan"),
     ({"tags": ["ok", ""]}, "tags[1]: YARN takes tags of 1 to 100 characters, got 0"),
     ({"env": {"A-B": "1"}}, "env.A-B: not an environment variable name"),
-    ({"env": {"TFOY_ROLE": "1"}}, "env.TFOY_ROLE: set by tfoy in every container"),
+    ({"env": {"TFOY_ROLE": "1"}}, "env.TFOY_ROLE: tfoy's own; of its variables a job may set"),
     ({"queue": "a b"}, "queue: not a queue name: 'a b'"),
     (worker(node_label="gpu nodes"), "roles.worker.node_label: not a YARN node label: 'gpu nodes'"),
     ({"security": {"view_acls": ["bob", "a b"]}}, "security.view_acls[1]: not a user name: 'a b'"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 import subprocess
 import sys
 
@@ -113,3 +114,22 @@ def test_shutdown_without_timeout_waits_for_the_nodes_not_a_deadline():
 
     TFCluster(None, Server(), 0, "c", {}, b"k").shutdown(timeout=-1)
     assert calls[0] == float("inf") and calls[-1] == "close"
+
+
+def test_run_names_a_bad_argument_before_any_spark_job():
+    import pytest
+
+    from tfnode import TFCluster
+
+    class NoSpark:
+        def __getattr__(self, name):
+            raise AssertionError(f"sc.{name} used: the checks must come first")
+
+    for kwargs, message in [({"num_executors": "4"}, "num_executors must be a whole number >= 1, got '4'"),
+                            ({"num_ps": -1}, "num_ps must be a whole number >= 0, got -1"),
+                            ({"master_node": "Chief"}, "master_node must be None, 'chief' or 'master', got 'Chief'"),
+                            ({"reservation_timeout": float("nan")}, "reservation_timeout must be a positive"),
+                            ({"reservation_timeout": None}, "reservation_timeout must be a positive")]:
+        args = {"num_executors": 2, "num_ps": 0, **kwargs}
+        with pytest.raises(ValueError, match=re.escape(message)):
+            TFCluster.run(NoSpark(), lambda a, c: None, {}, args.pop("num_executors"), args.pop("num_ps"), **args)

@@ -58,6 +58,7 @@ def test_example_specs_load_and_round_trip():
         ({"timeouts": {"barrier": -1}}, "timeouts.barrier: must be a positive number"),
         ({"timeouts": {"barrier": float("nan")}}, "timeouts.barrier: must be a positive number of seconds, got nan"),
         ({"timeouts": {"job": float("inf")}}, "timeouts.job: must be a positive number of seconds, got inf"),
+        ({"timeouts": {"job": 1e12}}, "timeouts.job: must be a positive number of seconds, got 1e+12 (at most 31622"),
         ({"env": {"PYTHONPATH": "/x"}}, "env.PYTHONPATH: set by tfoy in every container"),
         ({"env": {"LD_LIBRARY_PATH": "/x"}}, "env.LD_LIBRARY_PATH: set by tfoy"),
         ({"env": {"TFOY_JOB": "{}"}}, "env.TFOY_JOB: tfoy's own; of its variables a job may set TFOY_HDFS_"),
@@ -109,6 +110,8 @@ def test_cli_overrides():
     assert spec.args == ["--epochs", "1"]
     with pytest.raises(SpecError, match="--set"):
         apply_overrides(BASE, sets=["nokey"])
+    with pytest.raises(SpecError, match=r"--set args: not a YAML value"):
+        apply_overrides(BASE, sets=["args=[--data,x"])
 
 
 def test_entry_point_checks(tmp_path):

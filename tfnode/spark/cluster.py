@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tfnode import keras_compat
-from tfnode.contract import FEEDLESS_ROLES
+from tfnode.contract import CHIEF_ROLES, FEEDLESS_ROLES
 from tfnode.spark.feeder import FeedAddress, FeedTarget, feed_partition, infer_partition, state_dir
 from tfnode.spark.node import NodeLaunch
 from tfnode.spark.reservation import NodeState, ReservationServer, Slot
@@ -334,6 +334,25 @@ class TFCluster:
         return self.server.tensorboard_url
 
 
+def _check_run_args(num_executors: Any, num_ps: Any, master_node: Any, reservation_timeout: Any) -> None:
+    """Before any Spark job: each argument named with what it must be (a wrong one used to surface as a TypeError
+    deep inside, or worse, as a cluster without a chief whose odd executor read every shard)."""
+    def whole(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not whole(num_executors) or num_executors < 1:
+        raise ValueError(f"TFCluster.run: num_executors must be a whole number >= 1, got {num_executors!r}")
+    if not whole(num_ps) or num_ps < 0:
+        raise ValueError(f"TFCluster.run: num_ps must be a whole number >= 0, got {num_ps!r}")
+    if master_node not in (None, *CHIEF_ROLES):
+        raise ValueError(f"TFCluster.run: master_node must be None, {' or '.join(map(repr, CHIEF_ROLES))}, "
+                         f"got {master_node!r}")
+    if isinstance(reservation_timeout, bool) or not isinstance(reservation_timeout, int | float) \
+            or not math.isfinite(reservation_timeout) or reservation_timeout <= 0:
+        raise ValueError(f"TFCluster.run: reservation_timeout must be a positive number of seconds, got "
+                         f"{reservation_timeout!r}")
+
+
 def _driver_default_fs(sc: Any) -> str | None:
     """fs.defaultFS as the driver's Hadoop configuration has it (core-site.xml and spark.hadoop.*), what TFoS
     puts in ctx.defaultFS; None when Spark cannot say (the nodes then read their own HADOOP_CONF_DIR)."""
@@ -360,6 +379,7 @@ def run(sc: Any, map_fun: Any, tf_args: Any, num_executors: int, num_ps: int, te
 
     if driver_ps_nodes:
         raise NotImplementedError("driver_ps_nodes=True is not supported: run ps on executors")
+    _check_run_args(num_executors, num_ps, master_node, reservation_timeout)
     if input_mode == InputMode.SPARK and str(sc.getConf().get("spark.speculation", "false")).lower() == "true":
         raise ValueError("spark.speculation=true: a speculative copy of a feeding task would feed its partition "
                          "to the TF nodes a second time (duplicate training data); set spark.speculation=false")

@@ -122,25 +122,31 @@ def fromTFExample(records: Iterable[Any], binary_features: list[str] | None = No
 # ---- files ----------------------------------------------------------------------------------------------------------
 def saveAsTFRecords(df: Any, output_dir: str) -> int:  # noqa: N802 - TFoS's name
     """Writes `df` as TFRecord part files (one per partition) under output_dir, then `_SUCCESS`; returns the
-    number of records. An existing folder is refused (Hadoop's rule for output folders)."""
+    number of records. An existing folder is refused (Hadoop's rule for output folders). The folder appears whole:
+    written under a hidden name beside it and renamed into place, so a failed job leaves nothing there."""
     from hdfs_io import fs
     from hdfs_io.paths import absolute_uri
+    from hdfs_io.publish import publish
 
     out = absolute_uri(output_dir)
     if fs.exists(out):
         raise FileExistsError(f"{out}: already exists (saveAsTFRecords writes a new folder)")
     convert = toTFExample(df.dtypes)
+    fs.makedirs(out.rstrip("/").rsplit("/", 1)[0])
+    with publish(out) as pending:  # a failed job leaves no folder of some parts (which would read as all of them)
+        folder = pending.tmp
 
-    def write(index: int, rows: Iterable[Any]) -> Iterator[int]:
-        from hdfs_io.records import TFRecordWriter
+        def write(index: int, rows: Iterable[Any]) -> Iterator[int]:
+            from hdfs_io.records import TFRecordWriter
 
-        with TFRecordWriter(f"{out}/part-r-{index:05d}") as writer:
-            for record, _ in convert(rows):
-                writer.write(bytes(record))
-        yield writer.count
+            with TFRecordWriter(f"{folder}/part-r-{index:05d}") as writer:
+                for record, _ in convert(rows):
+                    writer.write(bytes(record))
+            yield writer.count
 
-    total = sum(df.rdd.mapPartitionsWithIndex(write).collect())
-    fs.write_bytes(f"{out}/{SUCCESS}", b"")
+        fs.makedirs(folder)
+        total = sum(df.rdd.mapPartitionsWithIndex(write).collect())
+        fs.write_bytes(f"{folder}/{SUCCESS}", b"")
     return total
 
 
