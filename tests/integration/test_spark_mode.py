@@ -433,9 +433,10 @@ def test_dfutil_round_trip_keeps_rows_and_types(sc, hdfs_tmp):
         (i, n, t, v, b) for i, _, n, t, v, b in rows]
     assert [r.score for r in got] == pytest.approx([s for _, s, *_ in rows])
     # TFoS's mapPartitions helpers keep their shapes: (bytearray, None) pairs out, and such pairs read back
-    pairs = list(dfutil.toTFExample(df.dtypes)(df.limit(2).collect()))
+    some = df.limit(2).collect()
+    pairs = list(dfutil.toTFExample(df.dtypes)(some))
     assert all(isinstance(k, bytearray) and v is None for k, v in pairs)
-    assert [r.name for r in dfutil.fromTFExample(pairs, ["raw"])] == [r.name for r in df.limit(2).collect()]
+    assert [r.name for r in dfutil.fromTFExample(pairs, ["raw"])] == [r.name for r in some]
 
 
 def test_dfutil_names_the_file_and_offset_of_a_corrupt_record(sc, hdfs_tmp):

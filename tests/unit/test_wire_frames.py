@@ -122,7 +122,7 @@ def test_large_json_results_travel_in_the_payload_not_the_header():
     sender.start()
     header, arrays = client.recv(10, "results")
     sender.join(10)
-    assert header == {"op": "results", "n": 40_000, "json": True}
+    assert header == {"op": "results", "n": 40_000, "json": True, "tuples": False}
     assert json.loads(bytes(arrays[0])) == results
 
 
