@@ -44,7 +44,7 @@ def test_keep_and_prune(hdfs_tmp, tmp_path):
         pull_latest(base, serving, keep=2)
     assert local_versions(serving) == [2, 3]
     assert prune_local(serving, 1) == [2]
-    with pytest.raises(ValueError, match="keep must be >= 1"):
+    with pytest.raises(ValueError, match=r"keep: a whole number >= 1 \(or None to keep every version\), got 0"):
         prune_local(serving, 0)
 
 
