@@ -60,6 +60,13 @@ def save_saved_model(model: Any, local_dir: str, signatures: Any = None) -> None
         tf.saved_model.save(model, local_dir, signatures=signatures)
 
 
+def save_on_worker(model: Any, signatures: Any = None) -> None:
+    """A non-chief worker's save into a throw-away folder: under MultiWorkerMirroredStrategy every worker must run
+    the same save (its collectives must match), but only the chief's is kept."""
+    with tempfile.TemporaryDirectory(prefix="tfoy-export-") as local:
+        save_saved_model(model, f"{local}/model", signatures)
+
+
 def export_saved_model(
     model: Any,
     base_path: str,
@@ -82,8 +89,7 @@ def export_saved_model(
     if callable(getattr(ctx, "report", None)):  # a tfoy node's progress: the task is exporting now
         ctx.report(phase="exporting")
     if not chief:
-        with tempfile.TemporaryDirectory(prefix="tfoy-export-") as local:
-            save_saved_model(model, f"{local}/model", signatures)
+        save_on_worker(model, signatures)
         log.info("not the chief: SavedModel written to a throwaway folder only")
         return None
     base = absolute_uri(base_path)

@@ -12,16 +12,13 @@ def export_saved_model(model: Any, export_dir: str, is_chief: bool = False) -> N
     save, because under MultiWorkerMirroredStrategy saving runs collectives that must match; non-chief workers
     write to a throw-away folder (as TFoS does). For TF Serving's versioned `<base>/<n>` layout use
     `hdfs_io.export_saved_model`."""
-    import tempfile
-
     from hdfs_io import fs
-    from hdfs_io.export import save_saved_model
+    from hdfs_io.export import save_on_worker, save_saved_model
     from hdfs_io.paths import absolute_uri
     from hdfs_io.publish import publish
 
     if not is_chief:
-        with tempfile.TemporaryDirectory(prefix="tfoy-worker-model-") as local:
-            save_saved_model(model, f"{local}/model")
+        save_on_worker(model)
         return
     target = absolute_uri(export_dir)
     parent = target.rstrip("/").rsplit("/", 1)[0]
