@@ -15,6 +15,7 @@ _EXPORTS = {
     # paths
     "absolute_uri": "hdfs_io.paths",
     "default_fs": "hdfs_io.paths",
+    "PathError": "hdfs_io.errors",
     # filesystem
     "FileInfo": "hdfs_io.fs",
     "NameNodeUnreachableError": "hdfs_io.fs",

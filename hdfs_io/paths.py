@@ -14,8 +14,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from hdfs_io.errors import PathError
+
 LOCAL_SCHEMES = ("file",)
 HADOOP_SCHEMES = ("hdfs", "viewfs")
+SERVED = "tfoy reads and writes file://, hdfs:// and viewfs:// only"
 
 
 def hadoop_conf_value(key: str, site: str = "core-site.xml", conf_dir: str | None = None) -> str | None:
@@ -71,7 +74,7 @@ def _cached_principal(ccache: str) -> str | None:
 def absolute_uri(path: str, default_fs_uri: str | None = None, user: str | None = None) -> str:
     """A fully qualified URI for `path` (see the module doc for the rules)."""
     if not path:
-        raise ValueError("empty path")
+        raise PathError("empty path")
     fs = (default_fs_uri if default_fs_uri is not None else default_fs()).rstrip("/")
     parts = urlsplit(path)
     if parts.scheme in LOCAL_SCHEMES:
@@ -82,7 +85,7 @@ def absolute_uri(path: str, default_fs_uri: str | None = None, user: str | None 
         # hdfs:///p: the defaultFS's authority (only meaningful when the defaultFS has the same scheme)
         fs_parts = urlsplit(fs)
         if fs_parts.scheme != parts.scheme:
-            raise ValueError(f"{path}: no authority, and the defaultFS {fs!r} is not {parts.scheme}://")
+            raise PathError(f"{path}: no authority, and the defaultFS {fs!r} is not {parts.scheme}://")
         return f"{fs}{parts.path or '/'}"
     if parts.scheme:
         return path  # another filesystem (gs://, s3a://): left to whoever reads it
@@ -91,6 +94,16 @@ def absolute_uri(path: str, default_fs_uri: str | None = None, user: str | None 
     if path.startswith("/"):
         return fs + path
     return f"{fs}/user/{user or hadoop_user()}/{path}"
+
+
+def served_uri(path: str) -> str:
+    """absolute_uri, refusing a filesystem tfoy has no client for (s3a://, gs://) up front, rather than at the first
+    read or write of a job that has already started."""
+    uri = absolute_uri(path)
+    scheme = urlsplit(uri).scheme
+    if scheme not in LOCAL_SCHEMES + HADOOP_SCHEMES:
+        raise PathError(f"{uri}: {SERVED}")
+    return uri
 
 
 def split_uri(uri: str) -> tuple[str, str, str]:

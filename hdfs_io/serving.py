@@ -8,6 +8,7 @@ loads a partial version. Versions being written on HDFS (no `_SUCCESS` yet) are 
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import re
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hdfs_io import fs
+from hdfs_io.errors import PathError
 from hdfs_io.export import SUCCESS, check_keep, list_versions
 from hdfs_io.paths import absolute_uri
 from hdfs_io.publish import publish, temporary_beside
@@ -48,14 +50,29 @@ def local_versions(model_base_path: str | Path) -> list[int]:
     return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and _VERSION.match(p.name))
 
 
+def _check_local_target(root: Path) -> None:
+    """A model_base_path that cannot become a folder is named before anything is downloaded (not as mkdir's
+    bare errno after the export base was listed)."""
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == root else f"is under {existing}, which is a file"
+        raise PathError(f"{root}: {what}; TF Serving's model_base_path is a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PathError(f"{root}: {existing} is not writable by {getpass.getuser()}")
+
+
 def pull_latest(export_base: str, model_base_path: str | Path, keep: int | None = None) -> PullResult:
     """Copies the newest complete version under export_base into model_base_path/<version>.
 
-    Raises FileNotFoundError naming export_base when it holds no complete version.
+    Raises FileNotFoundError naming export_base when it holds no complete version, PathError naming
+    model_base_path when it is (or is under) a file or not writable.
     """
     check_keep(keep)
-    base, version = _newest_complete(export_base)
     target_root = Path(model_base_path)
+    _check_local_target(target_root)
+    base, version = _newest_complete(export_base)
     target_root.mkdir(parents=True, exist_ok=True)
     target = target_root / str(version)
     if target.exists():

@@ -67,9 +67,7 @@ def other_filesystems(spec: JobSpec, ship: Shipping) -> list[str]:
 
     home = default_fs().rstrip("/")
     found: list[str] = []
-    named = [f for f in spec.files.values() if "://" in f]  # the others are local files skein uploads
-    paths = [*spec.inputs, spec.model_dir, spec.export_dir, spec.log_dir, *named, ship.env_archive]
-    for path in filter(None, paths):
+    for path in filter(None, [*(p for _, p in spec.task_paths()), ship.env_archive]):
         uri = absolute_uri(path)
         scheme, authority, _ = split_uri(uri)
         fs_uri = f"{scheme}://{authority}"

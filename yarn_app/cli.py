@@ -12,6 +12,8 @@ import signal
 import sys
 from collections.abc import Callable
 
+from hdfs_io.errors import PathError
+from hdfs_io.filesystems.hdfs import HadoopConfigError
 from hdfs_io.fs import NameNodeUnreachableError
 from hdfs_io.kerberos import KerberosError
 from yarn_app import client, job_view, live
@@ -24,9 +26,16 @@ from yarn_app.errors import (
     AccessDeniedError,
     UnknownApplicationError,
 )
+from yarn_app.history import HistoryRecordError
 from yarn_app.spec import SpecError, load_spec
 
 APP_ID = re.compile(r"application_\d+_\d+")
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port (0 to 65535): {text!r}")
+    return int(text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--history-dir", help="the job history folder (default: ~/.tfoy/history on the defaultFS)")
     h.add_argument("--serve", action="store_true", help="serve the history as a web page until interrupted")
     h.add_argument("--host", default="127.0.0.1", help="address the page listens on (--serve)")
-    h.add_argument("--port", type=int, default=8765, help="port of the page (--serve; 0: any free port)")
+    h.add_argument("--port", type=_port, default=8765, help="port of the page (--serve; 0: any free port)")
     lg = sub.add_parser("logs", help="aggregated container logs of a finished application")
     lg.add_argument("app_id")
     lg.add_argument("--task", help="only this task, e.g. worker:1")
@@ -148,7 +157,12 @@ def _history(args: argparse.Namespace) -> int:
     if args.serve:
         from yarn_app import history_page
 
-        server = history_page.make_server(folder, args.host, args.port)
+        try:
+            server = history_page.make_server(folder, args.host, args.port)
+        except OSError as e:  # in use, or an address this host does not have
+            print(f"tfoy: cannot serve the history page on {args.host}:{args.port}: {e.strerror or e}",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
         host, port = server.server_address[:2]
         print(f"job history of {folder} at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
         try:
@@ -186,9 +200,10 @@ def _ended_status(app_id: str, folder: str | None, as_json: bool) -> int | None:
         print(json.dumps({k: v for k, v in record.items() if k != "spec"}, indent=2))
         return EXIT_OK
     print(f"{app_id} {record['state']} {record['final_status']} (from the job history; ended "
-          f"{history.summary_line(record).split('  ')[1]}, {record['duration_s']:.0f}s)")
-    for name, task in record["tasks"].items():
-        print(f"  {name:14s} {task['outcome']:9s} attempts {task['attempts']}  {task.get('last_progress', '')}")
+          f"{history.summary_line(record).split('  ')[1]}, {record.get('duration_s', 0):.0f}s)")
+    for name, task in record.get("tasks", {}).items():
+        print(f"  {name:14s} {task.get('outcome', '?'):9s} attempts {task.get('attempts', '?')}  "
+              f"{task.get('last_progress', '')}")
     if record.get("traceback"):
         print(f"traceback:\n{record['traceback']}")
     return EXIT_OK
@@ -272,9 +287,12 @@ EXIT_CODES: list[tuple[type[BaseException], int, Callable[[BaseException], str]]
     (SpecError, EXIT_BAD_INPUT, lambda e: f"bad job spec: {e}"),
     (KerberosError, EXIT_BAD_INPUT, str),
     (NameNodeUnreachableError, EXIT_BAD_INPUT, _unreachable_namenode),
+    (PathError, EXIT_BAD_INPUT, str),
+    (HadoopConfigError, EXIT_BAD_INPUT, str),
     (UnknownApplicationError, EXIT_BAD_INPUT, str),
     (ClusterError, EXIT_BAD_INPUT, str),  # as for an unreachable ResourceManager
     (AccessDeniedError, EXIT_FAILED, str),
+    (HistoryRecordError, EXIT_FAILED, str),
     (FileNotFoundError, EXIT_FAILED, str),
 ]
 

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -71,6 +72,8 @@ def submit(spec: JobSpec, detach: bool = False, out: Callable[[str], None] = say
     from hdfs_io.paths import default_fs
 
     spec.check_entry_point()
+    if reattach_tag is not None:
+        spec.add_reattach_tag(reattach_tag)
     login = kerberos.login(spec.security.principal, spec.security.keytab) if kerberos.enabled() else None
     try:
         return _submit_logged_in(spec, detach, out, reattach_tag, on_app_id, namenode(default_fs()), login)
@@ -82,8 +85,6 @@ def submit(spec: JobSpec, detach: bool = False, out: Callable[[str], None] = say
 def _submit_logged_in(spec: JobSpec, detach: bool, out: Callable[[str], None], reattach_tag: str | None,
                       on_app_id: Callable[[str], None] | None, hdfs_client, login) -> int:
     cluster_checks.check_against_cluster(spec)
-    if reattach_tag and reattach_tag.lower() not in {t.lower() for t in spec.tags}:
-        spec.tags = [*spec.tags, reattach_tag]
     with tempfile.TemporaryDirectory(prefix="tfoy-submit-") as tmp:
         java_log = default_java_log()
         client = start_skein(principal=login and login.principal, keytab=login and login.keytab, java_log=java_log)
@@ -133,7 +134,7 @@ def claimed_run(name: str, tag: str, wait_s: float = CLAIM_WAIT_S) -> Iterator[N
     from hdfs_io import fs
 
     runs = env_archive.hdfs_env_dir().rsplit("/", 1)[0] + "/runs"
-    claim = f"{runs}/{name}--{tag.lower()}"
+    claim = f"{runs}/{urllib.parse.quote(f'{name}--{tag.lower()}', safe='')}"  # a name may hold "/" or ".."
     fs.makedirs(runs)
     mine = f"{claim}.{uuid.uuid4().hex[:12]}"
     fs.write_bytes(mine, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
@@ -231,6 +232,7 @@ def parse_yarn_logs(text: str) -> dict[str, str]:
 # YARN's LogAggregationStatus values that mean the NodeManagers are still uploading
 _AGGREGATING = {"NOT_START", "RUNNING", "RUNNING_WITH_FAILURE"}
 AGGREGATION_POLL_S = 2.0
+LOGS_MIN_S = 10.0  # what reading the aggregated logs gets even when waiting for their aggregation took the rest
 
 
 def _aggregation_pending(app_id: str, timeout: float) -> str | None:
@@ -252,7 +254,8 @@ def _aggregation_pending(app_id: str, timeout: float) -> str | None:
 def logs(app_id: str, task: str | None = None, timeout: float = 120) -> dict[str, str]:
     """Aggregated container logs ({yarn container id: text}) from `yarn logs` (the Hadoop 3 log format, which
     skein's Hadoop-2 reader cannot read), optionally only the container(s) that ran one task. An application
-    that has just ended is first waited for (up to `timeout`) until its log aggregation is done."""
+    that has just ended is first waited for until its log aggregation is done; the wait and the reading share
+    `timeout` (the reading gets at least LOGS_MIN_S)."""
     deadline = time.monotonic() + timeout
     while (status := _aggregation_pending(app_id, timeout=max(1.0, deadline - time.monotonic()))) is not None:
         if time.monotonic() + AGGREGATION_POLL_S > deadline:
@@ -261,8 +264,13 @@ def logs(app_id: str, task: str | None = None, timeout: float = 120) -> dict[str
                 f"{timeout:.0f} s; try again later")
         log.info("waiting for the log aggregation of %s (%s)", app_id, status)
         time.sleep(AGGREGATION_POLL_S)
-    proc = subprocess.run(["yarn", "logs", "-applicationId", app_id], capture_output=True, text=True,
-                          timeout=timeout)
+    try:
+        proc = subprocess.run(["yarn", "logs", "-applicationId", app_id], capture_output=True, text=True,
+                              timeout=max(LOGS_MIN_S, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise cluster_checks.ClusterError(
+            f"yarn logs -applicationId {app_id} did not answer within {timeout:.0f} s (with the wait for log "
+            "aggregation); is the NameNode holding yarn.nodemanager.remote-app-log-dir up?") from None
     if proc.returncode != 0 and "Container: " not in proc.stdout:
         raise _logs_failure(app_id, proc.stderr)
     all_logs = parse_yarn_logs(proc.stdout)

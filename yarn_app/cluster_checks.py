@@ -13,7 +13,8 @@ import subprocess
 import urllib.request
 from collections.abc import Iterator
 
-from hdfs_io.paths import absolute_uri, hadoop_conf_value
+from hdfs_io.errors import PathError
+from hdfs_io.paths import absolute_uri, hadoop_conf_value, served_uri
 from yarn_app.errors import TfoyError
 from yarn_app.spec import JobSpec, SpecError
 
@@ -137,18 +138,25 @@ def resource_types() -> set[str]:
 
 
 def check_hdfs_paths(spec: JobSpec) -> None:
-    """inputs, files on HDFS and a given env archive must exist, each on its own filesystem (an input on another
-    NameNode is asked of that NameNode, through hdfs_io.fs: bounded, errors named)."""
+    """Every path resolves to a filesystem tfoy serves (an `s3a://` model_dir would fail only in the running
+    tasks); inputs, files on HDFS and a given env archive must exist, each on its own filesystem (an input on
+    another NameNode is asked of that NameNode, through hdfs_io.fs: bounded, errors named)."""
     from hdfs_io import fs
 
+    archive = spec.python_env.archive if spec.python_env.archive != "auto" else None
+    for key, path in [*spec.task_paths(), ("history_dir", spec.history_dir), ("python_env.archive", archive)]:
+        try:
+            if path:
+                served_uri(path)
+        except PathError as e:
+            raise SpecError(f"{key}: {e}") from None
     for i, p in enumerate(spec.inputs):
         if not fs.exists(p):
             raise SpecError(f"inputs[{i}]: {absolute_uri(p)} does not exist")
     for name, source in spec.files.items():
         if "://" in source and not fs.exists(source):
             raise SpecError(f"files.{name}: {absolute_uri(source)} does not exist")
-    archive = spec.python_env.archive
-    if archive and archive != "auto" and not fs.exists(archive):
+    if archive and not fs.exists(archive):
         raise SpecError(f"python_env.archive: {absolute_uri(archive)} does not exist")
 
 

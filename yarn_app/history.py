@@ -19,6 +19,7 @@ from typing import Any
 
 from tfnode import progress
 from tfnode.contract import OUTCOME_OK, failure_detail
+from yarn_app.errors import TfoyError
 
 log = logging.getLogger(__name__)
 
@@ -105,16 +106,42 @@ def write(record: dict[str, Any], folder: str) -> str | None:
         return None
 
 
+class HistoryRecordError(TfoyError, ValueError):
+    """A file in the history folder that is not a record this version can show (hand-edited, truncated, another
+    tool's), named with what is wrong."""
+
+
+# what `tfoy status`, `tfoy history` and the pages rely on: required keys, and optional ones' types
+REQUIRED = {"app_id": str, "state": str, "final_status": str}
+OPTIONAL = {"tasks": dict, "duration_s": (int, float), "ended": (int, float), "started": (int, float)}
+
+
+def parse(data: bytes, path: str) -> dict[str, Any]:
+    """A record from its file's bytes, with the keys `tfoy status` and the pages rely on."""
+    try:
+        record = json.loads(data)
+    except ValueError as e:
+        raise HistoryRecordError(f"{path}: not a tfoy history record (not JSON: {e})") from None
+    if not isinstance(record, dict):
+        raise HistoryRecordError(f"{path}: not a tfoy history record (a JSON {type(record).__name__})")
+    wrong = [k for k, kind in REQUIRED.items() if not isinstance(record.get(k), kind)]
+    wrong += [k for k, kind in OPTIONAL.items() if k in record and not isinstance(record[k], kind)]
+    if isinstance(tasks := record.get("tasks", {}), dict):
+        wrong += [f"tasks.{name}" for name, task in tasks.items() if not isinstance(task, dict)]
+    if wrong:
+        raise HistoryRecordError(f"{path}: not a tfoy history record (missing or mistyped: {', '.join(wrong)})")
+    return record
+
+
 def read(app_id: str, folder: str) -> dict[str, Any] | None:
     from hdfs_io import fs
 
     path = f"{folder}/{app_id}.json"
     try:
-        return json.loads(fs.read_bytes(path))
+        data = fs.read_bytes(path)
     except FileNotFoundError:
         return None
-    except ValueError as e:
-        raise ValueError(f"{path}: not a tfoy history record ({e})") from None
+    return parse(data, path)
 
 
 def list_records(folder: str, since: float | None = None) -> tuple[list[dict[str, Any]], list[str]]:
@@ -129,11 +156,9 @@ def list_records(folder: str, since: float | None = None) -> tuple[list[dict[str
         if not name.endswith(".json") or name.startswith("."):
             continue
         try:
-            record = json.loads(fs.read_bytes(info.uri))
-            if not isinstance(record, dict) or "app_id" not in record:
-                raise ValueError("no app_id")
-        except (ValueError, OSError) as e:
-            problems.append(f"{info.uri}: skipped, not a tfoy history record ({e})")
+            record = parse(fs.read_bytes(info.uri), info.uri)
+        except (HistoryRecordError, OSError) as e:
+            problems.append(f"skipped {e}")
             continue
         if since is None or record.get("ended", 0) >= since:
             records.append(record)

@@ -29,7 +29,9 @@ from yarn_app.errors import TfoyError
 __all__ = ["JobSpec", "PythonEnvSpec", "RoleSpec", "SecuritySpec", "SpecError", "TimeoutSpec", "apply_overrides",
            "load_spec", "parse_memory"]
 
-MAX_TAG_LENGTH = 100  # YARN's (YarnConfiguration.APPLICATION_MAX_TAG_LENGTH): longer tags fail the submission
+# YARN's (YarnConfiguration.APPLICATION_MAX_TAG_LENGTH, APPLICATION_MAX_TAGS): more fails the submission, after the
+# env was shipped; tfoy adds two tags of its own (`tfoy`, and one per submit attempt)
+MAX_TAG_LENGTH, MAX_TAGS, TFOY_TAGS = 100, 10, 2
 # set by tfoy's container launch (yarn_app/application.py) to find the shipped code, Python and native libraries
 RESERVED_ENV = frozenset({"PYTHONPATH", "PYTHONHOME", "LD_LIBRARY_PATH"})
 # our own units, not skein.model.parse_memory's: skein reads `1536m` and `2g` as powers of 1000 (1465, 1908 MiB)
@@ -75,7 +77,16 @@ def _text(value: Any) -> str:  # `args: [--epochs, 5]`: YAML reads an int, the c
 def _tag(tag: str) -> str:
     if not tag or len(tag) > MAX_TAG_LENGTH:
         raise ValueError(f"YARN takes tags of 1 to {MAX_TAG_LENGTH} characters, got {len(tag)}")
+    if not (tag.isascii() and tag.isprintable()):
+        raise ValueError(f"YARN takes tags of printable ASCII characters only, got {tag!r}")
     return tag
+
+
+def _tag_count(tags: list[str]) -> list[str]:
+    if len({t.lower() for t in tags}) > MAX_TAGS - TFOY_TAGS:  # YARN counts them before lowercasing; tfoy merges
+        raise ValueError(f"at most {MAX_TAGS - TFOY_TAGS} tags (YARN takes {MAX_TAGS}, and tfoy adds {TFOY_TAGS}), "
+                         f"got {len(tags)}")
+    return tags
 
 
 def _rule(test: Callable[[Any], Any], words: str) -> AfterValidator:
@@ -101,7 +112,7 @@ def _default_if_null(value: Any, handler: Any) -> Any:
 OrDefault = WrapValidator(_default_if_null)  # YAML's empty value (`tags:`) is the default
 Text = Annotated[str, BeforeValidator(_text)]
 Texts = Annotated[list[Text], OrDefault]
-Tags = Annotated[list[Annotated[Text, AfterValidator(_tag)]], OrDefault]
+Tags = Annotated[list[Annotated[Text, AfterValidator(_tag)]], AfterValidator(_tag_count), OrDefault]
 Memory = Annotated[int, BeforeValidator(_mib)]
 MAX_SECONDS = 10 * 366 * 86400  # ten years: beyond it a deadline is no bound (and datetime overflows near 3e11 s)
 Seconds = Annotated[float, _rule(lambda s: math.isfinite(s) and 0 < s <= MAX_SECONDS,  # .nan or .inf never end
@@ -279,6 +290,22 @@ class JobSpec(_Section):
         for i, key in enumerate(self.security.secret_env):
             if key not in self.env:
                 raise SpecError(f"security.secret_env[{i}]: {key} is not a key of env")
+
+    def add_reattach_tag(self, tag: str) -> None:
+        """`--reattach TAG` (or the Airflow operator's run tag) joins the tags, under their rules, before any run
+        is claimed or env shipped."""
+        try:
+            if _tag(tag).lower() not in {t.lower() for t in self.tags}:
+                self.tags = _tag_count([*self.tags, tag])
+        except ValueError as e:
+            raise SpecError(f"--reattach {tag!r}: {e}") from None
+
+    def task_paths(self) -> list[tuple[str, str]]:
+        """(spec key, path) of each filesystem path the tasks use: checked against the cluster before submission,
+        and each filesystem among them gets a delegation token on a Kerberized cluster."""
+        dirs = {"model_dir": self.model_dir, "export_dir": self.export_dir, "log_dir": self.log_dir}
+        return [*((f"inputs[{i}]", p) for i, p in enumerate(self.inputs)), *((k, v) for k, v in dirs.items() if v),
+                *((f"files.{k}", v) for k, v in self.files.items() if "://" in v)]  # the others skein uploads
 
     def has(self, role: str) -> bool:
         return role in self.roles and self.roles[role].instances > 0

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import IO, Protocol
 
-from hdfs_io.paths import HADOOP_SCHEMES, LOCAL_SCHEMES
+from hdfs_io.errors import PathError
+from hdfs_io.paths import HADOOP_SCHEMES, LOCAL_SCHEMES, SERVED
 
 
 @dataclass(frozen=True)
@@ -71,4 +72,4 @@ def backend_for(scheme: str, authority: str) -> Backend:
         from hdfs_io.filesystems.hdfs import HdfsBackend
 
         return HdfsBackend(scheme, authority)
-    raise ValueError(f"{scheme}://{authority}: tfoy reads and writes file://, hdfs:// and viewfs:// only")
+    raise PathError(f"{scheme}://{authority}: {SERVED}")

@@ -87,6 +87,10 @@ def test_an_input_on_another_namenode_is_asked_of_that_namenode(tmp_path, hdfs_t
     ({"files": {"toy_train.py": "/nowhere/toy_train.py"}}, "files.toy_train.py: /nowhere/toy_train.py does not"),
     ({"env": {"PYTHONPATH": "/opt/mine"}}, "env.PYTHONPATH: set by tfoy in every container"),
     ({"tags": ["t" * 101]}, "tags[0]: YARN takes tags of 1 to 100 characters"),
+    # these were found only in the running tasks (s3a://), or raised a raw ValueError after shipping (viewfs:///)
+    ({"model_dir": "s3a://bucket/m"}, "model_dir: s3a://bucket/m: tfoy reads and writes file://, hdfs:// and viewfs://"),
+    ({"export_dir": "viewfs:///exports/m"}, "export_dir: viewfs:///exports/m: no authority, and the defaultFS"),
+    ({"history_dir": "gs://bucket/h"}, "history_dir: gs://bucket/h: tfoy reads and writes"),
     ({"roles": {"worker": {"instances": 1, "memory": 512, "gpus": 1}}},
      "roles.worker.gpus: 1 asked, but this cluster has no GPU resource type"),
 ])
@@ -95,6 +99,18 @@ def test_bad_specs_exit_2_before_anything_is_submitted(tmp_path, skein_client, c
     done = run_cli(TFOY, "submit", str(spec), check=False, timeout=60)
     assert done.returncode == 2 and message in done.stderr, done
     assert "Traceback" not in done.stderr
+    assert no_app_named(skein_client, name)
+
+
+def test_a_bad_reattach_tag_exits_2_before_the_run_is_claimed(tmp_path, skein_client):
+    from yarn_app import env_archive
+
+    spec, name = spec_file(tmp_path)
+    done = run_cli(TFOY, "submit", str(spec), "--reattach", "runé-1", check=False, timeout=60)
+    assert done.returncode == 2 and "--reattach 'runé-1': YARN takes tags of printable ASCII characters only" in \
+        done.stderr and "Traceback" not in done.stderr, done
+    runs = env_archive.hdfs_env_dir().rsplit("/", 1)[0] + "/runs"
+    assert not [f for f in (fs.ls(runs) if fs.exists(runs) else []) if name in f.uri]
     assert no_app_named(skein_client, name)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 
 import pytest
 
@@ -46,6 +47,7 @@ if [ "$1" = application ]; then
   printf 'Application Report : \\n\\tState : %s\\n\\tLog Aggregation Status : %s\\n' "$STATE" "$status"
   exit 0
 fi
+[ -z "$HANG" ] || exec sleep "$HANG"
 printf 'Container: container_1_0001_01_000002 on localhost_1\\ntfoy task worker:1 started\\n'
 """
 
@@ -87,3 +89,15 @@ def test_aggregation_that_does_not_end_in_time_is_an_error_naming_the_status(fak
     with pytest.raises(cluster_checks.ClusterError, match=expected):
         client.logs("application_1_0001", timeout=1)
     assert fake_yarn.calls() > 3
+
+
+def test_yarn_logs_that_does_not_answer_is_an_error_within_the_timeout(fake_yarn, monkeypatch):
+    """The defect: `yarn logs` hanging (its NameNode down) raised subprocess.TimeoutExpired, a traceback."""
+    fake_yarn("FINISHED", "RUNNING", "SUCCEEDED")
+    monkeypatch.setenv("HANG", "30")
+    monkeypatch.setattr(client, "LOGS_MIN_S", 0.5)
+    started = time.monotonic()
+    with pytest.raises(cluster_checks.ClusterError, match=r"yarn logs -applicationId application_1_0001 did not "
+                                                          r"answer within 2 s"):
+        client.logs("application_1_0001", timeout=2)
+    assert time.monotonic() - started < 5

@@ -51,6 +51,8 @@ def worker(**keys) -> dict:
     ({"timeouts": {"barrier": -1}}, "timeouts.barrier: must be a positive number of seconds, got -1"),
     ({"timeouts": {"progress": float("nan")}}, "timeouts.progress: must be a positive number of seconds, got nan"),
     ({"tags": ["ok", ""]}, "tags[1]: YARN takes tags of 1 to 100 characters, got 0"),
+    ({"tags": ["ok", "café"]}, "tags[1]: YARN takes tags of printable ASCII characters only, got 'café'"),
+    ({"tags": [f"t{i}" for i in range(9)]}, "tags: at most 8 tags (YARN takes 10, and tfoy adds 2), got 9"),
     ({"env": {"A-B": "1"}}, "env.A-B: not an environment variable name"),
     ({"env": {"TFOY_ROLE": "1"}}, "env.TFOY_ROLE: tfoy's own; of its variables a job may set"),
     ({"queue": "a b"}, "queue: not a queue name: 'a b'"),
@@ -114,6 +116,25 @@ def test_keys_set_after_construction_are_checked_by_validate_and_survive_to_dict
     spec.tags = [*spec.tags, "run-1"]
     spec.entry_point = "train.py"
     assert spec.to_dict()["tags"] == ["run-1"] and JobSpec.from_yaml(spec.to_yaml()).entry_point == "train.py"
+
+
+@pytest.mark.parametrize("tag, message", [
+    ("", "--reattach '': YARN takes tags of 1 to 100 characters, got 0"),
+    ("run\n1", "--reattach 'run\\n1': YARN takes tags of printable ASCII characters only"),
+    ("r" * 101, "YARN takes tags of 1 to 100 characters, got 101"),
+])
+def test_a_reattach_tag_is_held_to_the_tag_rules(tag, message):
+    """The defect: `--reattach` joined the tags unchecked, so a bad one failed YARN's submission after the env was
+    shipped and the run claimed."""
+    spec = spec_of(tags=[f"t{i}" for i in range(7)])
+    with pytest.raises(SpecError) as err:
+        spec.add_reattach_tag(tag)
+    assert message in str(err.value)
+    spec.add_reattach_tag("T0")  # already there, as YARN compares them (lowercased)
+    spec.add_reattach_tag("run-1")
+    assert spec.tags[-1] == "run-1" and len(spec.tags) == 8
+    with pytest.raises(SpecError, match="^--reattach 'run-2': at most 8 tags"):
+        spec.add_reattach_tag("run-2")
 
 
 def test_to_dict_is_plain_data_in_the_spec_order():
