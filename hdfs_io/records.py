@@ -140,8 +140,12 @@ class TFRecordWriter:
         import tensorflow as tf
 
         self.uri = absolute_uri(path)
-        if not overwrite and fs.exists(self.uri):
-            raise FileExistsError(f"{self.uri}: already exists")
+        if fs.exists(self.uri):
+            if fs.stat(self.uri).is_dir:  # overwrite replaces a file, never a data set's folder of parts
+                raise IsADirectoryError(f"{self.uri}: a folder; a TFRecord file goes at a file's path (e.g. "
+                                        f"{self.uri}/part-00000)")
+            if not overwrite:
+                raise FileExistsError(f"{self.uri}: already exists")
         fs.makedirs(self.uri.rsplit("/", 1)[0])
         self._pending = publish(self.uri, replace=overwrite)
         options = tf.io.TFRecordOptions(compression_type=compression or "")
@@ -195,10 +199,17 @@ def make_example(features: Mapping[str, Any]) -> Any:
         values = np.asarray(value).ravel() if not isinstance(value, (bytes, str)) else np.asarray([value])
         kind = values.dtype.kind
         if kind in "iub":
+            if kind == "u" and values.size and values.max() > np.iinfo(np.int64).max:  # would wrap negative
+                raise ValueError(f"feature {name!r}: {values.max()} does not fit an int64_list")
             feats[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=values.astype(np.int64).tolist()))
         elif kind == "f":
             feats[name] = tf.train.Feature(float_list=tf.train.FloatList(value=values.astype(np.float32).tolist()))
         elif kind in "SUO":
+            # bytes(3) would be three zero bytes: mixed or non-text objects (None, ints too big for int64) are refused
+            bad = [v for v in values.tolist() if not isinstance(v, bytes | bytearray | str)]
+            if bad:
+                raise TypeError(f"feature {name!r}: {bad[0]!r} ({type(bad[0]).__name__}) in a bytes feature; give "
+                                "all ints, all floats, or all bytes/str")
             raw = [v.encode() if isinstance(v, str) else bytes(v) for v in values.tolist()]
             feats[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=raw))
         else:

@@ -99,7 +99,8 @@ class Stager:
         """(local copy, number of lines when asked: newlines, plus one for an unterminated last line)."""
         os.makedirs(self.stage_dir, exist_ok=True)
         name = re.sub(r"[^A-Za-z0-9._-]", "_", uri.rsplit("/", 1)[-1])[-80:]
-        local = tempfile.mkstemp(prefix="f-", suffix="-" + name, dir=self.stage_dir)[1]
+        handle, local = tempfile.mkstemp(prefix="f-", suffix="-" + name, dir=self.stage_dir)
+        os.close(handle)  # reopened below by name; kept open, every staged pass leaked a descriptor (and its RAM)
         lines, last = 0, b"\n"
         try:
             with fs.open(uri, "rb") as src, open(local, "wb") as dst:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 
 import numpy as np
@@ -92,3 +93,31 @@ def test_earliest_damage_is_reported_when_a_bad_length_derails_the_walk():
     bad[0] ^= 10 ^ 36
     frames, error = records.scan_frames(bytes(bad))
     assert frames == [] and error.offset == 0 and error.reason == "length checksum mismatch"
+
+
+def test_write_tfrecords_never_replaces_a_folder_of_parts(tmp_path):
+    """The defect: write_tfrecords("…/train", …) onto a data set's folder (overwrite=True, the default) swapped the
+    whole folder for one file, its part files gone."""
+    from hdfs_io.records import write_tfrecords
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "part-00000").write_bytes(b"theirs")
+    with pytest.raises(IsADirectoryError, match=f"{tmp_path}/train: a folder; a TFRecord file goes at a file's path"):
+        write_tfrecords(f"file://{tmp_path}/train", [b"a"])
+    assert (tmp_path / "train" / "part-00000").read_bytes() == b"theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train"]
+
+
+@pytest.mark.parametrize("value, error, message", [
+    (np.array([3, 2], dtype=object), TypeError, "feature 'f': 3 (int) in a bytes feature"),  # was b"\0\0\0", b"\0\0"
+    ([1, "a"], None, None),  # numpy makes these strings: kept as TFoS's str → bytes
+    ([None], TypeError, "feature 'f': None (NoneType) in a bytes feature"),
+    ([2**63], ValueError, "feature 'f': 9223372036854775808 does not fit an int64_list"),  # wrapped negative
+    ([2**64], TypeError, "feature 'f': 18446744073709551616 (int) in a bytes feature"),
+])
+def test_make_example_refuses_values_it_would_corrupt(value, error, message):
+    if error is None:
+        assert records.make_example({"f": value}).features.feature["f"].bytes_list.value == [b"1", b"a"]
+        return
+    with pytest.raises(error, match=re.escape(message)):
+        records.make_example({"f": value})
