@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from examples.argtypes import at_least
 from examples.mnist import mnist_data_setup
 from examples.mnist.mnist_inference import accuracy
 from hdfs_io import fs
@@ -39,9 +40,10 @@ def tfoy(*args: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="tfoy's MNIST demo on YARN + HDFS")
     p.add_argument("--base", default="tfoy-demo", help="HDFS folder for data, model and predictions")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--workers", type=int, default=1, help="workers beside the chief")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N records of each split (quick run)")
+    p.add_argument("--epochs", type=at_least(1), default=8)
+    p.add_argument("--workers", type=at_least(0), default=1, help="workers beside the chief")
+    p.add_argument("--limit", type=at_least(0), default=0,
+                   help="use only the first N records of each split (quick run)")
     opts = p.parse_args(argv)
     t0 = time.monotonic()
     base = absolute_uri(opts.base)

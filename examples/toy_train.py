@@ -55,7 +55,11 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fail-once", default="", help="task that raises in its first attempt only, for tests")
     p.add_argument("--hang", default="", help="task that sleeps for ever before training (the stall watchdog's test)")
     p.add_argument("--digest-env", default="", help="print the sha256 of this env variable (tests of secrets)")
-    return p.parse_args(argv)
+    opts = p.parse_args(argv)
+    for name in ("epochs", "batch", "steps"):  # shipped as one file, so without examples.argtypes
+        if getattr(opts, name) < 1:
+            p.error(f"--{name} must be >= 1, got {getattr(opts, name)}")
+    return opts
 
 
 def dataset(data_dir: str, batch: int):

@@ -2,9 +2,9 @@
 
 After each epoch the chief writes weights + metadata straight to a hidden `<dir>/.ckpt-<epoch>.<random>.tmp` of its
 own (Keras and TF write hdfs:// themselves through hdfs_io's TF filesystem) and renames that to `<dir>/ckpt-<epoch>`
-(one NameNode operation), keeping the last `keep`. A complete checkpoint is only deleted once `keep` newer ones
-are in place, so two writers on one folder (a zombie chief) or a kill at any point leave one to resume from.
-Keras's own BackupAndRestore(backup_dir="hdfs://…") works on HDFS too; this one keeps several numbered checkpoints
+(one NameNode operation), keeping the last `keep` (None: every one). A complete checkpoint is only deleted once
+`keep` newer ones are in place, so two writers on one folder (a zombie chief) or a kill at any point leave one to
+resume from. Keras's own BackupAndRestore(backup_dir="hdfs://…") works on HDFS too; this one keeps several numbered checkpoints
 and never reads a half-written one. On (re)start it restores the highest complete `ckpt-<n>` (a hidden temporary
 or a folder without both files is never read) and training resumes at epoch n. Other workers save to a throwaway
 local folder so collective ops under MultiWorkerMirroredStrategy still match.
@@ -21,6 +21,7 @@ from typing import Any
 import keras
 
 from hdfs_io import fs
+from hdfs_io.export import check_keep
 from hdfs_io.paths import absolute_uri
 from hdfs_io.publish import Publication, publish, temporary_beside
 
@@ -40,12 +41,13 @@ def complete_checkpoints(backup_dir: str) -> list[int]:
 class HdfsBackupAndRestore(keras.callbacks.Callback):
     """Resume-after-failure backups on HDFS; see the module doc. Pass the same backup_dir on every attempt."""
 
-    def __init__(self, backup_dir: str, keep: int = 2, *, ctx: Any = None, is_chief: bool | None = None,
+    def __init__(self, backup_dir: str, keep: int | None = 2, *, ctx: Any = None, is_chief: bool | None = None,
                  delete_on_train_end: bool = False):
         super().__init__()
-        if keep < 1:
-            raise ValueError("keep must be >= 1")
+        check_keep(keep)  # here, not at the first epoch's end
         self.backup_dir = absolute_uri(backup_dir)
+        if fs.exists(self.backup_dir) and not fs.stat(self.backup_dir).is_dir:
+            raise NotADirectoryError(f"{self.backup_dir}: a file; backup_dir is a folder of ckpt-<epoch> backups")
         self.keep = keep
         self.is_chief = is_chief if is_chief is not None else (ctx.is_chief if ctx is not None else True)
         self.delete_on_train_end = delete_on_train_end
@@ -59,8 +61,16 @@ class HdfsBackupAndRestore(keras.callbacks.Callback):
         ckpt = f"{self.backup_dir}/ckpt-{epoch}"
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(fs.tf_path(f"{ckpt}/{WEIGHTS}"))
-        meta = json.loads(fs.read_bytes(f"{ckpt}/{METADATA}"))
+        try:
+            self.model.load_weights(fs.tf_path(f"{ckpt}/{WEIGHTS}"))
+        except ValueError as e:  # Keras names neither the file nor the cause
+            raise ValueError(f"{ckpt}: this backup does not fit the model being trained (was the model changed? a "
+                             f"changed model needs a new backup_dir): {e}") from e
+        try:
+            meta = json.loads(fs.read_bytes(f"{ckpt}/{METADATA}"))
+            int(meta["epoch"])
+        except (ValueError, TypeError, KeyError) as e:
+            raise ValueError(f"{ckpt}/{METADATA}: not a tfoy backup's metadata ({e!r})") from None
         self.model._initial_epoch = int(meta["epoch"])  # what Keras's own BackupAndRestore sets
         self.restored_epoch = int(meta["epoch"])
         log.info("restored %s: resuming at epoch %d", ckpt, meta["epoch"])
@@ -83,7 +93,7 @@ class HdfsBackupAndRestore(keras.callbacks.Callback):
             self._commit(pending, done_epochs)
         finally:
             pending.abort()  # nothing left to do once it was published
-        for old in complete_checkpoints(self.backup_dir)[:-self.keep]:
+        for old in complete_checkpoints(self.backup_dir)[:-self.keep] if self.keep else []:
             fs.delete(f"{self.backup_dir}/ckpt-{old}", recursive=True)
 
     def _commit(self, pending: Publication, epoch: int) -> None:

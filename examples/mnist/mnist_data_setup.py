@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from examples.argtypes import at_least
 from examples.mnist import formats
 from examples.mnist.idx import DEFAULT_DIR, IdxError, load_split
 from hdfs_io import fs
@@ -127,9 +128,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output", required=True, help="output folder (HDFS URI, absolute or home-relative path)")
     p.add_argument("--format", default="tfr", help=f"one of {', '.join(formats.FORMATS)} (default tfr)")
-    p.add_argument("--num-partitions", "--num_partitions", type=int, default=10)
+    p.add_argument("--num-partitions", "--num_partitions", type=at_least(1), default=10)
     p.add_argument("--idx-dir", default=str(DEFAULT_DIR), help=f"folder of MNIST IDX files (default {DEFAULT_DIR})")
-    p.add_argument("--limit", type=int, default=0, help="write only the first N records of each split")
+    p.add_argument("--limit", type=at_least(0), default=0, help="write only the first N records of each split")
     p.add_argument("--spark", action="store_true", help="write with Spark (as the seed does)")
     p.add_argument("--master", default="local[2]", help="Spark master with --spark")
     p.add_argument("--read", action="store_true", help="read the output back and print counts")
@@ -138,8 +139,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.format not in formats.FORMATS:
         p.error(f"unknown --format {args.format!r}: valid formats are {', '.join(formats.FORMATS)}")
-    if args.num_partitions < 1:
-        p.error(f"--num-partitions must be >= 1, not {args.num_partitions}")
     if args.format == "pickle" and not args.spark:
         p.error("--format pickle is Spark's SequenceFile format: add --spark")
     return args

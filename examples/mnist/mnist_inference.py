@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 
+from examples.argtypes import at_least
+
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="mnist_inference")
     p.add_argument("--data", required=True, help="folder written by mnist_data_setup --format tfr")
     p.add_argument("--model", required=True, help="SavedModel export base (numbered versions)")
     p.add_argument("--output", required=True, help="folder for the prediction text parts")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=at_least(1), default=500)
     return p.parse_args(argv)
 
 
@@ -29,10 +31,13 @@ def main(args: list[str], ctx) -> None:
     from hdfs_io.serving import load_latest
 
     opts = parse_args(args)
+    pattern = f"{ctx.absolute_path(opts.data)}/test/part-*.tfrecord"
+    files = fs.glob(pattern)
+    if not files:  # before the model is loaded
+        raise FileNotFoundError(f"{pattern}: no test data (mnist_data_setup --format tfr writes it)")
     version, model = load_latest(ctx.absolute_path(opts.model))
     infer = model.signatures["serving_default"]
     input_name = list(infer.structured_input_signature[1])[0]
-    files = fs.glob(f"{ctx.absolute_path(opts.data)}/test/part-*.tfrecord")
     spec = tf_feature_spec()
     ds = tfrecord_dataset(files, ctx=ctx).batch(opts.batch_size).map(lambda b: tf.io.parse_example(b, spec))
     lines = []

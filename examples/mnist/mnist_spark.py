@@ -17,6 +17,7 @@ import logging
 import math
 import sys
 
+from examples.argtypes import at_least
 from tfnode import TFCluster
 
 FORMATS = ("csv", "csv2", "tfr")
@@ -30,11 +31,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--format", default="csv", help=f"one of {', '.join(FORMATS)}")
     p.add_argument("--model", required=True, help="SavedModel export base (numbered versions)")
     p.add_argument("--output", help="inference: folder for the prediction text parts")
-    p.add_argument("--cluster_size", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--cluster_size", type=at_least(1), default=2)
+    p.add_argument("--epochs", type=at_least(1), default=2)
+    p.add_argument("--batch_size", type=at_least(1), default=64)
     p.add_argument("--master", default="local-cluster[2,1,2048]")
-    p.add_argument("--records", type=int, default=0,
+    p.add_argument("--records", type=at_least(0), default=0,
                    help="training records in all (sets the steps per epoch; default: counted, or 60000 for tfr)")
     args = p.parse_args(argv)
     if args.format not in FORMATS:

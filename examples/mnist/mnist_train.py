@@ -12,17 +12,19 @@ import argparse
 import logging
 import math
 
+from examples.argtypes import at_least
+
 log = logging.getLogger("mnist_train")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="mnist_train")
     p.add_argument("--data", required=True, help="folder written by mnist_data_setup --format tfr")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=64, help="per worker")
-    p.add_argument("--train-records", type=int, default=60000, help="records in train/ (sets steps per epoch)")
+    p.add_argument("--epochs", type=at_least(1), default=5)
+    p.add_argument("--batch-size", type=at_least(1), default=64, help="per worker")
+    p.add_argument("--train-records", type=at_least(1), default=60000, help="records in train/ (sets steps per epoch)")
     p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--keep-versions", type=int, default=3)
+    p.add_argument("--keep-versions", type=at_least(1), default=3)
     return p.parse_args(argv)
 
 
@@ -40,7 +42,10 @@ def main(args: list[str], ctx) -> None:
     workers = strategy.num_replicas_in_sync
     # Equal step counts on every worker (shards may be uneven): a collective op never waits for a finished peer.
     steps = math.ceil(opts.train_records / (opts.batch_size * workers))
-    files = tf.io.gfile.glob(f"{ctx.absolute_path(opts.data)}/train/part-*.tfrecord")
+    pattern = f"{ctx.absolute_path(opts.data)}/train/part-*.tfrecord"
+    files = tf.io.gfile.glob(pattern)
+    if not files:
+        raise FileNotFoundError(f"{pattern}: no training data (mnist_data_setup --format tfr writes it)")
     spec = tf_feature_spec()
 
     def parse(batch):

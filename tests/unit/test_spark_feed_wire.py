@@ -299,3 +299,32 @@ def test_serialized_records_ending_in_nul_arrive_whole(node_feed):
     node_feed.end_of_feed.set()
     got += df.next_batch(3)
     assert got == records and all(type(r) is bytes for r in got)
+
+
+@pytest.mark.parametrize("size", [0, -3, 2.5, True, "10"])
+def test_a_batch_size_that_cannot_consume_is_refused(node_feed, size):
+    """The defect: next_batch(0) returned [] without consuming, so a TFoS `while not feed.should_stop()` loop spun
+    (4 million iterations in 2 s) until the feeders' feed_timeout, which then blamed TF for taking no data."""
+    df = feed.DataFeed(node_feed)
+    with pytest.raises(ValueError, match=f"DataFeed: batch_size must be a whole number >= 1, got {size!r}"):
+        df.next_batch(size)
+    with pytest.raises(ValueError, match="DataFeed: batch_size must be"):
+        df.dataset(size)
+
+
+@pytest.mark.parametrize("timeout", [None, 0, -1, "60"])
+def test_a_data_feed_timeout_is_a_positive_number(node_feed, timeout):
+    with pytest.raises(ValueError, match=f"DataFeed: timeout must be a positive number of seconds, got {timeout!r}"):
+        feed.DataFeed(node_feed, timeout=timeout)
+
+
+def test_two_columns_mapped_to_one_tensor_are_refused():
+    """The defect: {"a": "x", "b": "x"} fed both, and the task's feed dict (keyed by tensor) kept only b."""
+    from types import SimpleNamespace
+
+    from tfnode.spark.cluster import feed_columns
+
+    df = SimpleNamespace(columns=["a", "b", "c"])
+    assert feed_columns(df, {"b": "y", "a": "x"}) == ["a", "b"]
+    with pytest.raises(ValueError, match="input_mapping: columns 'a' and 'b' both map to tensor 'x'"):
+        feed_columns(df, {"a": "x", "b": "x:0"})

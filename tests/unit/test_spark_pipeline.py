@@ -65,3 +65,14 @@ def test_inputs_are_cast_and_reshaped_to_the_signature_or_named():
     with pytest.raises(ValueError, match=r"column 'pixels' holds values of shape \(783,\), which cannot be reshaped "
                                          r"to the signature's input image float32 \(None, 28, 28, 1\)"):
         as_input(np.zeros((5, 783)), "pixels", spec)
+
+
+def test_counts_are_checked_on_the_driver_before_any_task_or_node():
+    """The defect: setBatchSize(0) failed inside every Spark task (`range() arg 3 must not be zero`), and
+    setEpochs(-1) only after every TF node had started."""
+    with pytest.raises(ValueError, match=r"TFModel: batch_size \(setBatchSize\) must be a whole number >= 1, got 0"):
+        TFModel({}).setBatchSize(0).plan(dataset=None)
+    with pytest.raises(ValueError, match=r"TFEstimator: epochs \(setEpochs\) must be a whole number >= 0, got -1"):
+        TFEstimator(_train, {}).setEpochs(-1)._fit(dataset=None)
+    with pytest.raises(ValueError, match=r"TFEstimator: batch_size \(setBatchSize\) must be a whole number >= 1"):
+        TFEstimator(_train, {}).setBatchSize(-3)._fit(dataset=None)

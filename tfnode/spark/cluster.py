@@ -135,6 +135,12 @@ def feed_columns(df: Any, input_mapping: dict[str, str] | None) -> list[str]:
     if missing:
         raise ValueError(f"input_mapping: the DataFrame has no column {', '.join(map(repr, missing))} "
                          f"(its columns: {', '.join(df.columns)})")
+    fed: dict[str, str] = {}
+    for column in columns if input_mapping else []:  # one column per tensor: a second one would be dropped
+        tensor = input_mapping[column].removesuffix(":0")
+        if tensor in fed:
+            raise ValueError(f"input_mapping: columns {fed[tensor]!r} and {column!r} both map to tensor {tensor!r}")
+        fed[tensor] = column
     return columns
 
 
@@ -226,8 +232,7 @@ class TFCluster:
         pickling); its columns are `input_mapping`'s keys, sorted as DataFeed(input_mapping=…) maps them, or all.
         """
         self._require_spark_mode("train")
-        if num_epochs < 0:
-            raise ValueError(f"num_epochs must be >= 0, got {num_epochs}")
+        check_whole("num_epochs", num_epochs, 0)
         num_epochs = num_epochs or DEFAULT_EPOCHS
         if hasattr(dataRDD, "mapInArrow"):
             return self._train_dataframe(dataRDD, num_epochs, feed_timeout, input_mapping)
@@ -334,16 +339,17 @@ class TFCluster:
         return self.server.tensorboard_url
 
 
+def check_whole(what: str, value: Any, minimum: int) -> None:
+    """A count checked on the driver, before any Spark job or TF node starts."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{what} must be a whole number >= {minimum}, got {value!r}")
+
+
 def _check_run_args(num_executors: Any, num_ps: Any, master_node: Any, reservation_timeout: Any) -> None:
     """Before any Spark job: each argument named with what it must be (a wrong one used to surface as a TypeError
     deep inside, or worse, as a cluster without a chief whose odd executor read every shard)."""
-    def whole(value: Any) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
-    if not whole(num_executors) or num_executors < 1:
-        raise ValueError(f"TFCluster.run: num_executors must be a whole number >= 1, got {num_executors!r}")
-    if not whole(num_ps) or num_ps < 0:
-        raise ValueError(f"TFCluster.run: num_ps must be a whole number >= 0, got {num_ps!r}")
+    check_whole("TFCluster.run: num_executors", num_executors, 1)
+    check_whole("TFCluster.run: num_ps", num_ps, 0)
     if master_node not in (None, *CHIEF_ROLES):
         raise ValueError(f"TFCluster.run: master_node must be None, {' or '.join(map(repr, CHIEF_ROLES))}, "
                          f"got {master_node!r}")

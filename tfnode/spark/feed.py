@@ -204,6 +204,8 @@ class DataFeed:
                  input_mapping: dict[str, str] | None = None, timeout: float = DATA_TIMEOUT) -> None:
         if not isinstance(mgr, NodeFeed):
             raise TypeError(f"DataFeed needs ctx.mgr of an InputMode.SPARK node, got {type(mgr).__name__}")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            raise ValueError(f"DataFeed: timeout must be a positive number of seconds, got {timeout!r}")
         self.mgr = mgr
         self.train_mode = train_mode
         self.qname_in, self.qname_out = qname_in, qname_out
@@ -217,6 +219,9 @@ class DataFeed:
     def next_columns(self, batch_size: int) -> tuple[list[np.ndarray], bool]:
         """Up to batch_size records as column arrays; short at the end of a partition or of the feed; empty when
         the feed has ended."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+            # 0 would return [] without consuming: a `while not should_stop()` loop spinning until feed_timeout
+            raise ValueError(f"DataFeed: batch_size must be a whole number >= 1, got {batch_size!r}")
         parts: list[list[np.ndarray]] = []
         tuple_mode = False
         count = 0

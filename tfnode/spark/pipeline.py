@@ -34,7 +34,7 @@ import numpy as np
 from pyspark.ml import Estimator, Model
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsReader, DefaultParamsWritable, DefaultParamsWriter
 
-from tfnode.spark.cluster import InputMode, check_feedable, feed_columns
+from tfnode.spark.cluster import InputMode, check_feedable, check_whole, feed_columns
 from tfnode.spark.pipeline_params import (  # TFoS's pipeline module has them all
     HasBatchSize,
     HasClusterSize,
@@ -100,6 +100,8 @@ class TFEstimator(Estimator, TFParams, HasInputMapping, HasClusterSize, HasNumPS
         from tfnode.spark import cluster as spark
 
         args = self.merge_args_params()
+        check_whole("TFEstimator: epochs (setEpochs)", args.epochs, 0)  # before any TF node starts
+        check_whole("TFEstimator: batch_size (setBatchSize)", args.batch_size, 1)
         mapping = self.getInputMapping()
         columns = feed_columns(dataset, mapping)
         check_feedable(dataset, columns)
@@ -225,6 +227,7 @@ class TFModel(Model, TFParams, HasInputMapping, HasOutputMapping, HasBatchSize, 
         from pyspark.sql.types import StructType
 
         inputs, outputs = self.getInputMapping(), self.getOutputMapping()
+        check_whole("TFModel: batch_size (setBatchSize)", self.getBatchSize(), 1)  # not in every Spark task
         if not inputs or not outputs:
             raise ValueError("TFModel: setInputMapping({column: input tensor}) and setOutputMapping({output tensor: "
                              "column}) are both needed")
