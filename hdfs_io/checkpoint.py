@@ -4,10 +4,10 @@ After each epoch the chief writes weights + metadata straight to a hidden `<dir>
 own (Keras and TF write hdfs:// themselves through hdfs_io's TF filesystem) and renames that to `<dir>/ckpt-<epoch>`
 (one NameNode operation), keeping the last `keep` (None: every one). A complete checkpoint is only deleted once
 `keep` newer ones are in place, so two writers on one folder (a zombie chief) or a kill at any point leave one to
-resume from. Keras's own BackupAndRestore(backup_dir="hdfs://…") works on HDFS too; this one keeps several
-numbered checkpoints and never reads a half-written one. On (re)start it restores the highest complete `ckpt-<n>` (a hidden temporary
-or a folder without both files is never read) and training resumes at epoch n. Other workers save to a throwaway
-local folder so collective ops under MultiWorkerMirroredStrategy still match.
+resume from. Keras's own BackupAndRestore(backup_dir="hdfs://…") works on HDFS too; this one keeps several numbered
+checkpoints and never reads a half-written one. On (re)start it restores the highest complete `ckpt-<n>` (a hidden
+temporary or a folder without both files is never read) and training resumes at epoch n. Other workers save to a
+throwaway local folder so collective ops under MultiWorkerMirroredStrategy still match.
 """
 
 from __future__ import annotations
