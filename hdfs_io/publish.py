@@ -21,6 +21,7 @@ import uuid
 from types import TracebackType
 
 from hdfs_io import fs
+from hdfs_io.paths import absolute_uri
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class Publication:
     `with` block, or abort(), deletes the temporary."""
 
     def __init__(self, target: str, replace: bool = False, tag: str = "tmp") -> None:
-        self.target = target.rstrip("/")
+        self.target = absolute_uri(target).rstrip("/")  # a home-relative path, as every other helper takes
         self.replace = replace
         self.tmp = temporary_beside(self.target, tag)
         self.done = False
@@ -56,6 +57,8 @@ class Publication:
         if self.done:
             return self.target
         if self.replace and fs.isdir(self.target):
+            if not fs.isdir(self.tmp):  # replace swaps a folder for a folder (a version), never for one file
+                raise IsADirectoryError(f"{self.target}: a folder, not replaced by a file")
             self._swap_folder()
         else:
             fs.rename(self.tmp, self.target, overwrite=self.replace)
@@ -101,4 +104,4 @@ def publish_bytes(target: str, data: bytes, replace: bool = True) -> str:
     """`data` as the whole content of `target`, never half of it."""
     with publish(target, replace) as p:
         fs.write_bytes(p.tmp, data)
-    return target
+    return p.target

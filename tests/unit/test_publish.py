@@ -102,3 +102,20 @@ def test_export_checks_version_and_keep_before_writing_anything(kwargs, message,
     with pytest.raises(ValueError, match=message):
         export.export_saved_model(object(), f"file://{tmp_path}/base", **kwargs)
     assert not (tmp_path / "base").exists()
+
+
+def test_a_folder_is_never_replaced_by_a_file(tmp_path):
+    """The defect: publish_bytes (replace=True by default) onto a data set's folder swapped the whole folder for one
+    file, the parts gone."""
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "part-0").write_bytes(b"theirs")
+    with pytest.raises(IsADirectoryError, match=f"{tmp_path.as_uri()}/train: a folder, not replaced by a file"):
+        publish_bytes(f"{tmp_path.as_uri()}/train", b"mine")
+    assert _names(tmp_path) == ["train"] and (tmp_path / "train" / "part-0").read_bytes() == b"theirs"
+
+
+def test_a_relative_target_is_home_relative_as_for_every_helper(tmp_path, monkeypatch):
+    monkeypatch.delenv("HADOOP_CONF_DIR", raising=False)  # defaultFS file://: relative to the working folder
+    monkeypatch.chdir(tmp_path)
+    assert publish_bytes("out.txt", b"x") == f"file://{tmp_path}/out.txt"
+    assert (tmp_path / "out.txt").read_bytes() == b"x"
