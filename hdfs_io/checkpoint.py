@@ -46,8 +46,7 @@ class HdfsBackupAndRestore(keras.callbacks.Callback):
         super().__init__()
         check_keep(keep)  # here, not at the first epoch's end
         self.backup_dir = absolute_uri(backup_dir)
-        if fs.exists(self.backup_dir) and not fs.stat(self.backup_dir).is_dir:
-            raise NotADirectoryError(f"{self.backup_dir}: a file; backup_dir is a folder of ckpt-<epoch> backups")
+        fs.check_folder_or_absent(self.backup_dir, "backup_dir (of ckpt-<epoch> backups)")
         self.keep = keep
         self.is_chief = is_chief if is_chief is not None else (ctx.is_chief if ctx is not None else True)
         self.delete_on_train_end = delete_on_train_end

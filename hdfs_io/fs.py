@@ -108,6 +108,16 @@ def isdir(path: str) -> bool:
         return False
 
 
+def check_folder_or_absent(path: str, what: str) -> None:
+    """A folder something will fill later (a callback's backups or logs) is checked when it is named: a file there
+    would otherwise fail only at the first epoch's end."""
+    try:
+        if not stat(path).is_dir:
+            raise NotADirectoryError(f"{path}: a file; {what} is a folder")
+    except FileNotFoundError:
+        pass
+
+
 def ls(path: str, recursive: bool = False) -> list[FileInfo]:
     """Entries of a directory (the file itself for a file), sorted by URI."""
     uri, backend, p = _resolve(path)

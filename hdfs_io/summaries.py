@@ -64,6 +64,7 @@ class HdfsTensorBoard(keras.callbacks.Callback):
         log_dir itself); by default the chief writes log_dir directly and other workers write nothing."""
         super().__init__()
         self.remote_dir = absolute_uri(log_dir)
+        fs.check_folder_or_absent(self.remote_dir, "log_dir (TensorBoard's logdir)")
         self.is_chief = is_chief if is_chief is not None else (ctx.is_chief if ctx is not None else True)
         self.local_dir = local_dir
         self._synced: dict[str, int] = {}

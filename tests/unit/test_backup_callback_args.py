@@ -16,10 +16,15 @@ def test_keep_is_a_whole_number_checked_at_construction(tmp_path, keep):
         HdfsBackupAndRestore(f"file://{tmp_path}/b", keep=keep)
 
 
-def test_a_backup_dir_that_is_a_file_is_refused(tmp_path):
+def test_a_backup_or_log_dir_that_is_a_file_is_refused_when_named(tmp_path):
+    """Not at the first epoch's end (NotADirectoryError on a temporary under it, or TF's FailedPrecondition)."""
+    from hdfs_io.summaries import HdfsTensorBoard
+
     (tmp_path / "b").write_text("x")
-    with pytest.raises(NotADirectoryError, match=f"file://{tmp_path}/b: a file; backup_dir is a folder"):
+    with pytest.raises(NotADirectoryError, match=f"file://{tmp_path}/b: a file; backup_dir .* is a folder"):
         HdfsBackupAndRestore(f"file://{tmp_path}/b")
+    with pytest.raises(NotADirectoryError, match=f"file://{tmp_path}/b: a file; log_dir .* is a folder"):
+        HdfsTensorBoard(f"file://{tmp_path}/b")
 
 
 def _fit(units: int, backup: str) -> None:
