@@ -49,16 +49,34 @@ def main(args: list[str], ctx) -> None:
     fs.makedirs(out)
     target = f"{out}/part-{ctx.shard_index:05d}"
     publish_bytes(target, ("\n".join(lines) + "\n").encode() if lines else b"")
+    if ctx.shard_index == 0:
+        drop_wider_runs(out, ctx.num_shards)
     print(f"{ctx.job_name}:{ctx.task_index} wrote {len(lines)} predictions of version {version} to {target}")
 
 
+def drop_wider_runs(output: str, num_shards: int) -> list[str]:
+    """Parts numbered num_shards or more are an earlier run's, one with more workers (no task of this run writes
+    them): left there, they would be read as this run's predictions. Lower numbers are overwritten by this run."""
+    from hdfs_io import fs
+
+    stale = [i.uri for i in fs.ls(output) if _part_number(i.name) is not None and _part_number(i.name) >= num_shards]
+    for uri in stale:
+        fs.delete(uri)
+    return stale
+
+
+def _part_number(name: str) -> int | None:
+    digits = name.removeprefix("part-")
+    return int(digits) if name.startswith("part-") and digits.isdigit() else None
+
+
 def accuracy(output: str) -> tuple[float, int]:
-    """(accuracy, count) over every `label prediction` line under output."""
+    """(accuracy, count) over every `label prediction` line in the numbered parts under output."""
     from hdfs_io import fs
 
     right = total = 0
     for info in fs.ls(output):
-        if not info.name.startswith("part-") or info.name.endswith(".tmp"):
+        if _part_number(info.name) is None:  # _SUCCESS, a publish temporary
             continue
         for line in fs.read_bytes(info.uri).decode().split("\n"):
             if line.strip():

@@ -27,3 +27,17 @@ def test_counts_below_their_minimum_exit_2_naming_the_option(capsys, parse, argv
     with pytest.raises(SystemExit) as exited:
         parse(argv)
     assert exited.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_inference_drops_parts_of_an_earlier_wider_run(tmp_path):
+    """Three workers wrote part-00000..2 last time; two this time: part-00002 would be counted as this run's."""
+    out = tmp_path / "predictions"
+    out.mkdir()
+    for i, lines in enumerate(["1 1\n2 2\n", "3 3\n", "4 0\n5 0\n6 0\n"]):
+        (out / f"part-{i:05d}").write_text(lines)
+    (out / "part-notes").write_text("kept: not a numbered part\n")
+    (out / "_SUCCESS").write_text("")
+    assert mnist_inference.accuracy(f"file://{out}") == (0.5, 6)
+    dropped = mnist_inference.drop_wider_runs(f"file://{out}", 2)
+    assert dropped == [f"file://{out}/part-00002"]
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "part-00000", "part-00001", "part-notes"]
