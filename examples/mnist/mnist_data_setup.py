@@ -156,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.limit:
         splits = {k: (x[: args.limit], y[: args.limit]) for k, (x, y) in splits.items()}
+    for name, (_, labels) in splits.items():
+        if len(labels) < args.num_partitions:  # as sc.parallelize would: readers sharding by file get none
+            log.warning("%s: %d records into %d partitions leaves %d part files empty", name, len(labels),
+                        args.num_partitions, args.num_partitions - len(labels))
     if fs.exists(output) and not args.overwrite:
         print(f"error: {output} already exists: add --overwrite to replace it", file=sys.stderr)
         return 1

@@ -54,6 +54,14 @@ def test_existing_output_is_refused_then_replaced_with_overwrite(hdfs, hdfs_tmp)
     assert sorted(s.path.rsplit("/", 1)[-1] for s in hdfs.list_status(hdfs_tmp)) == ["ds"]
 
 
+def test_more_partitions_than_records_warns_of_the_empty_parts(hdfs, hdfs_tmp):
+    proc = setup("--output", f"{hdfs_tmp}/few", "--format", "tfr", "--limit", "3", "--num-partitions", "5",
+                 "--verify")
+    assert "train: 3 records into 5 partitions leaves 2 part files empty" in proc.stderr
+    assert f"{hdfs_tmp}/few/test: 3 records match the source" in proc.stdout
+    assert len(list(hdfs.list_status(f"{hdfs_tmp}/few/train"))) == 5
+
+
 def test_unknown_format_lists_valid_ones(hadoop_conf):
     proc = setup("--output", "/tmp/never", "--format", "parquet", check=False)
     assert proc.returncode == 2 and "valid formats are csv, csv2, pickle, tfr" in proc.stderr
