@@ -216,12 +216,14 @@ def _copy_stream(src: IO[bytes], dst: IO[bytes]) -> int:
     return n
 
 
-def put(local: str, path: str, overwrite: bool = True) -> str:
+def put(local: str, path: str, overwrite: bool | None = None) -> str:
     """Uploads a local file or folder tree to `path` (any filesystem).
 
     The upload is written beside `path` and renamed onto it (hdfs_io.publish), so a failed upload leaves no half
-    tree behind, and overwrite replaces an existing folder whole: merging into it would leave the old tree's files
-    among the new ones, a data set no one wrote."""
+    tree behind. An existing target is replaced whole, never merged into: a merge would leave the old tree's files
+    among the new ones, a data set no one wrote. By default (overwrite=None) a file is replaced but a folder is
+    refused, since replacing a folder deletes everything in it (a home folder named as the target, say);
+    overwrite=True replaces either, overwrite=False neither."""
     from hdfs_io.publish import publish  # publish is built on this module
 
     uri = absolute_uri(path)
@@ -231,13 +233,15 @@ def put(local: str, path: str, overwrite: bool = True) -> str:
         there = stat(uri)
     except FileNotFoundError:
         there = None
-    if there is not None and not overwrite:
-        raise FileExistsError(f"{uri}: already exists")
-    if there is not None and there.is_dir != os.path.isdir(local):
-        kind = "a folder" if there.is_dir else "a file"
-        raise (IsADirectoryError if there.is_dir else NotADirectoryError)(
-            f"{uri}: {kind}; put replaces it only with {kind} ({local} is not)")
-    with publish(uri, replace=overwrite) as p:
+    if there is not None:
+        if there.is_dir != os.path.isdir(local):
+            kind = "a folder" if there.is_dir else "a file"
+            raise (IsADirectoryError if there.is_dir else NotADirectoryError)(
+                f"{uri}: {kind}; put replaces it only with {kind} ({local} is not)")
+        if overwrite is False or (overwrite is None and there.is_dir):
+            hint = "; pass overwrite=True to replace the folder and all it holds" if overwrite is None else ""
+            raise FileExistsError(f"{uri}: already exists{hint}")
+    with publish(uri, replace=there is not None) as p:
         if os.path.isdir(local):
             _put_tree(local, p.tmp)
         else:

@@ -80,7 +80,7 @@ def test_put_and_get_whole_trees(hdfs_tmp, tmp_path):
     assert (tmp_path / "back" / "empty").is_dir()
 
 
-def test_put_replaces_a_tree_whole_and_a_failed_put_leaves_nothing(hdfs_tmp, tmp_path):
+def test_put_replaces_a_tree_whole_only_when_told_and_a_failed_put_leaves_nothing(hdfs_tmp, tmp_path):
     old, new = tmp_path / "old", tmp_path / "new"
     (old / "sub").mkdir(parents=True)
     (old / "part-00000").write_text("old")
@@ -89,11 +89,14 @@ def test_put_replaces_a_tree_whole_and_a_failed_put_leaves_nothing(hdfs_tmp, tmp
     (new / "part-00000").write_text("new")
     target = f"{hdfs_tmp}/data"
     fs.put(str(old), target)
-    fs.put(str(new), target)  # overwrite=True: the new tree, not the new one merged into the old
+    with pytest.raises(FileExistsError, match=f"{target}: already exists; pass overwrite=True to replace the folder"):
+        fs.put(str(new), target)  # by default a folder is not replaced: that would delete all it holds
+    with pytest.raises(FileExistsError, match=f"{target}: already exists$"):
+        fs.put(str(new), target, overwrite=False)
+    assert fs.read_bytes(f"{target}/sub/stale.txt") == b"stale"
+    fs.put(str(new), target, overwrite=True)  # the new tree, not the new one merged into the old
     assert [i.uri.rsplit("/", 1)[1] for i in fs.ls(target, recursive=True)] == ["part-00000"]
     assert fs.read_bytes(f"{target}/part-00000") == b"new"
-    with pytest.raises(FileExistsError, match=f"{target}: already exists"):
-        fs.put(str(old), target, overwrite=False)
     with pytest.raises(IsADirectoryError, match=f"{target}: a folder; put replaces it only with a folder"):
         fs.put(str(new / "part-00000"), target)
     fs.write_bytes(f"{hdfs_tmp}/one", b"1")
@@ -104,7 +107,7 @@ def test_put_replaces_a_tree_whole_and_a_failed_put_leaves_nothing(hdfs_tmp, tmp
     with pytest.raises(FileNotFoundError):
         fs.put(str(new), f"{hdfs_tmp}/fresh")
     with pytest.raises(FileNotFoundError):
-        fs.put(str(new), target)
+        fs.put(str(new), target, overwrite=True)
     assert not fs.exists(f"{hdfs_tmp}/fresh")
     assert fs.read_bytes(f"{target}/part-00000") == b"new"
     assert sorted(i.uri.rsplit("/", 1)[1] for i in fs.ls(hdfs_tmp)) == ["data", "one"]  # no temporaries left
