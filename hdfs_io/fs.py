@@ -265,24 +265,45 @@ def _put_file(local: str, uri: str) -> None:
         _copy_stream(src, dst)
 
 
-def get(path: str, local: str) -> str:
-    """Downloads a file or folder tree to a local path; returns the local path."""
+def get(path: str, local: str, overwrite: bool | None = None) -> str:
+    """Downloads a file or folder tree to a local path; returns the local path.
+
+    As put, the other way: written beside `local` and renamed onto it, so a failed download leaves no half tree
+    (TF Serving, polling a model_base_path, never sees one); an existing file is replaced, an existing folder only
+    with overwrite=True (whole, never merged), and overwrite=False replaces neither."""
+    from hdfs_io.publish import publish  # publish is built on this module
+
     info = stat(path)
-    if info.is_dir:
-        os.makedirs(local, exist_ok=True)
-        prefix = info.uri.rstrip("/") + "/"
-        for entry in ls(info.uri, recursive=True):
-            target = os.path.join(local, entry.uri[len(prefix):])
-            if entry.is_dir:
-                os.makedirs(target, exist_ok=True)
-            else:
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                _get_file(entry.uri, target)
-    else:
-        parent = os.path.dirname(os.path.abspath(local))
-        os.makedirs(parent, exist_ok=True)
-        _get_file(info.uri, local)
+    target = os.path.abspath(local)
+    exists_here = os.path.lexists(target)
+    if exists_here:
+        here_dir = os.path.isdir(target)
+        if here_dir != info.is_dir:
+            kind = "a folder" if here_dir else "a file"
+            raise (IsADirectoryError if here_dir else NotADirectoryError)(
+                f"{target}: {kind}; get replaces it only with {kind} ({info.uri} is not)")
+        if overwrite is False or (overwrite is None and here_dir):
+            hint = "; pass overwrite=True to replace the folder and all it holds" if overwrite is None else ""
+            raise FileExistsError(f"{target}: already exists{hint}")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with publish(f"file://{target}", replace=exists_here) as p:
+        if info.is_dir:
+            _get_tree(info.uri, local_path(p.tmp))
+        else:
+            _get_file(info.uri, local_path(p.tmp))
     return local
+
+
+def _get_tree(uri: str, local: str) -> None:
+    os.makedirs(local)
+    prefix = uri.rstrip("/") + "/"
+    for entry in ls(uri, recursive=True):
+        target = os.path.join(local, entry.uri[len(prefix):])
+        if entry.is_dir:
+            os.makedirs(target, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            _get_file(entry.uri, target)
 
 
 def _get_file(uri: str, local: str) -> None:

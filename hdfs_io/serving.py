@@ -20,7 +20,7 @@ from hdfs_io import fs
 from hdfs_io.errors import PathError
 from hdfs_io.export import SUCCESS, check_keep, list_versions
 from hdfs_io.paths import absolute_uri
-from hdfs_io.publish import publish, temporary_beside
+from hdfs_io.publish import temporary_beside
 
 log = logging.getLogger(__name__)
 _VERSION = re.compile(r"^\d+$")
@@ -79,8 +79,7 @@ def pull_latest(export_base: str, model_base_path: str | Path, keep: int | None 
         result = PullResult(version, target, pulled=False)
     else:
         try:
-            with publish(target.resolve().as_uri()) as p:  # one local rename: Serving sees all of it or nothing
-                fs.get(f"{base}/{version}", fs.local_path(p.tmp))
+            fs.get(f"{base}/{version}", str(target), overwrite=False)  # one rename: Serving sees all or nothing
             pulled = True
         except OSError:
             if not target.is_dir():

@@ -248,3 +248,38 @@ with tf.io.gfile.GFile("{base}/tf-dir/b.txt", "w") as f:
     modes = {p: oct(hdfs.get_file_info(f"{hdfs_tmp}/{p}").permission)
              for p in ("py-dir", "py-dir/a.bin", "tf-dir", "tf-dir/b.txt")}
     assert modes == {"py-dir": "0o700", "py-dir/a.bin": "0o600", "tf-dir": "0o700", "tf-dir/b.txt": "0o600"}, modes
+
+
+def test_get_replaces_a_local_tree_whole_only_when_told_and_a_failed_get_leaves_nothing(hdfs_tmp, tmp_path):
+    fs.write_bytes(f"{hdfs_tmp}/tree/part-00000", b"new")
+    fs.write_bytes(f"{hdfs_tmp}/one", b"1")
+    local = tmp_path / "with space" / "tree"
+    local.mkdir(parents=True)
+    (local / "stale.txt").write_text("stale")
+    with pytest.raises(FileExistsError, match="tree: already exists; pass overwrite=True to replace the folder"):
+        fs.get(f"{hdfs_tmp}/tree", str(local))
+    assert (local / "stale.txt").read_text() == "stale"
+    with pytest.raises(IsADirectoryError, match="tree: a folder; get replaces it only with a folder"):
+        fs.get(f"{hdfs_tmp}/one", str(local), overwrite=True)
+    fs.get(f"{hdfs_tmp}/tree", str(local), overwrite=True)
+    assert sorted(p.name for p in local.iterdir()) == ["part-00000"]
+    fs.get(f"{hdfs_tmp}/one", str(tmp_path / "one"))
+    fs.get(f"{hdfs_tmp}/one", str(tmp_path / "one"))  # a file is replaced by default
+    assert (tmp_path / "one").read_bytes() == b"1"
+
+
+def test_a_get_that_fails_half_way_leaves_nothing(hdfs_tmp, tmp_path, monkeypatch):
+    for name in ("a", "b"):
+        fs.write_bytes(f"{hdfs_tmp}/tree/{name}", name.encode())
+    real, calls = fs._get_file, []
+
+    def second_fails(uri: str, local: str) -> None:
+        calls.append(uri)
+        if len(calls) == 2:
+            raise OSError(f"{uri}: the DataNode went away")  # after a/ is on local disk
+        real(uri, local)
+
+    monkeypatch.setattr(fs, "_get_file", second_fails)
+    with pytest.raises(OSError, match="tree/b: the DataNode went away"):
+        fs.get(f"{hdfs_tmp}/tree", str(tmp_path / "tree"))
+    assert list(tmp_path.iterdir()) == []  # no half tree, no temporary beside it
