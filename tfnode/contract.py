@@ -66,7 +66,10 @@ USER_ENV = ("TFOY_HDFS_ATOMIC_WRITES", "TFOY_HDFS_CONNECT_TIMEOUT", "TFOY_HDFS_R
             "TFOY_HDFS_RPC_TIMEOUT", "TFOY_HDFS_SHORT_CIRCUIT", "TFOY_STAGE_DIR")
 JOB_ENV = "TFOY_JOB"  # JobRuntime.encode(), set by yarn_app.application
 ROLE_ENV = "TFOY_ROLE"  # the skein service (role) this container runs
+ENV_LINK = "tfoy_env"  # the unpacked env archive in each container
+CODE_LINK = "tfoy_code"  # the unpacked project code
 SECRETS_FILE = "tfoy_secrets.json"  # security.secret_env values, localized privately (never in the container env)
+RESERVED_FILES = (CODE_LINK, ENV_LINK, SECRETS_FILE)  # tfoy's own names in each container's working folder
 CONTAINER_MODULE = "tfnode.yarn.bootstrap"  # what every container runs: `python -m tfnode.yarn.bootstrap`
 TASK_BANNER = "tfoy task"  # each task's first log line: "tfoy task <role>:<i> ..." (how `tfoy logs --task` finds it)
 

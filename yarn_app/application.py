@@ -13,12 +13,19 @@ from dataclasses import dataclass
 import skein
 
 from hdfs_io.paths import absolute_uri
-from tfnode.contract import CONTAINER_MODULE, JOB_ENV, ROLE_ENV, SECRETS_FILE, SIDE_ROLES, JobRuntime
+from tfnode.contract import (
+    CODE_LINK,
+    CONTAINER_MODULE,
+    ENV_LINK,
+    JOB_ENV,
+    ROLE_ENV,
+    SECRETS_FILE,
+    SIDE_ROLES,
+    JobRuntime,
+)
 from tfnode.keras_compat import keras_env
 from yarn_app.spec import JobSpec
 
-ENV_LINK = "tfoy_env"  # the unpacked env archive in each container
-CODE_LINK = "tfoy_code"  # the unpacked project code
 MASTER_MEMORY_MIB = 512
 
 

@@ -29,7 +29,14 @@ from yarn_app.errors import (
 from yarn_app.history import HistoryRecordError
 from yarn_app.spec import SpecError, load_spec
 
-APP_ID = re.compile(r"application_\d+_\d+")
+APP_ID = re.compile(r"application_(\d+)_(\d+)")
+
+
+def is_app_id(text: str) -> bool:
+    """YARN's ApplicationId: a long cluster timestamp and an int sequence number (a larger one made the
+    ResourceManager's parser fail, and skein answer with an empty DriverError)."""
+    m = APP_ID.fullmatch(text)
+    return m is not None and int(m.group(1)) < 2**63 and int(m.group(2)) < 2**31
 
 
 def _port(text: str) -> int:
@@ -268,8 +275,8 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _kill(args: argparse.Namespace) -> int:
-    client.kill(args.app_id)
-    print(f"killed {args.app_id}")
+    ended = client.kill(args.app_id)
+    print(f"{args.app_id} had already ended ({ended}): nothing to kill" if ended else f"killed {args.app_id}")
     return EXIT_OK
 
 
@@ -301,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if args.command in ("status", "logs", "kill") and not APP_ID.fullmatch(args.app_id):
+    if args.command in ("status", "logs", "kill") and not is_app_id(args.app_id):
         print(f"tfoy: {args.app_id!r} is not a YARN application id (application_<cluster timestamp>_<number>)",
               file=sys.stderr)
         return EXIT_BAD_INPUT

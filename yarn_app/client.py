@@ -290,10 +290,16 @@ def _logs_failure(app_id: str, stderr: str) -> Exception:
     return cluster_checks.ClusterError(f"yarn logs -applicationId {app_id} failed: {' | '.join(lines[-3:])[-800:]}")
 
 
-def kill(app_id: str) -> None:
+def kill(app_id: str) -> str | None:
+    """Kills the application; returns None, or the state of one that had already ended ("FAILED/FAILED"): as
+    `yarn application -kill`, which says so and exits 0 (the application is not running either way)."""
     client = start_skein()
     try:
         with _known_application(app_id):
+            report = client.application_report(app_id)
+            if str(report.state) in ("FINISHED", "FAILED", "KILLED"):
+                return f"{report.state}/{report.final_status}"
             client.kill_application(app_id)
+            return None
     finally:
         client.close()

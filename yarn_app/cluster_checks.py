@@ -156,8 +156,32 @@ def check_hdfs_paths(spec: JobSpec) -> None:
     for name, source in spec.files.items():
         if "://" in source and not fs.exists(source):
             raise SpecError(f"files.{name}: {absolute_uri(source)} does not exist")
-    if archive and not fs.exists(archive):
-        raise SpecError(f"python_env.archive: {absolute_uri(archive)} does not exist")
+    if archive:
+        check_archive(archive)
+
+
+# The first bytes of what YARN's localizer unpacks (FileUtil.unpack: .zip/.jar, .tar.gz/.tgz, .tar)
+_ARCHIVE_MAGIC = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip"}
+
+
+def check_archive(archive: str) -> None:
+    """A given env archive is a file YARN can unpack: a missing, empty or corrupt one (or a folder) fails only in
+    every container, as "Download and unpack failed", after the job was submitted."""
+    from hdfs_io import fs
+
+    uri = absolute_uri(archive)
+    try:
+        info = fs.stat(uri)
+    except FileNotFoundError:
+        raise SpecError(f"python_env.archive: {uri} does not exist") from None
+    if info.is_dir:
+        raise SpecError(f"python_env.archive: {uri} is a folder; give a packed env (.tar.gz or .zip)")
+    with fs.open(uri, "rb") as f:
+        head = f.read(512)
+    is_tar = len(head) >= 262 and head[257:262] == b"ustar"
+    if not is_tar and not any(head.startswith(magic) for magic in _ARCHIVE_MAGIC):
+        what = "empty" if not head else f"not a .tar.gz, .zip or .tar (it starts {head[:8]!r})"
+        raise SpecError(f"python_env.archive: {uri} is {what}")
 
 
 def check_against_cluster(spec: JobSpec) -> None:

@@ -41,7 +41,8 @@ def check_entry_point(entry_point: str, files: dict[str, str]) -> None:
     if ":" not in entry_point:
         raise SpecError(f"entry_point: expected package.module:function or a .py script, got {entry_point!r}")
     module, func = entry_point.split(":", 1)
-    src = _shipped(files, module.replace(".", "/") + ".py")
+    relpath = module.replace(".", "/")
+    src = _shipped(files, relpath + ".py") or _shipped(files, relpath + "/__init__.py")  # a module or a package
     if src is None:
         try:
             found = importlib.util.find_spec(module)
@@ -50,22 +51,44 @@ def check_entry_point(entry_point: str, files: dict[str, str]) -> None:
         if found is None or not found.origin or not found.origin.endswith(".py"):
             raise SpecError(f"entry_point: module {module!r} does not import (not in files, not in {sys.prefix})")
         src = Path(found.origin)
-    tree = _parse(src)
-    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
-    defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
-    defined |= {a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names}
-    if func not in defined:
+    defined = _module_names(_parse(src).body)
+    if defined is not None and func not in defined:
         raise SpecError(f"entry_point: {module} ({src}) defines no function {func!r}")
+
+
+def _module_names(body: list[ast.stmt]) -> set[str] | None:
+    """The names a module binds when it runs: also inside top-level `if`/`try`/`with` blocks (an optional import,
+    a fallback), not inside functions. None after `from x import *`: the names cannot be known without importing."""
+    names: set[str] = set()
+    for node in body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            if any(a.name == "*" for a in node.names):
+                return None
+            names |= {a.asname or a.name.split(".")[0] for a in node.names}
+        else:
+            nested = [getattr(node, k, []) for k in ("body", "orelse", "finalbody")]
+            nested += [h.body for h in getattr(node, "handlers", [])]
+            for block in nested:
+                inner = _module_names(block) if isinstance(block, list) else set()
+                if inner is None:
+                    return None
+                names |= inner
+    return names
 
 
 def _shipped(files: dict[str, str], relpath: str) -> Path | None:
     """The local source of `relpath` in the container's working folder: a shipped file, or one in a shipped folder."""
-    for name, source in files.items():
-        p = Path(source)
+    for key, source in files.items():
+        p, name = Path(source), key.removeprefix("./")  # skein localizes `./name` as `name`
         if name == relpath and p.is_file():
             return p
-        if p.is_dir() and relpath.startswith(name.rstrip("/") + "/"):
-            cand = p / relpath[len(name.rstrip("/")) + 1 :]
+        if p.is_dir() and relpath.startswith(name + "/"):
+            cand = p / relpath[len(name) + 1 :]
             if cand.is_file():
                 return cand
     return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.functional_validators import AfterValidator, BeforeValidator, WrapValidator, model_validator
 from pydantic_core import PydanticUseDefault
 
-from tfnode.contract import ENV_PREFIX, ROLE_NAMES, TF_ROLES, USER_ENV
+from tfnode.contract import ENV_PREFIX, RESERVED_FILES, ROLE_NAMES, TF_ROLES, USER_ENV
 from yarn_app.errors import TfoyError
 
 __all__ = ["JobSpec", "PythonEnvSpec", "RoleSpec", "SecuritySpec", "SpecError", "TimeoutSpec", "apply_overrides",
@@ -37,6 +37,7 @@ RESERVED_ENV = frozenset({"PYTHONPATH", "PYTHONHOME", "LD_LIBRARY_PATH"})
 # our own units, not skein.model.parse_memory's: skein reads `1536m` and `2g` as powers of 1000 (1465, 1908 MiB)
 _MEM_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.I)
 _MEM_UNITS = {"": 1, "k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+INT32_MAX = 2**31 - 1  # YARN's counts (instances, vcores, restarts) are int32: more fails in skein, after shipping
 
 
 class SpecError(TfoyError, ValueError):
@@ -87,6 +88,39 @@ def _tag_count(tags: list[str]) -> list[str]:
         raise ValueError(f"at most {MAX_TAGS - TFOY_TAGS} tags (YARN takes {MAX_TAGS}, and tfoy adds {TFOY_TAGS}), "
                          f"got {len(tags)}")
     return tags
+
+
+def _file_name(name: str) -> str:
+    """skein localizes each of `files` under its key in the container's working folder: a name, not a path."""
+    bare = name.removeprefix("./")  # skein takes `./name` too
+    if bare in ("", ".", "..") or "/" in bare or "\\" in bare:
+        raise ValueError(f"a file name in the container's working folder, not a path: {name!r}")
+    if bare in RESERVED_FILES:
+        raise ValueError(f"tfoy's own name in every container ({', '.join(RESERVED_FILES)}): use another")
+    return name
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load keeps the last of two equal keys without a word: a second `roles:` drops the first."""
+
+
+def _unique_keys(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    first: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, Hashable) and key in first:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first on line {first[key]})",
+                                                    key_node.start_mark)
+        if isinstance(key, Hashable):
+            first[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_keys)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: plain data only
 
 
 def _rule(test: Callable[[Any], Any], words: str) -> AfterValidator:
@@ -150,12 +184,12 @@ class _Section(BaseModel):
 
 
 class RoleSpec(_Section):
-    instances: int = Field(1, ge=0)
+    instances: int = Field(1, ge=0, le=INT32_MAX)
     memory: Memory = 2048  # MiB
-    vcores: int = Field(1, ge=1)
-    gpus: int = Field(0, ge=0)
+    vcores: int = Field(1, ge=1, le=INT32_MAX)
+    gpus: int = Field(0, ge=0, le=INT32_MAX)
     node_label: Annotated[str, _named(r"[A-Za-z0-9][\w.-]{0,254}", "YARN node label")] | None = None
-    max_restarts: int = Field(0, ge=0)
+    max_restarts: int = Field(0, ge=0, le=INT32_MAX)
 
 
 class PythonEnvSpec(_Section):
@@ -180,6 +214,10 @@ class PythonEnvSpec(_Section):
         return data
 
     def validate(self) -> None:
+        if self.python is not None and not self.python.strip():
+            raise SpecError("python_env.python: empty; give the interpreter's path on every node (/usr/bin/python3)")
+        if self.archive is not None and not self.archive.strip():
+            raise SpecError("python_env.archive: empty; give auto, none or the path of a packed env")
         if self.archive is None and self.python is None:
             raise SpecError("python_env: give an archive ('auto' or a path) or the python installed on the nodes")
         if self.shared and self.archive != "auto":
@@ -228,7 +266,7 @@ class JobSpec(_Section):
     queue: Annotated[str, _named(r"[\w.-]+", "queue name"), OrDefault] = "default"
     tags: Tags = []
     args: Texts = []
-    files: Annotated[dict[Text, Text], OrDefault] = {}
+    files: Annotated[dict[Annotated[Text, AfterValidator(_file_name)], Text], OrDefault] = {}
     env: Annotated[dict[EnvName, Text], OrDefault] = {}
     python_env: PythonEnvSpec = Field(default_factory=PythonEnvSpec)
     timeouts: TimeoutSpec = Field(default_factory=TimeoutSpec)
@@ -257,7 +295,7 @@ class JobSpec(_Section):
     @classmethod
     def from_yaml(cls, text: str) -> JobSpec:
         try:
-            data = yaml.safe_load(text)
+            data = _load_yaml(text)
         except yaml.YAMLError as e:
             raise SpecError(f"job spec: not valid YAML: {e}") from None
         return cls.from_dict(data)
@@ -336,7 +374,7 @@ class JobSpec(_Section):
             self.security.keytab = str((base / keytab).resolve())
             if not Path(self.security.keytab).is_file():
                 raise SpecError(f"security.keytab: {self.security.keytab} does not exist")
-        if self.entry_point.endswith(".py") and not Path(self.entry_point).is_absolute():
+        if self.entry_point.endswith(".py"):  # shipped, since only the edge node is sure to have it
             candidate = (base / self.entry_point).resolve()
             if candidate.exists() and Path(self.entry_point).name not in self.files:
                 self.files[Path(self.entry_point).name] = str(candidate)
@@ -355,6 +393,7 @@ _WORDS = {  # by pydantic's error type; ctx, input, got, hint (the field's descr
     "extra_forbidden": "unknown key (allowed: {allowed})",
     "literal_error": "{hint}, got {input!r}",
     "greater_than_equal": "must be >= {ge}, got {input!r}",
+    "less_than_equal": "must be <= {le}, got {input!r}",
     "int_type": "expected int, got {got}",
     "float_type": "expected int or float, got {got}",
     "string_type": "expected str, got {got}",
@@ -407,12 +446,16 @@ def apply_overrides(data: dict, name: str | None = None, queue: str | None = Non
         key, raw = item.split("=", 1)
         node = data
         parts = key.strip().split(".")
+        if not all(parts):
+            raise SpecError(f"--set {item}: expected dotted.key=value, and {key.strip()!r} has an empty key")
         for p in parts[:-1]:
-            node = node.setdefault(p, {}) if isinstance(node.get(p), dict) or p not in node else node[p]
+            if node.get(p) is None:  # absent, or a null section (`worker:` left empty): its defaults
+                node[p] = {}
+            node = node[p]
             if not isinstance(node, dict):
                 raise SpecError(f"{key}: {p} is not a mapping")
         try:
-            node[parts[-1]] = yaml.safe_load(raw)
+            node[parts[-1]] = _load_yaml(raw)
         except yaml.YAMLError as e:
             raise SpecError(f"--set {key.strip()}: not a YAML value ({str(e).splitlines()[0]}): {raw!r}") from None
     return data
@@ -423,8 +466,16 @@ def load_spec(path: str | Path, **overrides: Any) -> JobSpec:
     path = Path(path)
     if not path.exists():
         raise SpecError(f"job spec: {path} does not exist")
+    if path.is_dir():
+        raise SpecError(f"job spec: {path} is a folder, not a YAML file")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"job spec: {path} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise SpecError(f"job spec: {path}: {e.strerror}") from None
+    try:
+        data = _load_yaml(text)
     except yaml.YAMLError as e:
         raise SpecError(f"job spec: {path} is not valid YAML: {e}") from None
     spec = JobSpec.from_dict(apply_overrides(data, **overrides))

@@ -93,12 +93,35 @@ def test_an_input_on_another_namenode_is_asked_of_that_namenode(tmp_path, hdfs_t
     ({"history_dir": "gs://bucket/h"}, "history_dir: gs://bucket/h: tfoy reads and writes"),
     ({"roles": {"worker": {"instances": 1, "memory": 512, "gpus": 1}}},
      "roles.worker.gpus: 1 asked, but this cluster has no GPU resource type"),
+    # skein refused these with a raw ValueError (exit 1), after the code zip was built and the env shipped
+    ({"files": {"toy_train.py": str(TOY), "sub/helper.py": str(TOY)}}, "files.sub/helper.py: a file name in the"),
+    ({"roles": {"worker": {"instances": 2**31, "memory": 512}}}, "roles.worker.instances: must be <= 2147483647"),
+    ({"python_env": {"archive": "none", "python": ""}}, "python_env.python: empty"),
 ])
 def test_bad_specs_exit_2_before_anything_is_submitted(tmp_path, skein_client, changes, message):
     spec, name = spec_file(tmp_path, **changes)
     done = run_cli(TFOY, "submit", str(spec), check=False, timeout=60)
     assert done.returncode == 2 and message in done.stderr, done
     assert "Traceback" not in done.stderr
+    assert no_app_named(skein_client, name)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a tarball", "is not a .tar.gz, .zip or .tar (it starts b'not a ta')"),
+    (b"", "is empty"),
+    (None, "is a folder; give a packed env"),
+])
+def test_an_env_archive_yarn_cannot_unpack_exits_2_before_submission(tmp_path, hdfs_tmp, skein_client, content,
+                                                                     message):
+    """The defect: the job was submitted and failed in every container ("Download and unpack failed"), exit 1."""
+    archive = f"{absolute_uri(hdfs_tmp)}/env.tar.gz"
+    if content is None:
+        fs.makedirs(archive)
+    else:
+        fs.write_bytes(archive, content)
+    spec, name = spec_file(tmp_path, python_env={"archive": archive})
+    done = run_cli(TFOY, "submit", str(spec), check=False, timeout=60)
+    assert done.returncode == 2 and f"python_env.archive: {archive} {message}" in done.stderr, done
     assert no_app_named(skein_client, name)
 
 
@@ -122,8 +145,9 @@ def test_unknown_or_malformed_application_ids(command, skein_client):
     assert unknown.returncode == 2 and "Traceback" not in unknown.stderr, unknown
     if command != "logs":  # `yarn logs` says it in its own words
         assert "application_1_0001: no such application on the ResourceManager" in unknown.stderr
-    bad = run_cli(TFOY, command, "nonsense", check=False, timeout=30)
-    assert bad.returncode == 2 and "'nonsense' is not a YARN application id" in bad.stderr, bad
+    for bad_id in ("nonsense", "application_1234567890123_99999999999999999999", "application_99999999999999999999_1"):
+        bad = run_cli(TFOY, command, bad_id, check=False, timeout=30)  # the out-of-range ones: an empty DriverError
+        assert bad.returncode == 2 and f"'{bad_id}' is not a YARN application id" in bad.stderr, bad
 
 
 def test_reattach_never_takes_another_users_application(skein_client, hdfs):

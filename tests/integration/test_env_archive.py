@@ -23,8 +23,9 @@ import skein
 
 from hdfs_io import fs
 from hdfs_io.paths import absolute_uri
+from tfnode.contract import ENV_LINK
 from yarn_app import env_archive, python_env
-from yarn_app.application import ENV_LINK, build_application_spec
+from yarn_app.application import build_application_spec
 from yarn_app.shipping import prepare_shipping
 from yarn_app.spec import JobSpec
 

@@ -345,8 +345,10 @@ def test_detach_status_json_and_kill(tmp_path, toy_data, skein_client):
         assert status["tracking_url"].endswith(f"/proxy/{app_id}/")
         text = run_cli(TFOY, "status", app_id, timeout=120).stdout
         assert "worker:1" in text and "RUNNING" in text
-        run_cli(TFOY, "kill", app_id, timeout=120)
+        assert run_cli(TFOY, "kill", app_id, timeout=120).stdout.strip() == f"killed {app_id}"
         assert str(skein_client.application_report(app_id).state) == "KILLED"
+        again = run_cli(TFOY, "kill", app_id, timeout=120)  # said "killed" again, of an ended application
+        assert again.stdout.strip() == f"{app_id} had already ended (KILLED/KILLED): nothing to kill", again
     finally:
         assert_not_running(skein_client, app_id)
 

@@ -64,6 +64,16 @@ def worker(**keys) -> dict:
      "python_env.shared: only for archive: auto (tfoy packs and caches that one), not with archive: /envs/e.tar.gz"),
     ({"security": {"keytab": "/etc/krb5.keytab"}}, "security.principal: a keytab needs the principal"),
     ({"roles": {"worker": {}, "chief": {"instances": 2}}}, "roles.chief.instances: at most 1, got 2"),
+    # what skein refuses only after the env has shipped (a ValueError there, exit 1)
+    (worker(instances=2**31), "roles.worker.instances: must be <= 2147483647, got 2147483648"),  # less_than_equal
+    (worker(max_restarts=2**31), "roles.worker.max_restarts: must be <= 2147483647"),
+    ({"files": {"sub/helper.py": "h.py"}}, "files.sub/helper.py: a file name in the container's working folder, "
+                                           "not a path: 'sub/helper.py'"),
+    ({"files": {"..": "h.py"}}, "files...: a file name in the container's working folder, not a path: '..'"),
+    ({"files": {"tfoy_code": "c.zip"}}, "files.tfoy_code: tfoy's own name in every container (tfoy_code, tfoy_env, "
+                                        "tfoy_secrets.json): use another"),
+    ({"python_env": {"archive": "none", "python": ""}}, "python_env.python: empty; give the interpreter's path"),
+    ({"python_env": {"archive": " "}}, "python_env.archive: empty; give auto, none or the path of a packed env"),
 ])
 def test_each_kind_of_error_is_one_spec_error_after_its_key(changes, message):
     with pytest.raises(SpecError) as err:
@@ -152,7 +162,7 @@ def test_an_entry_point_in_a_shipped_folder_is_found_and_parsed(tmp_path):
     (tmp_path / "pkg" / "train.py").write_text("from json import loads as main\n")
     check_entry_point("pkg.train:main", {"pkg": str(tmp_path / "pkg")})
     with pytest.raises(SpecError, match=r"^entry_point: pkg\.train \(.*train\.py\) defines no function 'fit'$"):
-        check_entry_point("pkg.train:fit", {"pkg/": str(tmp_path / "pkg")})
+        check_entry_point("pkg.train:fit", {"./pkg": str(tmp_path / "pkg")})
     with pytest.raises(SpecError, match="^entry_point: expected package.module:function or a .py script"):
         check_entry_point("pkg.train", {})
 
@@ -166,3 +176,56 @@ def test_a_spec_file_that_is_not_a_mapping_is_named(tmp_path):
     (tmp_path / "train.py").write_text("print(1)\n")
     spec = JobSpec.from_file(path)  # as load_spec: the script is found beside the spec and shipped
     assert spec.entry_point == "train.py" and spec.files == {"train.py": str(tmp_path / "train.py")}
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    """yaml.safe_load keeps the last: a second `roles:` silently replaced 4 workers of 8g by 1 of 2g."""
+    text = "entry_point: m:f\nroles: {worker: {instances: 4, memory: 8g}}\nname: n\nroles: {worker: {}}\n"
+    with pytest.raises(SpecError, match=r"^job spec: not valid YAML: duplicate key 'roles' \(first on line 2\)"):
+        JobSpec.from_yaml(text)
+    (tmp_path / "job.yaml").write_text(text)
+    with pytest.raises(SpecError, match=r"job.yaml is not valid YAML: duplicate key 'roles' \(first on line 2\)"):
+        load_spec(tmp_path / "job.yaml")
+
+
+def test_a_spec_path_that_is_a_folder_or_not_text_is_named(tmp_path):
+    with pytest.raises(SpecError, match=f"^job spec: {tmp_path} is a folder, not a YAML file$"):
+        load_spec(tmp_path)
+    (tmp_path / "job.yaml").write_bytes(b"entry_point: \xff\xfe\n")
+    with pytest.raises(SpecError, match=r"job.yaml is not UTF-8 text \(byte 13\)$"):
+        load_spec(tmp_path / "job.yaml")
+
+
+def test_set_fills_a_null_section_and_names_an_empty_key():
+    from yarn_app.spec import apply_overrides
+
+    assert apply_overrides({"roles": {"worker": None}}, sets=["roles.worker.instances=3"]) == \
+        {"roles": {"worker": {"instances": 3}}}
+    with pytest.raises(SpecError, match=r"^--set =5: expected dotted.key=value, and '' has an empty key$"):
+        apply_overrides({}, sets=["=5"])
+    with pytest.raises(SpecError, match=r"^--set roles\.\.x=5: expected dotted.key=value"):
+        apply_overrides({}, sets=["roles..x=5"])
+
+
+def test_a_script_entry_point_given_by_absolute_path_is_shipped(tmp_path):
+    """Only the edge node is sure to have it: runpy.run_path of the path failed in containers on other nodes."""
+    (tmp_path / "train.py").write_text("print(1)\n")
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "job.yaml").write_text(f"entry_point: {tmp_path}/train.py\nroles: {{worker: {{}}}}\n")
+    spec = load_spec(tmp_path / "specs" / "job.yaml")
+    assert spec.entry_point == "train.py" and spec.files == {"train.py": str(tmp_path / "train.py")}
+
+
+def test_an_entry_point_in_a_shipped_package_or_bound_in_a_block_is_found(tmp_path):
+    """The container imports these; the check parsed only plain modules and top-level defs."""
+    pkg = tmp_path / "mypkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("def main(args, ctx):\n    pass\n")
+    (pkg / "sub" / "__init__.py").write_text("try:\n    from mypkg import main\nexcept ImportError:\n"
+                                             "    main = None\nclass Job:\n    pass\n")
+    (pkg / "star.py").write_text("from mypkg import *\n")
+    files = {"mypkg": str(pkg)}
+    for entry in ("mypkg:main", "mypkg.sub:main", "mypkg.sub:Job", "mypkg.star:main"):
+        check_entry_point(entry, files)
+    with pytest.raises(SpecError, match=r"^entry_point: mypkg\.sub \(.*__init__\.py\) defines no function 'fit'$"):
+        check_entry_point("mypkg.sub:fit", files)
