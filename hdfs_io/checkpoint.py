@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = "model.weights.h5"
 METADATA = "training_metadata.json"
-_CKPT = re.compile(r"^ckpt-(\d+)$")
+_CKPT = re.compile(r"^ckpt-(0|[1-9][0-9]*)$")  # as written (ckpt-7): a ckpt-07 is not found by number
 
 
 def complete_checkpoints(backup_dir: str) -> list[int]:

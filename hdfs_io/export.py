@@ -23,11 +23,13 @@ from hdfs_io.publish import publish, temporary_beside
 log = logging.getLogger(__name__)
 
 SUCCESS = "_SUCCESS"
-_VERSION = re.compile(r"^\d+$")
+# a version folder is named by its number as tfoy writes it back (`<base>/7`): a hand-made `0007` would be listed
+# as 7 and then not found at <base>/7, so it is not taken for a version
+VERSION_NAME = re.compile(r"^(?:0|[1-9][0-9]*)$")
 
 
 def _versions(base: str, complete_only: bool) -> list[int]:
-    return fs.numbered_dirs(base, _VERSION, (lambda d: fs.exists(f"{d.uri}/{SUCCESS}")) if complete_only else None)
+    return fs.numbered_dirs(base, VERSION_NAME, (lambda d: fs.exists(f"{d.uri}/{SUCCESS}")) if complete_only else None)
 
 
 def list_versions(base_path: str) -> list[int]:

@@ -11,19 +11,17 @@ from __future__ import annotations
 import getpass
 import logging
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from hdfs_io import fs
 from hdfs_io.errors import PathError
-from hdfs_io.export import SUCCESS, check_keep, list_versions
+from hdfs_io.export import SUCCESS, VERSION_NAME, check_keep, list_versions
 from hdfs_io.paths import absolute_uri
 from hdfs_io.publish import temporary_beside
 
 log = logging.getLogger(__name__)
-_VERSION = re.compile(r"^\d+$")
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,7 @@ def local_versions(model_base_path: str | Path) -> list[int]:
     base = Path(model_base_path)
     if not base.is_dir():
         return []
-    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and _VERSION.match(p.name))
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and VERSION_NAME.match(p.name))
 
 
 def _check_local_target(root: Path) -> None:
@@ -76,6 +74,9 @@ def pull_latest(export_base: str, model_base_path: str | Path, keep: int | None 
     target_root.mkdir(parents=True, exist_ok=True)
     target = target_root / str(version)
     if target.exists():
+        if not (target / "saved_model.pb").is_file():  # pulls are whole: this one was put there by other means
+            raise PathError(f"{target}: not a SavedModel (no saved_model.pb), and TF Serving would fail to load "
+                            f"version {version}; remove it and pull again")
         result = PullResult(version, target, pulled=False)
     else:
         try:

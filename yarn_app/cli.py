@@ -39,6 +39,13 @@ def is_app_id(text: str) -> bool:
     return m is not None and int(m.group(1)) < 2**63 and int(m.group(2)) < 2**31
 
 
+def _user(text: str) -> str:
+    """A user name as HDFS homes take it (/user/<name>): not a path that climbs out of /user."""
+    if not re.fullmatch(r"[\w.-]+", text) or text in (".", ".."):
+        raise argparse.ArgumentTypeError(f"not a user name: {text!r}")
+    return text
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"not a TCP port (0 to 65535): {text!r}")
@@ -68,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.add_argument("--history-dir", help="the job history folder (default: ~/.tfoy/history on the defaultFS)")
     h = sub.add_parser("history", help="ended jobs, from the job history on HDFS")
-    h.add_argument("--user", help="another user's history (/user/USER/.tfoy/history)")
+    h.add_argument("--user", type=_user, help="another user's history (/user/USER/.tfoy/history)")
     h.add_argument("--since", help="only jobs ended since: a duration (30m, 12h, 7d) or a date (2026-11-30)")
     h.add_argument("--json", action="store_true")
     h.add_argument("--history-dir", help="the job history folder (default: ~/.tfoy/history on the defaultFS)")
@@ -123,11 +130,10 @@ def _model(args: argparse.Namespace) -> int:
     from hdfs_io import export, fs, serving
     from hdfs_io.paths import absolute_uri
 
+    if args.model_command in ("list", "pull") and not fs.exists(base := absolute_uri(args.export_base)):
+        print(f"tfoy: {base}: no such export base", file=sys.stderr)  # a typo, not a job that exported nothing yet
+        return EXIT_BAD_INPUT
     if args.model_command == "list":
-        base = absolute_uri(args.export_base)
-        if not fs.exists(base):
-            print(f"tfoy: {base}: no such export base", file=sys.stderr)
-            return EXIT_BAD_INPUT
         versions = export.list_versions(base)
         if args.json:
             print(json.dumps({"export_base": base, "versions": versions}))

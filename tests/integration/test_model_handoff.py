@@ -62,7 +62,10 @@ def test_tfoy_model_cli(hdfs_tmp, tmp_path):
     assert "pulled version 3" in out and local_versions(tmp_path / "serving") == [3]
     assert "removed versions [1]" in run_cli("tfoy", "model", "prune", absolute_uri(base), "--keep", "2").stdout
     missing = run_cli("tfoy", "model", "pull", f"{hdfs_tmp}/nothing", str(tmp_path / "s2"), check=False)
-    assert missing.returncode == 1 and "no complete SavedModel version" in missing.stderr
+    assert missing.returncode == 2 and f"{hdfs_tmp}/nothing: no such export base" in missing.stderr  # as list
+    fs.makedirs(f"{hdfs_tmp}/nothing")
+    empty = run_cli("tfoy", "model", "pull", f"{hdfs_tmp}/nothing", str(tmp_path / "s2"), check=False)
+    assert empty.returncode == 1 and "no complete SavedModel version" in empty.stderr
 
 
 def test_empty_export_base_is_named(hdfs_tmp, tmp_path):
@@ -125,3 +128,30 @@ def test_two_pulls_at_once_both_succeed(hdfs_tmp, tmp_path):
     assert {r.version for r in results} == {1} and any(r.pulled for r in results)
     assert sorted(p.name for p in serving.iterdir()) == ["1"]
     assert (serving / "1" / "saved_model.pb").read_bytes() == b"model 1"
+
+
+def test_a_local_version_that_is_not_a_savedmodel_is_named_not_reported_as_there(hdfs_tmp, tmp_path):
+    """The defect: a file, or an empty folder, at <model_base_path>/1 was "already there", and TF Serving was
+    left with junk to load."""
+    from hdfs_io.errors import PathError
+
+    base = f"{hdfs_tmp}/export"
+    fake_version(base, 1)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "1").write_text("junk")
+    (tmp_path / "b" / "1").mkdir(parents=True)
+    for serving in (tmp_path / "a", tmp_path / "b"):
+        with pytest.raises(PathError, match=f"{serving}/1: not a SavedModel \\(no saved_model.pb\\)"):
+            pull_latest(base, serving)
+
+
+def test_a_version_folder_with_leading_zeros_is_not_taken_for_a_version(hdfs_tmp, tmp_path):
+    """It was listed as 7, then looked for at <base>/7: "SavedModel file does not exist at .../7"."""
+    from hdfs_io.export import list_versions
+
+    base = f"{hdfs_tmp}/export"
+    fake_version(base, 1)
+    fake_version(base, 7)
+    fs.rename(f"{base}/7", f"{base}/0007")
+    assert list_versions(base) == [1]
+    assert pull_latest(base, tmp_path / "s").version == 1

@@ -84,6 +84,14 @@ def test_history_page_on_a_busy_or_impossible_port(capsys, tmp_path):
     assert exited.value.code == 2 and "not a TCP port (0 to 65535): '70000'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("user", ["../x", "..", "a b", ""])
+def test_history_of_another_user_takes_a_user_name_not_a_path(capsys, user):
+    """`--user ../x` read /user/../x/.tfoy/history and exited 0."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["history", "--user", user])
+    assert exited.value.code == 2 and f"argument --user: not a user name: {user!r}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("content, why", [
     ("{not json", "not JSON"),
     ("[1, 2]", "a JSON list"),
