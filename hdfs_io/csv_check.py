@@ -209,6 +209,8 @@ def _field_problem(fields: list[str], expected: int | None, cols: list[int], che
     if len(fields) != expected:
         return f"expected {expected} fields, got {len(fields)}"
     for col, (parse, required) in zip(cols, checks, strict=False):
+        if col >= len(fields):  # select_cols past the record's end (its width is the first record's)
+            return f"column {col}: the record has {len(fields)} fields"
         value = fields[col]
         if value == na_value or value == "":
             if required:

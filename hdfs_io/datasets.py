@@ -201,6 +201,16 @@ def tfrecord_dataset(paths_or_globs: str | Sequence[str], *, on_corrupt: OnError
     return reading.interleave(reading.names(way.tf_names(files, records=verify, stats=stats)), read)
 
 
+def _check_select_cols(cols: list[int], defaults: int) -> None:
+    """TF's decoder takes select_cols ascending, unique and one per record default; said here with the values."""
+    if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in cols):
+        raise ValueError(f"select_cols: whole column numbers >= 0, got {cols}")
+    if cols != sorted(set(cols)):
+        raise ValueError(f"select_cols: ascending and without repeats, got {cols}")
+    if len(cols) != defaults:
+        raise ValueError(f"select_cols: {len(cols)} columns for {defaults} record_defaults (one default each)")
+
+
 def csv_dataset(
     paths_or_globs: str | Sequence[str],
     record_defaults: Sequence[Any],
@@ -233,6 +243,8 @@ def csv_dataset(
                    field_delim, na_value)
     if column_names is not None and len(column_names) != len(record_defaults):
         raise ValueError(f"{len(column_names)} column_names for {len(record_defaults)} record_defaults")
+    if select_cols is not None:
+        _check_select_cols(list(select_cols), len(record_defaults))
     reading = _Reading("csv_dataset", options, on_bad_line)
     files = reading.files(paths_or_globs)
     way = reading.route(files, tf_decompresses=False)

@@ -151,9 +151,16 @@ def numbered_dirs(base: str, pattern: re.Pattern[str], complete: Callable[[FileI
 
 
 def makedirs(path: str, exist_ok: bool = True) -> str:
+    """A folder and its parents; a file in the way is named as one (not "already exists", which reads as a
+    folder that is there)."""
     uri, backend, p = _resolve(path)
-    with backend.errors(uri):
-        backend.makedirs(p, exist_ok)
+    try:
+        with backend.errors(uri):
+            backend.makedirs(p, exist_ok)
+    except FileExistsError:
+        if exist_ok and not isdir(uri):
+            raise NotADirectoryError(f"{uri}: a file, not a folder") from None
+        raise
     return uri
 
 

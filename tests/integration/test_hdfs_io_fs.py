@@ -283,3 +283,16 @@ def test_a_get_that_fails_half_way_leaves_nothing(hdfs_tmp, tmp_path, monkeypatc
     with pytest.raises(OSError, match="tree/b: the DataNode went away"):
         fs.get(f"{hdfs_tmp}/tree", str(tmp_path / "tree"))
     assert list(tmp_path.iterdir()) == []  # no half tree, no temporary beside it
+
+
+def test_makedirs_onto_a_file_names_it_as_a_file(hdfs_tmp):
+    """HDFS says "already exists", which reads as a folder there: export_saved_model(base_path=<a file>) said so."""
+    fs.write_bytes(f"{hdfs_tmp}/afile", b"x")
+    with pytest.raises(NotADirectoryError, match=f"{hdfs_tmp}/afile: a file, not a folder"):
+        fs.makedirs(f"{hdfs_tmp}/afile")
+    with pytest.raises(NotADirectoryError, match="a parent is not a directory"):
+        fs.makedirs(f"{hdfs_tmp}/afile/out")
+    fs.makedirs(f"{hdfs_tmp}/d")
+    assert fs.makedirs(f"{hdfs_tmp}/d").endswith("/d")  # an existing folder is fine
+    with pytest.raises(FileExistsError, match="/d: already exists"):
+        fs.makedirs(f"{hdfs_tmp}/d", exist_ok=False)

@@ -455,6 +455,44 @@ def test_dfutil_names_the_file_and_offset_of_a_corrupt_record(sc, hdfs_tmp):
         dfutil.loadTFRecords(sc, out).collect()
 
 
+def test_dfutil_refuses_what_would_lose_data_naming_the_record_and_feature(sc, hdfs_tmp):
+    """The defects: a later record's list cut to its first value, or its extra feature dropped, without a word;
+    a duplicate column name lost one column's values; bad bytes or a typo in binary_features failed unnamed."""
+    from pyspark.sql import SparkSession
+
+    from hdfs_io import fs, records
+    from hdfs_io.paths import absolute_uri
+    from tfnode import dfutil
+
+    spark = SparkSession.builder.getOrCreate()
+    base = absolute_uri(hdfs_tmp)
+    with pytest.raises(ValueError, match="column 'a' appears 2 times; a tf.train.Example has one feature of each"):
+        dfutil.saveAsTFRecords(spark.createDataFrame([(1, 2)], "a int, b int").toDF("a", "a"), f"{base}/dup")
+    with pytest.raises(Exception, match=r"column 'a': a null element in \[1, None\]"):
+        dfutil.saveAsTFRecords(spark.createDataFrame([([1, None],)], "a array<int>"), f"{base}/null")
+    assert not fs.exists(f"{base}/null")
+    second = len(records.make_example({"a": 1}).SerializeToString()) + 16  # the second record's byte offset
+    cases = {
+        "longer": ([{"a": 1}, {"a": [1, 2, 3]}], f"record at byte {second}: feature 'a' has 3 values, the schema"),
+        "extra": ([{"a": 1}, {"a": 1, "extra": b"hello"}], "feature 'extra' is not in the schema inferred from the "
+                                                           "first record (a)"),
+        "type": ([{"a": 1}, {"a": 2.5}], "feature 'a' is a float_list, the schema (from the first record) has bigint"),
+        "bytes": ([{"a": b"\xff\xfe"}], "record at byte 0: feature 'a' is not UTF-8 text; name it in binary_feat"),
+    }
+    for name, (examples, message) in cases.items():
+        records.write_tfrecords(f"{base}/{name}/part-r-00000", [records.make_example(e) for e in examples])
+        with pytest.raises(Exception, match=re.escape(message)):
+            dfutil.loadTFRecords(sc, f"{base}/{name}").collect()
+    assert bytes(dfutil.loadTFRecords(sc, f"{base}/bytes", binary_features=["a"]).first().a) == b"\xff\xfe"
+    with pytest.raises(ValueError, match=r"binary_features: 'image' is not a feature of the first record \(a\)"):
+        dfutil.loadTFRecords(sc, f"{base}/bytes", binary_features=["image"])
+    records.write_tfrecords(f"{base}/junk/part-r-00000", [b"\xff\xff\xff garbage"])
+    with pytest.raises(ValueError, match="part-r-00000: record at byte 0: not a tf.train.Example"):
+        dfutil.loadTFRecords(sc, f"{base}/junk")
+    with pytest.raises(NotADirectoryError, match="part-r-00000: a file; give the folder of part files it is in"):
+        dfutil.loadTFRecords(sc, f"{base}/junk/part-r-00000")
+
+
 # ---- DataFrames fed over Arrow -----------------------------------------------------------------------------------
 def mapped_sum_fun(args, ctx):
     from tfnode import TFNode
@@ -573,3 +611,6 @@ def test_tfestimator_fit_then_tfmodel_transform_on_fashion_mnist(sc, hdfs_tmp):
     with pytest.raises(FileNotFoundError, match=r"holds no SavedModel"):
         TFModel().setExportDir(f"{base}/model").setInputMapping({"image": "image"}).setOutputMapping(
             {"output_0": "p"}).transform(test)
+    odd = TFModel().setExportDir(f"{base}/export").setInputMapping({"image": "image"}).setOutputMapping(
+        {"output_0": "p`x"})
+    assert "p`x" in odd.transform(test).columns  # the output schema's DDL quotes it (was a ParseException)

@@ -56,3 +56,12 @@ def test_bad_lines_are_named_by_physical_line_with_crlf_and_quoted_newlines(tmp_
     assert "newline inside a quoted field (the record spans lines 6-8)" in bad[2].reason
     assert bad[3].reason.startswith("column 1: quote inside an unquoted field")
     assert bad[4].reason == "column 0: cannot parse 'x' as int"
+
+
+def test_select_cols_past_a_records_end_name_the_line_not_an_index_error(tmp_path):
+    """The record width is the first record's; a selected column beyond it raised a bare IndexError."""
+    path = tmp_path / "f.csv"
+    path.write_text("a,b,c\n1,2,3\n")
+    spec = csv_check.CsvSpec((tf.int32, tf.int32), True, (0, 5), ",", "")
+    bad = csv_check.find_bad_lines(str(path), spec)
+    assert [(b.line, b.reason) for b in bad] == [(2, "column 5: the record has 3 fields")]

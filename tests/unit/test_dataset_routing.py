@@ -157,3 +157,16 @@ def test_unknown_compression_or_error_mode_is_named_before_reading(reader, optio
 
     with pytest.raises(ValueError, match=re.escape(message)):
         _Reading(reader, options, on_error)
+
+
+@pytest.mark.parametrize("cols, message", [
+    ([2, 0], "select_cols: ascending and without repeats, got [2, 0]"),
+    ([0, 0], "select_cols: ascending and without repeats, got [0, 0]"),
+    ([0], "select_cols: 1 columns for 2 record_defaults (one default each)"),
+    ([0, -1], "select_cols: whole column numbers >= 0, got [0, -1]"),
+])
+def test_select_cols_are_checked_before_any_file_is_listed(cols, message, monkeypatch):
+    """TF's own check said only some of this, at graph build, after the files were listed."""
+    monkeypatch.setattr(datasets, "worker_files", lambda *a: pytest.fail("files listed first"))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        datasets.csv_dataset("hdfs://nn:8020/data/*", [tf.int32, tf.int32], select_cols=cols)

@@ -36,6 +36,8 @@ def test_input_mode_tensorflow_and_export_fn_are_refused_with_the_way_out():
         TFEstimator(_train, {}, export_fn=_train)
     with pytest.raises(TypeError, match=r"expected a dict"):
         TFEstimator(_train, {}).setInputMapping(["image"])
+    with pytest.raises(TypeError, match=r"expected column and tensor names \(str -> str\), got 'x': 5"):
+        TFModel({}).setInputMapping({"x": 5})  # failed at transform: 'int' object has no attribute 'removesuffix'
 
 
 def test_model_defaults_and_namespace_forms():

@@ -30,7 +30,13 @@ def toTFExample(dtypes: list[tuple[str, str]]) -> Callable[[Iterable[Any]], Iter
     TFoS's shape (what `saveAsNewAPIHadoopFile` with the tensorflow-hadoop jar takes as key and value).
 
     Integer and boolean columns become int64_list, float/double float_list, string and binary bytes_list; arrays of
-    those the same lists. Other types (maps, structs, decimals, dates) are refused, naming the column."""
+    those the same lists. Other types (maps, structs, decimals, dates) are refused, naming the column, as are two
+    columns of one name (an Example's features are a map: one would be lost)."""
+    names = [name for name, _ in dtypes]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"column {twice[0]!r} appears {names.count(twice[0])} times; a tf.train.Example has one "
+                         "feature of each name (rename with toDF or alias)")
     kinds = {name: _kind(name, dtype) for name, dtype in dtypes}
 
     def convert(rows: Iterable[Any]) -> Iterator[tuple[bytearray, None]]:
@@ -41,6 +47,9 @@ def toTFExample(dtypes: list[tuple[str, str]]) -> Callable[[Iterable[Any]], Iter
             for name, kind in kinds.items():
                 value = row[name]
                 values = [] if value is None else (list(value) if kind.endswith("[]") else [value])
+                if any(v is None for v in values):
+                    raise ValueError(f"column {name!r}: a null element in {value!r}; tf.train.Example lists hold "
+                                     "no nulls (drop or fill them first)")
                 base = kind.removesuffix("[]")
                 if base == "int":
                     feature = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
@@ -93,30 +102,62 @@ def infer_schema(example: Any, binary_features: list[str] | None = None) -> Any:
 def fromTFExample(records: Iterable[Any], binary_features: list[str] | None = None,  # noqa: N802 - TFoS
                   schema: Any = None) -> Iterator[Any]:
     """Serialized tf.train.Examples → Rows with the fields of `schema` (inferred from the first when None). A record
-    is the bytes, or TFoS's `(bytes, None)` pair as `newAPIHadoopFile` with the tensorflow-hadoop jar gives it."""
-    import tensorflow as tf
-    from pyspark.sql import Row
-    from pyspark.sql.types import ArrayType, BinaryType
-
-    binary = set(binary_features or [])
-    for raw in records:
-        example = tf.train.Example.FromString(bytes(raw[0] if isinstance(raw, tuple) else raw))
+    is the bytes, or TFoS's `(bytes, None)` pair as `newAPIHadoopFile` with the tensorflow-hadoop jar gives it. A
+    record that does not fit the schema raises, naming the record and the feature (nothing is dropped or cut)."""
+    for i, raw in enumerate(records):
+        example = _parse_example(bytes(raw[0] if isinstance(raw, tuple) else raw), f"record {i}")
         if schema is None:
             schema = infer_schema(example, binary_features)
-        row = {}
-        for field in schema.fields:
-            feature = example.features.feature[field.name] if field.name in example.features.feature else None
-            kind = feature.WhichOneof("kind") if feature is not None else None
-            values = list(getattr(feature, kind).value) if kind else []
-            is_binary = field.name in binary or isinstance(
-                field.dataType.elementType if isinstance(field.dataType, ArrayType) else field.dataType, BinaryType)
-            if kind == "bytes_list" and not is_binary:
+        yield _to_row(example, schema, set(binary_features or []), f"record {i}")
+
+
+def _parse_example(data: bytes, where: str) -> Any:
+    import tensorflow as tf
+    from google.protobuf.message import DecodeError
+
+    try:
+        return tf.train.Example.FromString(data)
+    except DecodeError as e:
+        raise ValueError(f"{where}: not a tf.train.Example ({e})") from None
+
+
+_KIND_OF = {"LongType": "int64_list", "DoubleType": "float_list", "StringType": "bytes_list",
+            "BinaryType": "bytes_list"}
+
+
+def _to_row(example: Any, schema: Any, binary: set[str], where: str) -> Any:
+    """One Example as a Row of `schema`. The schema is the first record's (TFoS's rule), so a later record may
+    differ: a scalar that became a list, another value type, a feature the first lacked. Each raises naming the
+    record: a list cut to its first value, or a feature left out, would be data lost without a word."""
+    from pyspark.sql import Row
+    from pyspark.sql.types import ArrayType
+
+    fields = {f.name: f for f in schema.fields}
+    extra = sorted(set(example.features.feature) - set(fields))
+    if extra:
+        raise ValueError(f"{where}: feature {extra[0]!r} is not in the schema inferred from the first record "
+                         f"({', '.join(fields)})")
+    row = {}
+    for name, field in fields.items():
+        feature = example.features.feature[name] if name in example.features.feature else None
+        kind = feature.WhichOneof("kind") if feature is not None else None
+        values = list(getattr(feature, kind).value) if kind else []
+        is_array = isinstance(field.dataType, ArrayType)
+        element = field.dataType.elementType if is_array else field.dataType
+        expected = _KIND_OF[type(element).__name__]
+        if kind is not None and values and kind != expected:
+            raise ValueError(f"{where}: feature {name!r} is a {kind}, the schema (from the first record) has "
+                             f"{field.dataType.simpleString()}")
+        if not is_array and len(values) > 1:
+            raise ValueError(f"{where}: feature {name!r} has {len(values)} values, the schema (from the first "
+                             "record) has one; give the first record's feature as a list too")
+        if kind == "bytes_list" and type(element).__name__ == "StringType" and name not in binary:
+            try:
                 values = [v.decode("utf-8") for v in values]
-            if isinstance(field.dataType, ArrayType):
-                row[field.name] = values
-            else:
-                row[field.name] = values[0] if values else None
-        yield Row(**row)
+            except UnicodeDecodeError:
+                raise ValueError(f"{where}: feature {name!r} is not UTF-8 text; name it in binary_features") from None
+        row[name] = values if is_array else (values[0] if values else None)
+    return Row(**row)
 
 
 # ---- files ----------------------------------------------------------------------------------------------------------
@@ -131,8 +172,11 @@ def saveAsTFRecords(df: Any, output_dir: str) -> int:  # noqa: N802 - TFoS's nam
     out = absolute_uri(output_dir)
     if fs.exists(out):
         raise FileExistsError(f"{out}: already exists (saveAsTFRecords writes a new folder)")
+    parent = out.rstrip("/").rsplit("/", 1)[0]
+    if fs.exists(parent) and not fs.isdir(parent):
+        raise NotADirectoryError(f"{out}: {parent} is a file")
     convert = toTFExample(df.dtypes)
-    fs.makedirs(out.rstrip("/").rsplit("/", 1)[0])
+    fs.makedirs(parent)
     with publish(out) as pending:  # a failed job leaves no folder of some parts (which would read as all of them)
         folder = pending.tmp
 
@@ -157,6 +201,8 @@ def tfrecord_files(input_dir: str) -> list[str]:
 
     folder = absolute_uri(input_dir)
     if not fs.isdir(folder):
+        if fs.exists(folder):
+            raise NotADirectoryError(f"{folder}: a file; give the folder of part files it is in")
         raise FileNotFoundError(f"{folder}: no such folder")
     return sorted(f.uri for f in fs.ls(folder) if not f.is_dir and not f.uri.rsplit("/", 1)[1].startswith(("_", ".")))
 
@@ -164,6 +210,12 @@ def tfrecord_files(input_dir: str) -> list[str]:
 def read_records(uri: str) -> Iterator[bytes]:
     """The records of one TFRecord file, each checked (framing and data CRC); corruption raises naming the file and
     the record's byte offset."""
+    for _, data in _records_at(uri):
+        yield data
+
+
+def _records_at(uri: str) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, record) of one TFRecord file, as read_records."""
     from hdfs_io import fs
     from hdfs_io.records import HEADER, CorruptRecordError, masked_crc32c, scan_frames
 
@@ -175,7 +227,7 @@ def read_records(uri: str) -> Iterator[bytes]:
         (stored,) = struct.unpack_from("<I", buf, start + frame.length)
         if masked_crc32c(data) != stored:
             raise CorruptRecordError(uri, frame.offset, "data checksum mismatch")
-        yield data
+        yield frame.offset, data
     if error is not None:
         raise error
 
@@ -183,21 +235,31 @@ def read_records(uri: str) -> Iterator[bytes]:
 def loadTFRecords(sc: Any, input_dir: str, binary_features: list[str] | None = None) -> Any:  # noqa: N802 - TFoS
     """A DataFrame of the tf.train.Examples under input_dir (one Spark partition per file), its schema inferred
     from the first record; strings are bytes_list features not named in binary_features."""
-    import tensorflow as tf
     from pyspark.sql import SparkSession
 
     files = tfrecord_files(input_dir)
     if not files:
         raise FileNotFoundError(f"{input_dir}: no TFRecord files")
-    first = next((r for f in files for r in read_records(f)), None)
+    first = next(((f, offset, r) for f in files for offset, r in _records_at(f)), None)
     if first is None:
         raise ValueError(f"{input_dir}: the TFRecord files hold no record to infer a schema from")
-    schema = infer_schema(tf.train.Example.FromString(first), binary_features)
+    name, offset, data = first
+    schema = infer_schema(_parse_example(data, f"{name}: record at byte {offset}"), binary_features)
     features = list(binary_features or [])
-    rows = sc.parallelize(files, len(files)).flatMap(lambda f: fromTFExample(read_records(f), features, schema))
+    unknown = [f for f in features if f not in schema.names]
+    if unknown:
+        raise ValueError(f"binary_features: {unknown[0]!r} is not a feature of the first record "
+                         f"({', '.join(schema.names)})")
+    rows = sc.parallelize(files, len(files)).flatMap(lambda f: _file_rows(f, set(features), schema))
     df = SparkSession.builder.getOrCreate().createDataFrame(rows, schema)
     setattr(df, LOADED_ATTR, input_dir)
     return df
+
+
+def _file_rows(uri: str, binary: set[str], schema: Any) -> Iterator[Any]:
+    for offset, data in _records_at(uri):
+        where = f"{uri}: record at byte {offset}"
+        yield _to_row(_parse_example(data, where), schema, binary, where)
 
 
 def isLoadedDF(df: Any) -> bool:  # noqa: N802 - TFoS's name

@@ -17,6 +17,9 @@ from tfnode.spark.cluster import InputMode
 
 def _to_dict(value: Any) -> dict:
     if isinstance(value, dict):
+        odd = next(((k, v) for k, v in value.items() if not (isinstance(k, str) and isinstance(v, str))), None)
+        if odd is not None:
+            raise TypeError(f"expected column and tensor names (str -> str), got {odd[0]!r}: {odd[1]!r}")
         return value
     raise TypeError(f"expected a dict (column -> tensor or tensor -> column), got {type(value).__name__}: {value!r}")
 
