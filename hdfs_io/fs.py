@@ -241,19 +241,24 @@ def put(local: str, path: str, overwrite: bool | None = None) -> str:
     except FileNotFoundError:
         there = None
     if there is not None:
-        if there.is_dir != os.path.isdir(local):
-            kind = "a folder" if there.is_dir else "a file"
-            raise (IsADirectoryError if there.is_dir else NotADirectoryError)(
-                f"{uri}: {kind}; put replaces it only with {kind} ({local} is not)")
-        if overwrite is False or (overwrite is None and there.is_dir):
-            hint = "; pass overwrite=True to replace the folder and all it holds" if overwrite is None else ""
-            raise FileExistsError(f"{uri}: already exists{hint}")
+        _check_replace(uri, there.is_dir, local, os.path.isdir(local), overwrite)
     with publish(uri, replace=there is not None) as p:
         if os.path.isdir(local):
             _put_tree(local, p.tmp)
         else:
             _put_file(local, p.tmp)
     return uri
+
+
+def _check_replace(target: str, target_is_dir: bool, source: str, source_is_dir: bool, overwrite: bool | None) -> None:
+    """put's and get's rule for a target that exists (see put)."""
+    if target_is_dir != source_is_dir:
+        kind = "a folder" if target_is_dir else "a file"
+        raise (IsADirectoryError if target_is_dir else NotADirectoryError)(
+            f"{target}: {kind}; it is replaced only with {kind} ({source} is not)")
+    if overwrite is False or (overwrite is None and target_is_dir):
+        hint = "; pass overwrite=True to replace the folder and all it holds" if overwrite is None else ""
+        raise FileExistsError(f"{target}: already exists{hint}")
 
 
 def _put_tree(local: str, uri: str) -> None:
@@ -284,14 +289,7 @@ def get(path: str, local: str, overwrite: bool | None = None) -> str:
     target = os.path.abspath(local)
     exists_here = os.path.lexists(target)
     if exists_here:
-        here_dir = os.path.isdir(target)
-        if here_dir != info.is_dir:
-            kind = "a folder" if here_dir else "a file"
-            raise (IsADirectoryError if here_dir else NotADirectoryError)(
-                f"{target}: {kind}; get replaces it only with {kind} ({info.uri} is not)")
-        if overwrite is False or (overwrite is None and here_dir):
-            hint = "; pass overwrite=True to replace the folder and all it holds" if overwrite is None else ""
-            raise FileExistsError(f"{target}: already exists{hint}")
+        _check_replace(target, os.path.isdir(target), info.uri, info.is_dir, overwrite)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     with publish(f"file://{target}", replace=exists_here) as p:
         if info.is_dir:

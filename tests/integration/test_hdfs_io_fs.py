@@ -97,10 +97,10 @@ def test_put_replaces_a_tree_whole_only_when_told_and_a_failed_put_leaves_nothin
     fs.put(str(new), target, overwrite=True)  # the new tree, not the new one merged into the old
     assert [i.uri.rsplit("/", 1)[1] for i in fs.ls(target, recursive=True)] == ["part-00000"]
     assert fs.read_bytes(f"{target}/part-00000") == b"new"
-    with pytest.raises(IsADirectoryError, match=f"{target}: a folder; put replaces it only with a folder"):
+    with pytest.raises(IsADirectoryError, match=f"{target}: a folder; it is replaced only with a folder"):
         fs.put(str(new / "part-00000"), target)
     fs.write_bytes(f"{hdfs_tmp}/one", b"1")
-    with pytest.raises(NotADirectoryError, match=f"{hdfs_tmp}/one: a file; put replaces it only with a file"):
+    with pytest.raises(NotADirectoryError, match=f"{hdfs_tmp}/one: a file; it is replaced only with a file"):
         fs.put(str(new), f"{hdfs_tmp}/one")
     assert fs.read_bytes(f"{hdfs_tmp}/one") == b"1"
     (new / "zz-broken").symlink_to(tmp_path / "gone")  # fails after part-00000 is up
@@ -259,7 +259,7 @@ def test_get_replaces_a_local_tree_whole_only_when_told_and_a_failed_get_leaves_
     with pytest.raises(FileExistsError, match="tree: already exists; pass overwrite=True to replace the folder"):
         fs.get(f"{hdfs_tmp}/tree", str(local))
     assert (local / "stale.txt").read_text() == "stale"
-    with pytest.raises(IsADirectoryError, match="tree: a folder; get replaces it only with a folder"):
+    with pytest.raises(IsADirectoryError, match="tree: a folder; it is replaced only with a folder"):
         fs.get(f"{hdfs_tmp}/one", str(local), overwrite=True)
     fs.get(f"{hdfs_tmp}/tree", str(local), overwrite=True)
     assert sorted(p.name for p in local.iterdir()) == ["part-00000"]
