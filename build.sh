@@ -2,10 +2,10 @@
 # tfoy build entry point.
 #   ./build.sh setup                 venv + locked deps + Hadoop jars + data package (cached, idempotent)
 #   ./build.sh env [--secure]        shell exports: eval "$(./build.sh env)"
-#   ./build.sh hadoop start|stop|status [--secure] [--json]   (--secure: Kerberized, own state and ports)
+#   ./build.sh hadoop start|stop|status|conf [--secure] [--json]   (--secure: Kerberized, own state and ports)
 #   ./build.sh test [pytest args]    setup, start Hadoop, run the whole suite, stop what it started
 #   ./build.sh demo [--secure]       the main job on the embedded Hadoop (--secure: on the Kerberized one)
-#   ./build.sh bench [name]          benchmarks/ (all, or one by name)
+#   ./build.sh bench [name [opts]]   benchmarks/ (all, or one by name, with its options)
 #   ./build.sh lint                  ruff
 set -euo pipefail
 
@@ -220,7 +220,13 @@ cmd_demo() {
   python -m examples.demo "${args[@]}"
 }
 
+usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+
 cmd_bench() {
+  # the name is checked before minutes of setup and a Hadoop start
+  if [ $# -gt 0 ] && [ ! -f "$ROOT/benchmarks/$1.py" ]; then
+    die "no benchmark benchmarks/$1.py (there are: $(cd "$ROOT/benchmarks" && ls ./*.py | sed 's|^./||; s|\.py$||' | tr '\n' ' '))"
+  fi
   cmd_setup
   load_env
   hadoop_ctl start
@@ -237,11 +243,16 @@ cmd_bench() {
 
 case "${1:-}" in
   setup) cmd_setup ;;
-  env) shift; if wants_secure "$@"; then TFOY_HADOOP_STATE=$SECURE_STATE; fi; print_env "$@" ;;
-  hadoop) shift; [ $# -ge 1 ] || die "usage: ./build.sh hadoop start|stop|status [--json]"; hadoop_ctl "$@" ;;
+  env) shift
+    for a in "$@"; do [ "$a" = --secure ] || die "env: unknown option $a (env takes --secure only)"; done
+    if wants_secure "$@"; then TFOY_HADOOP_STATE=$SECURE_STATE; fi; print_env "$@" ;;
+  hadoop) shift; [ $# -ge 1 ] || die "usage: ./build.sh hadoop start|stop|status|conf [--secure] [--json]"
+    hadoop_ctl "$@" ;;
   test) shift; cmd_test "$@" ;;
   demo) shift; cmd_demo "$@" ;;
   bench) shift; cmd_bench "$@" ;;
   lint) load_env; cd "$ROOT" && ruff check . ;;
-  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  -h|--help|help) usage ;;
+  "") usage >&2; exit 2 ;;
+  *) printf '[build.sh] error: unknown command %s\n' "$1" >&2; usage >&2; exit 2 ;;
 esac

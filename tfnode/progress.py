@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import operator
 import os
 import threading
 import time
@@ -71,8 +72,25 @@ class Reporter:
             out[name] = number if math.isfinite(number) else str(number)  # a nan loss is news: kept, as JSON can
         return out
 
+    def _count(self, name: str, value: Any) -> int | None:
+        """epoch/epochs/step as a Python int (a numpy int64 from the user's loop included): anything else kept in
+        the state would fail every later snapshot's JSON, so it is dropped with one warning."""
+        if value is None:
+            return None
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            return operator.index(value)
+        except TypeError:
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning("progress: %s %r is not a whole number; dropped (training is unaffected)", name, value)
+            return None
+
     def report(self, phase: str | None = None, epoch: int | None = None, epochs: int | None = None,
                step: int | None = None, epoch_end: bool = False, force: bool = False, **metrics: Any) -> None:
+        epoch, epochs, step = (self._count(k, v) for k, v in (("epoch", epoch), ("epochs", epochs), ("step", step)))
+        phase = None if phase is None else str(phase)
         with self._lock:
             s = self.state
             urgent = force or epoch_end or (phase is not None and phase != s["phase"]) or \
@@ -102,7 +120,7 @@ class Reporter:
             s["seq"] += 1
             s["time"] = time.time()
             s["rss_mb"] = rss_mb()
-            snapshot = json.loads(json.dumps(s))
+            snapshot = json.loads(json.dumps(s))  # plain ints, floats and strings only: see _count and _numbers
         try:
             self._sink(snapshot)
         except Exception as e:  # noqa: BLE001 - progress must never fail training

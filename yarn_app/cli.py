@@ -16,6 +16,7 @@ from hdfs_io.errors import PathError
 from hdfs_io.filesystems.hdfs import HadoopConfigError
 from hdfs_io.fs import NameNodeUnreachableError
 from hdfs_io.kerberos import KerberosError
+from tfnode.contract import ROLE_NAMES
 from yarn_app import client, job_view, live
 from yarn_app.cluster_checks import ClusterError
 from yarn_app.errors import (
@@ -44,6 +45,15 @@ def _user(text: str) -> str:
     if not re.fullmatch(r"[\w.-]+", text) or text in (".", ".."):
         raise argparse.ArgumentTypeError(f"not a user name: {text!r}")
     return text
+
+
+def _task(text: str) -> str:
+    """`role:index` of a task that can exist: checked before any log is fetched."""
+    role, _, index = text.partition(":")
+    if role not in ROLE_NAMES or not index.isdigit():
+        raise argparse.ArgumentTypeError(f"not a task name (role:index, role one of {', '.join(sorted(ROLE_NAMES))})"
+                                         f": {text!r}")
+    return f"{role}:{int(index)}"
 
 
 def _port(text: str) -> int:
@@ -84,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--port", type=_port, default=8765, help="port of the page (--serve; 0: any free port)")
     lg = sub.add_parser("logs", help="aggregated container logs of a finished application")
     lg.add_argument("app_id")
-    lg.add_argument("--task", help="only this task, e.g. worker:1")
+    lg.add_argument("--task", type=_task, help="only this task, e.g. worker:1")
     k = sub.add_parser("kill", help="kill an application")
     k.add_argument("app_id")
     m = sub.add_parser("model", help="exported SavedModel versions: list on HDFS, pull to TF Serving, prune")

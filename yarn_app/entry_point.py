@@ -33,9 +33,10 @@ def check_entry_point(entry_point: str, files: dict[str, str]) -> None:
         Naming `entry_point`: not found, a SyntaxError (with its line), or no such function.
     """
     if entry_point.endswith(".py"):
-        src = _shipped(files, Path(entry_point).name) or (Path(entry_point) if Path(entry_point).exists() else None)
+        path = Path(entry_point)  # a relative one is the spec folder's (JobSpec.resolve_files), never this shell's
+        src = _shipped(files, path.name) or (path if path.is_absolute() and path.exists() else None)
         if src is None:
-            raise SpecError(f"entry_point: script {entry_point} not found (not in files, not on disk)")
+            raise SpecError(f"entry_point: script {entry_point} not found (not in files, not beside the job spec)")
         _parse(src)
         return
     if ":" not in entry_point:

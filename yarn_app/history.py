@@ -114,6 +114,8 @@ class HistoryRecordError(TfoyError, ValueError):
 # what `tfoy status`, `tfoy history` and the pages rely on: required keys, and optional ones' types
 REQUIRED = {"app_id": str, "state": str, "final_status": str}
 OPTIONAL = {"tasks": dict, "duration_s": (int, float), "ended": (int, float), "started": (int, float)}
+TEXTS = ("name", "user", "queue", "how", "traceback", "diagnostics", "logs")  # each a string or null
+TASK_KEYS = {"outcome": (str, type(None)), "attempts": int, "last_progress": str, "metrics": dict, "epochs": list}
 
 
 def parse(data: bytes, path: str) -> dict[str, Any]:
@@ -126,8 +128,16 @@ def parse(data: bytes, path: str) -> dict[str, Any]:
         raise HistoryRecordError(f"{path}: not a tfoy history record (a JSON {type(record).__name__})")
     wrong = [k for k, kind in REQUIRED.items() if not isinstance(record.get(k), kind)]
     wrong += [k for k, kind in OPTIONAL.items() if k in record and not isinstance(record[k], kind)]
+    wrong += [k for k in TEXTS if record.get(k) is not None and not isinstance(record[k], str)]
     if isinstance(tasks := record.get("tasks", {}), dict):
-        wrong += [f"tasks.{name}" for name, task in tasks.items() if not isinstance(task, dict)]
+        for name, task in tasks.items():
+            if not isinstance(task, dict):
+                wrong.append(f"tasks.{name}")
+                continue
+            wrong += [f"tasks.{name}.{k}" for k, kind in TASK_KEYS.items()
+                      if k in task and not isinstance(task[k], kind)]
+            if isinstance(task.get("epochs"), list) and not all(isinstance(e, dict) for e in task["epochs"]):
+                wrong.append(f"tasks.{name}.epochs")
     if wrong:
         raise HistoryRecordError(f"{path}: not a tfoy history record (missing or mistyped: {', '.join(wrong)})")
     return record

@@ -90,8 +90,8 @@ def job_page(record: dict[str, Any]) -> bytes:
         metrics = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                             for k, v in (t.get("metrics") or {}).items())
         rows.append(f"<tr class='{'failed' if t.get('outcome') == 'failed' else ''}'><td>{html.escape(name)}</td>"
-                    f"<td>{html.escape(str(t.get('outcome')))}</td><td>{t.get('attempts', 1)}</td>"
-                    f"<td>{html.escape(t.get('last_progress') or '')}</td><td>{html.escape(metrics)}</td></tr>")
+                    f"<td>{html.escape(str(t.get('outcome')))}</td><td>{html.escape(str(t.get('attempts', 1)))}</td>"
+                    f"<td>{html.escape(str(t.get('last_progress') or ''))}</td><td>{html.escape(metrics)}</td></tr>")
     trace = record.get("traceback")
     app = html.escape(record["app_id"])
     verdict = "ok" if record.get("final_status") == "SUCCEEDED" else "failed"
@@ -127,7 +127,8 @@ def make_server(folder: str, host: str = "127.0.0.1", port: int = 0) -> Threadin
                         self._send(200, job_page(record))
                 else:
                     self._send(404, _page("not found", "<p>Not found. <a href='/'>All jobs</a></p>"))
-            except (OSError, ValueError) as e:
+            except Exception as e:  # noqa: BLE001 - a page for any failure, never a dropped connection
+                log.warning("history page %s: %s", self.path, e, exc_info=not isinstance(e, OSError | ValueError))
                 self._send(500, _page("error", f"<p class='failed'>{html.escape(str(e))}</p>"))
 
         def _send(self, code: int, body: bytes) -> None:

@@ -69,11 +69,12 @@ class TerminalView:
 
     def update(self, prog: Any, elapsed: float) -> None:
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(box=None, show_header=False, pad_edge=False)
-        table.add_row(f"[bold]{prog.app_id}[/] {prog.state} {elapsed:.0f}s")
-        for task in prog.tasks.values():
-            table.add_row(task_line(task), style="red" if task.state == "failed" else None)
+        table.add_row(Text.assemble((prog.app_id, "bold"), f" {prog.state} {elapsed:.0f}s"))
+        for task in prog.tasks.values():  # Text: a metric named `val[/x]` is shown, not read as rich markup
+            table.add_row(Text(task_line(task)), style="red" if task.state == "failed" else None)
         self.live.update(table)
 
     def close(self) -> None:

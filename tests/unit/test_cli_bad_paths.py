@@ -98,6 +98,10 @@ def test_history_of_another_user_takes_a_user_name_not_a_path(capsys, user):
     (json.dumps({"app_id": "application_1_0009", "state": "FINISHED"}), "missing or mistyped: final_status"),
     (json.dumps({"app_id": "application_1_0009", "state": "FINISHED", "final_status": "FAILED",
                  "tasks": {"worker:0": "failed"}}), "missing or mistyped: tasks.worker:0"),
+    # these made the history page drop the connection (AttributeError in _plots): checked with the others now
+    (json.dumps({"app_id": "application_1_0009", "state": "FINISHED", "final_status": "FAILED", "how": 3,
+                 "tasks": {"worker:0": {"epochs": "abc", "metrics": [1], "attempts": "<script>"}}}),
+     "missing or mistyped: how, tasks.worker:0.attempts, tasks.worker:0.metrics, tasks.worker:0.epochs"),
 ])
 def test_status_of_a_malformed_history_record_names_the_file(capsys, tmp_path, monkeypatch, content, why):
     """YARN has forgotten the application (played here), so `tfoy status` reads its history record."""
@@ -111,3 +115,11 @@ def test_status_of_a_malformed_history_record_names_the_file(capsys, tmp_path, m
     assert code == 1 and f"{path}: not a tfoy history record ({why}" in err and "Traceback" not in err, err
     code, err = run(capsys, "history", "--history-dir", f"file://{tmp_path}")
     assert code == 0 and f"skipped {path}: not a tfoy history record" in err
+
+
+@pytest.mark.parametrize("task", ["worker", "bogus:1", "worker:x"])
+def test_logs_of_a_task_take_a_task_name_before_any_log_is_fetched(capsys, task):
+    """`--task worker` fetched every log, then said "no logs for task worker" and exited 1."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["logs", "application_1_0001", "--task", task])
+    assert exited.value.code == 2 and "argument --task: not a task name (role:index" in capsys.readouterr().err

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+
+import pytest
 
 from tests.unit.fakes import ManualClock
 from tfnode import progress
@@ -39,6 +42,25 @@ def test_a_failing_sink_never_fails_training():
     progress.Reporter(broken).report(phase="training", force=True)  # no exception
 
 
+def test_numpy_counts_and_odd_epochs_never_fail_this_report_or_the_next(caplog):
+    """The defect: ctx.report(step=np.int64(5)) raised TypeError (not JSON serializable) in the user's job, and the
+    value stayed in the state, so every later report (Keras's callback's too) raised it again."""
+    import json
+
+    import numpy as np
+
+    sent = []
+    r = progress.Reporter(sent.append, every_s=0.0)
+    r.report(epoch=np.int64(1), step=np.int64(5), epochs=np.int32(3), loss=np.float32(0.5), acc=np.int64(1))
+    assert (sent[-1]["epoch"], sent[-1]["step"], sent[-1]["epochs"]) == (1, 5, 3)
+    assert sent[-1]["metrics"] == {"loss": 0.5, "acc": 1.0}
+    r.report(epoch=float("nan"), step="7", loss=float("nan"))
+    r.report(loss=0.25)
+    assert sent[-1]["epoch"] == 1 and sent[-1]["step"] == 5 and sent[-1]["metrics"]["loss"] == 0.25
+    assert all(json.loads(json.dumps(s, allow_nan=False)) == s for s in sent)  # valid JSON for `status --json`
+    assert sum("not a whole number" in m for m in caplog.messages) == 2
+
+
 def test_file_sink_is_read_back_whole(tmp_path):
     sink = progress.FileSink(tmp_path / "p.json")
     sink({"phase": "training", "seq": 1})
@@ -65,6 +87,16 @@ def test_plain_view_prints_on_change_and_then_at_most_every_interval():
     assert live.task_phase(TaskView("w", state="waiting")) == "barrier"
 
 
+def test_the_terminal_view_shows_metric_names_as_text_not_rich_markup(capsys):
+    """`val[/x]` raised rich's MarkupError and ended `tfoy submit` on a terminal (exit 1)."""
+    view = live.TerminalView()
+    snap = {"phase": "training", "epoch": 1, "epochs": 2, "metrics": {"val[/x]": 0.5, "[bold]acc": 0.9}, "seq": 1}
+    view.update(_prog(**{"chief:0": ("running", snap)}), 5)
+    view.close()
+    out = capsys.readouterr().out
+    assert "val[/x] 0.5" in out and "[bold]acc 0.9" in out
+
+
 def test_a_record_names_outcomes_attempts_and_the_first_traceback_and_hides_secrets():
     from yarn_app.spec import JobSpec
 
@@ -85,6 +117,33 @@ def test_a_record_names_outcomes_attempts_and_the_first_traceback_and_hides_secr
     assert "ValueError: boom" in page and "<svg" in page and "tfoy logs application_1_0002" in page
     index = history_page.jobs_page([done], ["hdfs://x/bad.json: skipped"], "hdfs://x").decode()
     assert "application_1_0002" in index and "bad.json: skipped" in index
+
+
+def test_the_history_page_escapes_every_field_and_answers_a_failure_with_a_page(tmp_path):
+    """`--user U` serves another user's folder, whose files that user writes: attempts went into the page raw."""
+    import urllib.error
+    import urllib.request
+
+    evil = "<script>alert('x')</script>"
+    record = {"app_id": "application_1_0007", "state": "FINISHED", "final_status": "FAILED", "name": evil,
+              "tasks": {"worker:0": {"outcome": evil, "attempts": 1, "last_progress": evil, "metrics": {evil: 1.0},
+                                     "epochs": [{"epoch": 0, evil: 0.5}, {"epoch": 1, evil: 0.25}]}},
+              "traceback": evil, "diagnostics": evil, "how": evil, "logs": evil}
+    page = history_page.job_page(history.parse(json.dumps(record).encode(), "r.json")).decode()
+    assert "<script>" not in page and page.count("&lt;script&gt;") >= 8
+    record["tasks"]["worker:0"]["attempts"] = evil  # written by hand: refused by parse, a 500 page served
+    (tmp_path / "application_1_0007.json").write_text(json.dumps(record))
+    server = history_page.make_server(f"file://{tmp_path}")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/job/application_1_0007", timeout=10)
+        body = answer.value.read().decode()
+        assert answer.value.code == 500 and "tasks.worker:0.attempts" in body and "<script>" not in body
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_history_listing_skips_a_corrupt_file_naming_it(tmp_path):

@@ -229,3 +229,16 @@ def test_an_entry_point_in_a_shipped_package_or_bound_in_a_block_is_found(tmp_pa
         check_entry_point(entry, files)
     with pytest.raises(SpecError, match=r"^entry_point: mypkg\.sub \(.*__init__\.py\) defines no function 'fit'$"):
         check_entry_point("mypkg.sub:fit", files)
+
+
+def test_a_script_found_only_in_the_shells_folder_is_refused(tmp_path, monkeypatch):
+    """It passed the check (found in the current folder) but was not shipped (not beside the spec): the job then
+    failed in its container with FileNotFoundError."""
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "cwd" / "train_cwd.py").write_text("def main(a, c): pass\n")
+    (tmp_path / "specs" / "job.yaml").write_text("entry_point: train_cwd.py\nroles: {worker: {}}\n")
+    monkeypatch.chdir(tmp_path / "cwd")
+    spec = load_spec(tmp_path / "specs" / "job.yaml")
+    with pytest.raises(SpecError, match=r"^entry_point: script train_cwd.py not found \(not in files, not beside"):
+        spec.check_entry_point()
