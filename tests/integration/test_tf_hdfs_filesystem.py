@@ -323,9 +323,45 @@ def test_missing_path_file_under_file_and_directory_errors(hdfs_tmp):
             f.write("z")
     with pytest.raises(tf.errors.NotFoundError, match="Could not find directory"):  # TF's own words for it
         tf.io.gfile.listdir(f"{base}/file")
-    with pytest.raises(tf.errors.FailedPreconditionError, match=f"{base}/file: not a directory"):
-        tf.io.gfile.rmtree(f"{base}/file")  # a directory operation on a file leaves it alone
     assert tf.io.gfile.listdir(base) == ["file"]  # nothing half-written left behind
+    # as TF's local filesystem has them (each was another error, or another outcome, on hdfs://)
+    with pytest.raises(tf.errors.FailedPreconditionError, match=f"{base}/file: a file, not a directory"):
+        tf.io.gfile.makedirs(f"{base}/file")  # was AlreadyExists
+    tf.io.gfile.makedirs(f"{base}/d/sub")
+    with pytest.raises(tf.errors.FailedPreconditionError, match=f"{base}/d: is a directory"):
+        tf.io.gfile.GFile(f"{base}/d").read()  # was NotFound
+    with pytest.raises(tf.errors.FailedPreconditionError, match="must both be directories"):
+        tf.io.gfile.rename(f"{base}/file", f"{base}/d", overwrite=True)  # was Internal, with a Java stack trace
+    with pytest.raises(tf.errors.FailedPreconditionError, match="rename destination directory is not empty"):
+        tf.io.gfile.rename(f"{base}/d/sub", f"{base}/d", overwrite=True)
+    tf.io.gfile.rename(f"{base}/file", f"{base}/file", overwrite=True)  # onto itself: nothing changes
+    short = "hdfs:///" + base.split("://", 1)[1].split("/", 1)[1]  # hdfs:///tmp/…, on fs.defaultFS
+    tf.io.gfile.rename(f"{short}/file", f"{base}/file2")  # two spellings of one cluster (was "across filesystems")
+    tf.io.gfile.rmtree(f"{base}/file2")  # rmtree of a file deletes it (TF's DeleteRecursively)
+    long = f"{base}/{'n' * 250}"  # HDFS takes it; the hidden temporary beside it must fit 255 bytes too
+    with tf.io.gfile.GFile(long, "w") as f:
+        f.write("z")
+    assert tf.io.gfile.GFile(long).read() == "z"
+    assert sorted(tf.io.gfile.listdir(base)) == ["d", "n" * 250]
+
+
+def test_a_gfile_dropped_unclosed_keeps_what_was_written_as_a_local_file_does(hdfs_tmp):
+    """GFile's destructor closes nothing (TF calls the filesystem's cleanup): the hidden temporary was deleted
+    and the data lost, where a local file keeps it."""
+    import gc
+
+    target = f"{uri(hdfs_tmp)}/f"
+    with tf.io.gfile.GFile(target, "w") as f:
+        f.write("old version")
+
+    def write_without_close() -> None:
+        f = tf.io.gfile.GFile(target, "w")
+        f.write("new version")
+
+    write_without_close()
+    gc.collect()
+    assert tf.io.gfile.GFile(target).read() == "new version"
+    assert tf.io.gfile.listdir(uri(hdfs_tmp)) == ["f"]  # no temporary left
 
 
 def test_a_bad_client_block_size_is_named_and_writes_nothing(hdfs, hdfs_tmp, hadoop_conf, tmp_path, monkeypatch):
@@ -355,7 +391,7 @@ def test_permission_denied_names_path_and_user(hdfs, hdfs_tmp, monkeypatch):
             f.write("x")
 
 
-def test_unreachable_namenode_fails_in_bounded_time_naming_it(monkeypatch):
+def test_unreachable_namenode_fails_in_bounded_time_naming_it(monkeypatch, hadoop_conf, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
@@ -386,6 +422,17 @@ def test_unreachable_namenode_fails_in_bounded_time_naming_it(monkeypatch):
         with pytest.raises(tf.errors.DeadlineExceededError, match=f"127.0.0.1:{port}.*did not answer within 3s"):
             tf.io.gfile.stat(f"hdfs://127.0.0.1:{port}/x")
         assert time.monotonic() - t0 < 15
+        # the same as the defaultFS of hdfs:///x: the message named no address
+        conf = tmp_path / "conf"
+        conf.mkdir()
+        for site in Path(hadoop_conf).glob("*-site.xml"):
+            text = site.read_text()
+            (conf / site.name).write_text(re.sub(r"hdfs://[^<]+", f"hdfs://127.0.0.1:{port}", text)
+                                          if site.name == "core-site.xml" else text)
+        monkeypatch.setenv("HADOOP_CONF_DIR", str(conf))
+        with pytest.raises(tf.errors.DeadlineExceededError,
+                           match=rf"hdfs:///x: HDFS did not answer within 3s .*\(NameNode 127.0.0.1:{port}\)"):
+            tf.io.gfile.stat("hdfs:///x")
     finally:
         stop.set()
         thread.join()

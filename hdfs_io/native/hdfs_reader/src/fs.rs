@@ -3,7 +3,8 @@
 //!
 //! A file TF opens for writing is written beside its target under a hidden temporary name and renamed over it
 //! (HDFS rename with OVERWRITE: one NameNode operation) when TF closes it, as object stores publish a file only
-//! when it is whole. So a writer killed in the middle of a Keras checkpoint or a SavedModel variable file leaves
+//! when it is whole; one TF drops unclosed is published too (as a local file keeps what was written), unless a
+//! write or flush to it failed. So a writer killed in the middle of a Keras checkpoint or a SavedModel variable file leaves
 //! the previous file as it was, and holds no lease on the target that would block the next writer until HDFS's
 //! lease soft limit. Appended files are written in place (what was flushed is readable: hsync). TensorBoard event
 //! files (".tfevents." in the name) are published whole at every Flush instead, so TensorBoard can follow them
@@ -50,9 +51,39 @@ pub(crate) fn run<T>(uri: &str, call: impl Future<Output = hdfs_native::Result<T
         Ok(result) => result.map_err(|e| failure(uri, e)),
         Err(_) => Err(Failure(
             DEADLINE_EXCEEDED,
-            format!("{uri}: HDFS did not answer within {:.0}s (TFOY_HDFS_RPC_TIMEOUT)", limit.as_secs_f64()),
+            format!(
+                "{uri}: HDFS did not answer within {:.0}s (TFOY_HDFS_RPC_TIMEOUT){}",
+                limit.as_secs_f64(),
+                namenodes_of(uri)
+            ),
         )),
     }
+}
+
+/// " (NameNode nn1:8020, nn2:8020)": the addresses a URI's authority (or fs.defaultFS) resolves to, for a message
+/// about a NameNode that accepted the connection but did not answer.
+fn namenodes_of(uri: &str) -> String {
+    let Some(rest) = uri.strip_prefix("hdfs://") else { return String::new() };
+    let settings = crate::settings();
+    let mut authority = rest.split('/').next().unwrap_or("").to_string();
+    if authority.is_empty() {
+        match settings.get("fs.defaultFS").and_then(|d| d.strip_prefix("hdfs://")) {
+            Some(a) => authority = a.trim_end_matches('/').to_string(),
+            None => return String::new(),
+        }
+    }
+    let nns = settings.namenodes(&authority);
+    if nns.is_empty() { String::new() } else { format!(" (NameNode {})", nns.join(", ")) }
+}
+
+/// "hdfs://" (fs.defaultFS) as the base it stands for, so that two spellings of one cluster compare equal.
+fn resolved_base(base: &str) -> String {
+    if base == "hdfs://" {
+        if let Some(d) = crate::settings().get("fs.defaultFS").filter(|d| d.starts_with("hdfs://")) {
+            return d.trim_end_matches('/').to_string();
+        }
+    }
+    base.to_string()
 }
 
 /// Fails with UNAVAILABLE naming the addresses unless a NameNode of `base` ("hdfs://nn:8020", "hdfs://ns" of an
@@ -160,9 +191,11 @@ fn mkdirs(name: &str, parents: bool) -> Result<i64, Failure> {
     let (c, uri, path) = target(name)?;
     if let Some(s) = status(&c, &uri, &path)? {
         // TF's CreateDir says so when the directory is there; RecursivelyCreateDir only when a file is in the way
-        if !parents || !s.isdir {
-            let what = if s.isdir { "already exists" } else { "already exists as a file" };
-            return Err(Failure(crate::ALREADY_EXISTS, format!("{uri}: {what}")));
+        if !s.isdir {
+            return Err(Failure(FAILED_PRECONDITION, format!("{uri}: a file, not a directory")));
+        }
+        if !parents {
+            return Err(Failure(crate::ALREADY_EXISTS, format!("{uri}: already exists")));
         }
         return Ok(0);
     }
@@ -176,7 +209,7 @@ fn delete(name: &str, mode: i32) -> Result<i64, Failure> {
     let s = status(&c, &uri, &path)?.ok_or_else(|| not_found(&uri))?;
     match (mode, s.isdir) {
         (0, true) => return Err(Failure(FAILED_PRECONDITION, format!("{uri}: is a directory"))),
-        (1 | 2, false) => return Err(Failure(FAILED_PRECONDITION, format!("{uri}: not a directory"))),
+        (1, false) => return Err(Failure(FAILED_PRECONDITION, format!("{uri}: not a directory"))),
         _ => {}
     }
     if !run(&uri, c.delete(&path, mode == 2))? {
@@ -189,13 +222,22 @@ fn rename(src: &str, dst: &str) -> Result<i64, Failure> {
     let (suri, sbase, spath) = split_name(src)?;
     let (duri, dbase, dpath) = split_name(dst)?;
     let what = format!("{suri} -> {duri}");
-    if sbase != dbase {
+    if resolved_base(&sbase) != resolved_base(&dbase) {
         return Err(Failure(INVALID_ARGUMENT, format!("{what}: rename across filesystems")));
     }
     let c = client(&sbase)?;
+    if spath.trim_end_matches('/') == dpath.trim_end_matches('/') {
+        // a rename onto itself changes nothing (POSIX's and TF's local rename), where HDFS refuses it
+        status(&c, &suri, &spath)?.ok_or_else(|| not_found(&suri))?;
+        return Ok(0);
+    }
     // TF expects rename to replace a file at the destination: HDFS rename2 with OVERWRITE does, atomically
-    run(&what, c.rename(&spath, &dpath, true)).map_err(|Failure(code, m)| {
-        Failure(code, if code == NOT_FOUND { format!("{what}: the source or the destination's parent is missing") } else { m })
+    run(&what, c.rename(&spath, &dpath, true)).map_err(|Failure(code, m)| match code {
+        NOT_FOUND => Failure(code, format!("{what}: the source or the destination's parent is missing")),
+        // a file onto a folder or back, onto a folder that is not empty, into itself: the NameNode's plain
+        // IOException, an error of the request (as the local filesystem has it), its first line only
+        crate::INTERNAL => Failure(FAILED_PRECONDITION, m.lines().next().unwrap_or("").to_string()),
+        _ => Failure(code, m),
     })?;
     Ok(0)
 }
@@ -219,6 +261,7 @@ struct Writer {
     mode: Mode,
     inner: Option<FileWriter>, // the HDFS file being written (none between a spooled file's publications)
     buf: Vec<u8>,
+    failed: bool, // a write or flush failed: what is there is not what TF wrote
 }
 
 impl Writer {
@@ -318,6 +361,7 @@ fn take_writer(handle: i64) -> Option<Writer> {
             mode: std::mem::replace(&mut guard.mode, Mode::InPlace),
             inner: guard.inner.take(),
             buf: std::mem::take(&mut guard.buf),
+            failed: guard.failed,
         };
         Mutex::new(taken)
     });
@@ -329,10 +373,12 @@ fn atomic_writes() -> bool {
 }
 
 /// ".name.tfoy-tmp-<pid>-<n>" beside the target: hidden, as HDFS tools (MapReduce, Spark, Hive) treat "."-names.
+/// A name too long for that (HDFS takes 255 bytes a component) gets ".tfoy-tmp-<pid>-<n>".
 fn temp_name(path: &str) -> String {
     let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
     let n = state().next.fetch_add(1, Ordering::Relaxed);
-    format!("{dir}/.{name}.tfoy-tmp-{}-{n}", std::process::id())
+    let long = format!("{dir}/.{name}.tfoy-tmp-{}-{n}", std::process::id());
+    if long.len() - dir.len() - 1 <= 255 { long } else { format!("{dir}/.tfoy-tmp-{}-{n}", std::process::id()) }
 }
 
 fn spool_file(uri: &str) -> Result<std::fs::File, Failure> {
@@ -363,7 +409,7 @@ fn create(name: &str, append: bool, initial: &mut i64) -> Result<i64, Failure> {
             (Some(run(&uri, c.create(&temp, &options))?), Mode::Temp(temp))
         }
     };
-    let mut w = Writer { client: c, uri, path, mode, inner, buf: Vec::with_capacity(WRITE_CHUNK) };
+    let mut w = Writer { client: c, uri, path, mode, inner, buf: Vec::with_capacity(WRITE_CHUNK), failed: false };
     w.publish()?; // a spooled file is there (empty) from the start, as TF's other filesystems have it
     let handle = state().next.fetch_add(1, Ordering::Relaxed);
     writers().lock().unwrap().insert(handle, Arc::new(Mutex::new(w)));
@@ -381,7 +427,7 @@ fn write(handle: i64, data: &[u8]) -> Result<i64, Failure> {
         w.buf.extend_from_slice(&rest[..n]);
         rest = &rest[n..];
         if w.buf.len() >= WRITE_CHUNK {
-            w.push()?;
+            w.push().inspect_err(|_| w.failed = true)?;
         }
     }
     Ok(0)
@@ -390,6 +436,14 @@ fn write(handle: i64, data: &[u8]) -> Result<i64, Failure> {
 fn flush(handle: i64, sync: bool) -> Result<i64, Failure> {
     let w = writer(handle)?;
     let mut w = w.lock().unwrap();
+    let flushed = flush_locked(&mut w, sync);
+    if flushed.is_err() {
+        w.failed = true;
+    }
+    flushed
+}
+
+fn flush_locked(w: &mut Writer, sync: bool) -> Result<i64, Failure> {
     w.push()?;
     let Writer { uri, inner, mode, .. } = &mut *w;
     match (mode, inner) {
@@ -410,11 +464,12 @@ fn close(handle: i64) -> Result<i64, Failure> {
     Ok(0)
 }
 
-/// TF is done with a file it did not close (an error on its side): an in-place or spooled file keeps what was
-/// written, a temporary one goes, so the target stays as it was.
+/// TF drops a file it did not close: Python's GFile without close() or `with` (its destructor closes nothing), or
+/// C++ code returning early. What was written is kept, as a local file keeps it; only after a failed write or flush
+/// does a temporary file go, so that the target stays as it was rather than become part of what TF meant.
 fn abort(handle: i64) {
     if let Some(w) = take_writer(handle) {
-        let keep = !matches!(w.mode, Mode::Temp(_));
+        let keep = !(w.failed && matches!(w.mode, Mode::Temp(_)));
         let _ = w.finish(keep);
     }
 }

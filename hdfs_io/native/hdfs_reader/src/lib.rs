@@ -130,6 +130,7 @@ fn failure(uri: &str, err: HdfsError) -> Failure {
         // another writer holds the file's lease, the NameNode is starting: worth trying again later
         _ if remote("AlreadyBeingCreatedException") || remote("RecoveryInProgressException") => UNAVAILABLE,
         _ if remote("SafeModeException") || remote("StandbyException") => UNAVAILABLE,
+        _ if remote("PathComponentTooLongException") || remote("InvalidPathException") => INVALID_ARGUMENT,
         HdfsError::IOError(_) | HdfsError::DataTransferError(_) => UNAVAILABLE,
         HdfsError::ChecksumError => DATA_LOSS,
         HdfsError::InvalidPath(_) | HdfsError::InvalidArgument(_) | HdfsError::UrlParseError(_) => INVALID_ARGUMENT,
@@ -226,7 +227,7 @@ fn open(name: &str) -> Result<(i64, i64), Failure> {
             if let Some(reason) = reason {
                 *st.last_fallback.lock().unwrap() = format!("{}: {reason}", file.uri);
             }
-            let reader = open_stream(&file)?;
+            let reader = open_stream(&file).map_err(|f| is_a_directory(&file, f))?;
             file.length = reader.file_length();
             file.reader = Some(reader);
             st.streamed_files.fetch_add(1, Ordering::Relaxed);
@@ -236,6 +237,16 @@ fn open(name: &str) -> Result<(i64, i64), Failure> {
     let handle = st.next.fetch_add(1, Ordering::Relaxed);
     st.files.lock().unwrap().insert(handle, Arc::new(Mutex::new(file)));
     Ok((handle, size))
+}
+
+/// A read of a folder fails as NOT_FOUND in HDFS's words ("not a file"); TF's local filesystem says
+/// FAILED_PRECONDITION, is a directory. Asked only on that error, so a read costs no extra NameNode call.
+fn is_a_directory(f: &OpenFile, failed: Failure) -> Failure {
+    if failed.0 != NOT_FOUND {
+        return failed;
+    }
+    let is_dir = client(&f.base).ok().and_then(|c| fs::run(&f.uri, c.get_file_info(&f.path)).ok()).is_some_and(|s| s.isdir);
+    if is_dir { Failure(FAILED_PRECONDITION, format!("{}: is a directory", f.uri)) } else { failed }
 }
 
 /// Reopens a file whose end was reached, keeping the new version when it is longer.
