@@ -224,7 +224,7 @@ usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
 
 cmd_bench() {
   # the name is checked before minutes of setup and a Hadoop start
-  if [ $# -gt 0 ] && [ ! -f "$ROOT/benchmarks/$1.py" ]; then
+  if [ $# -gt 0 ] && ! compgen -G "$ROOT/benchmarks/$1.py" >/dev/null; then
     die "no benchmark benchmarks/$1.py (there are: $(cd "$ROOT/benchmarks" && ls ./*.py | sed 's|^./||; s|\.py$||' | tr '\n' ' '))"
   fi
   cmd_setup

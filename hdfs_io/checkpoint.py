@@ -21,7 +21,7 @@ from typing import Any
 import keras
 
 from hdfs_io import fs
-from hdfs_io.export import check_keep
+from hdfs_io.export import NUMBER, check_keep
 from hdfs_io.paths import absolute_uri
 from hdfs_io.publish import Publication, publish, temporary_beside
 
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = "model.weights.h5"
 METADATA = "training_metadata.json"
-_CKPT = re.compile(r"^ckpt-(0|[1-9][0-9]*)$")  # as written (ckpt-7): a ckpt-07 is not found by number
+_CKPT = re.compile(rf"^ckpt-({NUMBER})$")  # as written (ckpt-7): a ckpt-07 is not found by number
 
 
 def complete_checkpoints(backup_dir: str) -> list[int]:

@@ -19,6 +19,7 @@ Which files are read, and this worker's share of them: listing.
 from __future__ import annotations
 
 import enum
+import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -201,14 +202,20 @@ def tfrecord_dataset(paths_or_globs: str | Sequence[str], *, on_corrupt: OnError
     return reading.interleave(reading.names(way.tf_names(files, records=verify, stats=stats)), read)
 
 
-def _check_select_cols(cols: list[int], defaults: int) -> None:
-    """TF's decoder takes select_cols ascending, unique and one per record default; said here with the values."""
-    if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in cols):
-        raise ValueError(f"select_cols: whole column numbers >= 0, got {cols}")
+def _check_select_cols(given: list[Any], defaults: int) -> list[int]:
+    """TF's decoder takes select_cols ascending, unique and one per record default; said here with the values.
+    Returns them as Python ints (numpy's taken)."""
+    try:
+        cols = [operator.index(c) for c in given if not isinstance(c, bool)]
+    except TypeError:
+        cols = []
+    if len(cols) != len(given) or any(c < 0 for c in cols):
+        raise ValueError(f"select_cols: whole column numbers >= 0, got {given}")
     if cols != sorted(set(cols)):
         raise ValueError(f"select_cols: ascending and without repeats, got {cols}")
     if len(cols) != defaults:
         raise ValueError(f"select_cols: {len(cols)} columns for {defaults} record_defaults (one default each)")
+    return cols
 
 
 def csv_dataset(
@@ -239,12 +246,12 @@ def csv_dataset(
     drops all its lines), as are a quote inside an unquoted field and text after a closing quote.
     """
 
+    if select_cols is not None:
+        select_cols = _check_select_cols(list(select_cols), len(record_defaults))
     spec = CsvSpec(tuple(record_defaults), header, tuple(select_cols) if select_cols is not None else None,
                    field_delim, na_value)
     if column_names is not None and len(column_names) != len(record_defaults):
         raise ValueError(f"{len(column_names)} column_names for {len(record_defaults)} record_defaults")
-    if select_cols is not None:
-        _check_select_cols(list(select_cols), len(record_defaults))
     reading = _Reading("csv_dataset", options, on_bad_line)
     files = reading.files(paths_or_globs)
     way = reading.route(files, tf_decompresses=False)

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 SUCCESS = "_SUCCESS"
 # a version folder is named by its number as tfoy writes it back (`<base>/7`): a hand-made `0007` would be listed
 # as 7 and then not found at <base>/7, so it is not taken for a version
-VERSION_NAME = re.compile(r"^(?:0|[1-9][0-9]*)$")
+NUMBER = r"0|[1-9][0-9]*"
+VERSION_NAME = re.compile(rf"^(?:{NUMBER})$")
 
 
 def _versions(base: str, complete_only: bool) -> list[int]:

@@ -13,6 +13,8 @@ import builtins
 import io
 import os
 import re
+import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
@@ -158,7 +160,7 @@ def makedirs(path: str, exist_ok: bool = True) -> str:
         with backend.errors(uri):
             backend.makedirs(p, exist_ok)
     except FileExistsError:
-        if exist_ok and not isdir(uri):
+        if not isdir(uri):
             raise NotADirectoryError(f"{uri}: a file, not a folder") from None
         raise
     return uri
@@ -283,19 +285,29 @@ def get(path: str, local: str, overwrite: bool | None = None) -> str:
     As put, the other way: written beside `local` and renamed onto it, so a failed download leaves no half tree
     (TF Serving, polling a model_base_path, never sees one); an existing file is replaced, an existing folder only
     with overwrite=True (whole, never merged), and overwrite=False replaces neither."""
-    from hdfs_io.publish import publish  # publish is built on this module
-
     info = stat(path)
-    target = os.path.abspath(local)
+    target = os.path.abspath(local)  # an OS path throughout: `#` or `?` in it would not survive a file:// URI
     exists_here = os.path.lexists(target)
     if exists_here:
         _check_replace(target, os.path.isdir(target), info.uri, info.is_dir, overwrite)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    with publish(f"file://{target}", replace=exists_here) as p:
-        if info.is_dir:
-            _get_tree(info.uri, local_path(p.tmp))
-        else:
-            _get_file(info.uri, local_path(p.tmp))
+    parent, name = os.path.split(target)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    old = os.path.join(parent, f".{name}.{uuid.uuid4().hex[:12]}.old")
+    try:
+        (_get_tree if info.is_dir else _get_file)(info.uri, tmp)
+        if info.is_dir and exists_here:  # a folder is set aside, then replaced (os.replace takes no full folder)
+            os.rename(target, old)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.lexists(old) and not os.path.lexists(target):
+            os.rename(old, target)
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.lexists(tmp):
+            os.remove(tmp)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
     return local
 
 

@@ -74,7 +74,7 @@ def pull_latest(export_base: str, model_base_path: str | Path, keep: int | None 
     target_root.mkdir(parents=True, exist_ok=True)
     target = target_root / str(version)
     if target.exists():
-        if not (target / "saved_model.pb").is_file():  # pulls are whole: this one was put there by other means
+        if not any((target / n).is_file() for n in ("saved_model.pb", "saved_model.pbtxt")):  # put there by hand
             raise PathError(f"{target}: not a SavedModel (no saved_model.pb), and TF Serving would fail to load "
                             f"version {version}; remove it and pull again")
         result = PullResult(version, target, pulled=False)

@@ -41,8 +41,9 @@ def is_app_id(text: str) -> bool:
 
 
 def _user(text: str) -> str:
-    """A user name as HDFS homes take it (/user/<name>): not a path that climbs out of /user."""
-    if not re.fullmatch(r"[\w.-]+", text) or text in (".", ".."):
+    """A user name as HDFS homes take it (/user/<name>, `svc$` or `me@REALM` included): not a path that climbs out
+    of /user."""
+    if not text or "/" in text or text in (".", "..") or any(c.isspace() for c in text):
         raise argparse.ArgumentTypeError(f"not a user name: {text!r}")
     return text
 

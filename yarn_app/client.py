@@ -297,7 +297,7 @@ def kill(app_id: str) -> str | None:
     try:
         with _known_application(app_id):
             report = client.application_report(app_id)
-            if str(report.state) in ("FINISHED", "FAILED", "KILLED"):
+            if str(report.state) in FINAL_STATES:
                 return f"{report.state}/{report.final_status}"
             client.kill_application(app_id)
             return None

@@ -160,8 +160,8 @@ def check_hdfs_paths(spec: JobSpec) -> None:
         check_archive(archive)
 
 
-# The first bytes of what YARN's localizer unpacks (FileUtil.unpack: .zip/.jar, .tar.gz/.tgz, .tar)
-_ARCHIVE_MAGIC = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip"}
+# What YARN's localizer unpacks, by the name's ending (FSDownload.unpack), and the first bytes each must have
+_ARCHIVES = {".tar.gz": b"\x1f\x8b", ".tgz": b"\x1f\x8b", ".zip": b"PK\x03\x04", ".jar": b"PK\x03\x04", ".tar": None}
 
 
 def check_archive(archive: str) -> None:
@@ -176,11 +176,15 @@ def check_archive(archive: str) -> None:
         raise SpecError(f"python_env.archive: {uri} does not exist") from None
     if info.is_dir:
         raise SpecError(f"python_env.archive: {uri} is a folder; give a packed env (.tar.gz or .zip)")
+    ending = next((e for e in _ARCHIVES if uri.lower().endswith(e)), None)
+    if ending is None:  # YARN would localize it as a plain file, never unpacked
+        raise SpecError(f"python_env.archive: {uri}: YARN unpacks only {', '.join(_ARCHIVES)} files")
     with fs.open(uri, "rb") as f:
         head = f.read(512)
-    is_tar = len(head) >= 262 and head[257:262] == b"ustar"
-    if not is_tar and not any(head.startswith(magic) for magic in _ARCHIVE_MAGIC):
-        what = "empty" if not head else f"not a .tar.gz, .zip or .tar (it starts {head[:8]!r})"
+    magic = _ARCHIVES[ending]
+    fits = head.startswith(magic) if magic else len(head) >= 262 and head[257:262] == b"ustar"
+    if not fits:
+        what = "empty" if not head else f"not a {ending} file (it starts {head[:8]!r})"
         raise SpecError(f"python_env.archive: {uri} is {what}")
 
 

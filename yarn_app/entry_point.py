@@ -36,7 +36,8 @@ def check_entry_point(entry_point: str, files: dict[str, str]) -> None:
         path = Path(entry_point)  # a relative one is the spec folder's (JobSpec.resolve_files), never this shell's
         src = _shipped(files, path.name) or (path if path.is_absolute() and path.exists() else None)
         if src is None:
-            raise SpecError(f"entry_point: script {entry_point} not found (not in files, not beside the job spec)")
+            where = "does not exist" if path.is_absolute() else "not found (not in files, not beside the job spec)"
+            raise SpecError(f"entry_point: script {entry_point} {where}")
         _parse(src)
         return
     if ":" not in entry_point:
@@ -84,8 +85,8 @@ def _module_names(body: list[ast.stmt]) -> set[str] | None:
 
 def _shipped(files: dict[str, str], relpath: str) -> Path | None:
     """The local source of `relpath` in the container's working folder: a shipped file, or one in a shipped folder."""
-    for key, source in files.items():
-        p, name = Path(source), key.removeprefix("./")  # skein localizes `./name` as `name`
+    for name, source in files.items():
+        p = Path(source)
         if name == relpath and p.is_file():
             return p
         if p.is_dir() and relpath.startswith(name + "/"):

@@ -97,7 +97,7 @@ def _file_name(name: str) -> str:
         raise ValueError(f"a file name in the container's working folder, not a path: {name!r}")
     if bare in RESERVED_FILES:
         raise ValueError(f"tfoy's own name in every container ({', '.join(RESERVED_FILES)}): use another")
-    return name
+    return bare  # the name it is localized under
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -107,6 +107,8 @@ class _StrictLoader(yaml.SafeLoader):
 def _unique_keys(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     first: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: merged by construct_mapping, not a key
+            continue
         key = loader.construct_object(key_node, deep=deep)
         if isinstance(key, Hashable) and key in first:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first on line {first[key]})",

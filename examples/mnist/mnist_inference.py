@@ -59,7 +59,7 @@ def drop_wider_runs(output: str, num_shards: int) -> list[str]:
     them): left there, they would be read as this run's predictions. Lower numbers are overwritten by this run."""
     from hdfs_io import fs
 
-    stale = [i.uri for i in fs.ls(output) if _part_number(i.name) is not None and _part_number(i.name) >= num_shards]
+    stale = [i.uri for i in fs.ls(output) if (n := _part_number(i.name)) is not None and n >= num_shards]
     for uri in stale:
         fs.delete(uri)
     return stale

@@ -106,22 +106,25 @@ def test_bad_specs_exit_2_before_anything_is_submitted(tmp_path, skein_client, c
     assert no_app_named(skein_client, name)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"not a tarball", "is not a .tar.gz, .zip or .tar (it starts b'not a ta')"),
-    (b"", "is empty"),
-    (None, "is a folder; give a packed env"),
+@pytest.mark.parametrize("name, content, message", [
+    ("env.tar.gz", b"not a tarball", "is not a .tar.gz file (it starts b'not a ta')"),
+    ("env.tar.gz", b"PK\x03\x04 zip bytes", "is not a .tar.gz file"),  # YARN picks the unpacker by the name
+    ("env.pex", b"\x1f\x8b gzip bytes", ": YARN unpacks only .tar.gz, .tgz, .zip, .jar, .tar files"),
+    ("env.tar.gz", b"", "is empty"),
+    ("env.tar.gz", None, "is a folder; give a packed env"),
 ])
-def test_an_env_archive_yarn_cannot_unpack_exits_2_before_submission(tmp_path, hdfs_tmp, skein_client, content,
+def test_an_env_archive_yarn_cannot_unpack_exits_2_before_submission(tmp_path, hdfs_tmp, skein_client, name, content,
                                                                      message):
     """The defect: the job was submitted and failed in every container ("Download and unpack failed"), exit 1."""
-    archive = f"{absolute_uri(hdfs_tmp)}/env.tar.gz"
+    archive = f"{absolute_uri(hdfs_tmp)}/{name}"
     if content is None:
         fs.makedirs(archive)
     else:
         fs.write_bytes(archive, content)
     spec, name = spec_file(tmp_path, python_env={"archive": archive})
     done = run_cli(TFOY, "submit", str(spec), check=False, timeout=60)
-    assert done.returncode == 2 and f"python_env.archive: {archive} {message}" in done.stderr, done
+    assert done.returncode == 2 and f"python_env.archive: {archive}{'' if message[0] == ':' else ' '}{message}" in \
+        done.stderr, done
     assert no_app_named(skein_client, name)
 
 

@@ -103,7 +103,7 @@ def test_put_replaces_a_tree_whole_only_when_told_and_a_failed_put_leaves_nothin
     with pytest.raises(NotADirectoryError, match=f"{hdfs_tmp}/one: a file; it is replaced only with a file"):
         fs.put(str(new), f"{hdfs_tmp}/one")
     assert fs.read_bytes(f"{hdfs_tmp}/one") == b"1"
-    (new / "zz-broken").symlink_to(tmp_path / "gone")  # fails after part-00000 is up
+    (new / "zz-broken").symlink_to(tmp_path / "gone")  # fails the upload (before or after part-00000)
     with pytest.raises(FileNotFoundError):
         fs.put(str(new), f"{hdfs_tmp}/fresh")
     with pytest.raises(FileNotFoundError):
@@ -296,3 +296,11 @@ def test_makedirs_onto_a_file_names_it_as_a_file(hdfs_tmp):
     assert fs.makedirs(f"{hdfs_tmp}/d").endswith("/d")  # an existing folder is fine
     with pytest.raises(FileExistsError, match="/d: already exists"):
         fs.makedirs(f"{hdfs_tmp}/d", exist_ok=False)
+
+
+def test_get_takes_local_paths_with_url_characters(hdfs_tmp, tmp_path):
+    """`#` and `?` cut a file:// URI short: the download went to /…/a."""
+    fs.write_bytes(f"{hdfs_tmp}/tree/f", b"f")
+    local = tmp_path / "a#b?c" / "tree"
+    fs.get(f"{hdfs_tmp}/tree", str(local))
+    assert (local / "f").read_bytes() == b"f" and sorted(p.name for p in tmp_path.iterdir()) == ["a#b?c"]

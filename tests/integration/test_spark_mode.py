@@ -473,7 +473,8 @@ def test_dfutil_refuses_what_would_lose_data_naming_the_record_and_feature(sc, h
     assert not fs.exists(f"{base}/null")
     second = len(records.make_example({"a": 1}).SerializeToString()) + 16  # the second record's byte offset
     cases = {
-        "longer": ([{"a": 1}, {"a": [1, 2, 3]}], f"record at byte {second}: feature 'a' has 3 values, the schema"),
+        "longer": ([{"a": 1}, {"a": [1, 2, 3]}], f"record at byte {second}: feature 'a' has 3 values where the "
+                                                 "schema has one"),
         "extra": ([{"a": 1}, {"a": 1, "extra": b"hello"}], "feature 'extra' is not in the schema inferred from the "
                                                            "first record (a)"),
         "type": ([{"a": 1}, {"a": 2.5}], "feature 'a' is a float_list, the schema (from the first record) has bigint"),
@@ -484,7 +485,11 @@ def test_dfutil_refuses_what_would_lose_data_naming_the_record_and_feature(sc, h
         with pytest.raises(Exception, match=re.escape(message)):
             dfutil.loadTFRecords(sc, f"{base}/{name}").collect()
     assert bytes(dfutil.loadTFRecords(sc, f"{base}/bytes", binary_features=["a"]).first().a) == b"\xff\xfe"
-    with pytest.raises(ValueError, match=r"binary_features: 'image' is not a feature of the first record \(a\)"):
+    from pyspark.sql.types import ArrayType, LongType, StructField, StructType
+
+    given = StructType([StructField("a", ArrayType(LongType()))])  # what the message advises for "longer"
+    assert sorted(r.a for r in dfutil.loadTFRecords(sc, f"{base}/longer", schema=given).collect()) == [[1], [1, 2, 3]]
+    with pytest.raises(ValueError, match=r"binary_features: 'image' is not a feature of the schema \(a\)"):
         dfutil.loadTFRecords(sc, f"{base}/bytes", binary_features=["image"])
     records.write_tfrecords(f"{base}/junk/part-r-00000", [b"\xff\xff\xff garbage"])
     with pytest.raises(ValueError, match="part-r-00000: record at byte 0: not a tf.train.Example"):

@@ -170,3 +170,10 @@ def test_select_cols_are_checked_before_any_file_is_listed(cols, message, monkey
     monkeypatch.setattr(datasets, "worker_files", lambda *a: pytest.fail("files listed first"))
     with pytest.raises(ValueError, match=re.escape(message)):
         datasets.csv_dataset("hdfs://nn:8020/data/*", [tf.int32, tf.int32], select_cols=cols)
+
+
+def test_numpy_select_cols_are_taken_as_python_ints():
+    import numpy as np
+
+    cols = datasets._check_select_cols(list(np.arange(2)), 2)
+    assert cols == [0, 1] and all(type(c) is int for c in cols)

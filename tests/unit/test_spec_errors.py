@@ -162,7 +162,7 @@ def test_an_entry_point_in_a_shipped_folder_is_found_and_parsed(tmp_path):
     (tmp_path / "pkg" / "train.py").write_text("from json import loads as main\n")
     check_entry_point("pkg.train:main", {"pkg": str(tmp_path / "pkg")})
     with pytest.raises(SpecError, match=r"^entry_point: pkg\.train \(.*train\.py\) defines no function 'fit'$"):
-        check_entry_point("pkg.train:fit", {"./pkg": str(tmp_path / "pkg")})
+        check_entry_point("pkg.train:fit", {"pkg": str(tmp_path / "pkg")})
     with pytest.raises(SpecError, match="^entry_point: expected package.module:function or a .py script"):
         check_entry_point("pkg.train", {})
 
@@ -242,3 +242,14 @@ def test_a_script_found_only_in_the_shells_folder_is_refused(tmp_path, monkeypat
     spec = load_spec(tmp_path / "specs" / "job.yaml")
     with pytest.raises(SpecError, match=r"^entry_point: script train_cwd.py not found \(not in files, not beside"):
         spec.check_entry_point()
+
+
+def test_yaml_merge_keys_and_dot_slash_file_names_are_a_users_valid_spec(tmp_path):
+    """The duplicate-key check must not take `<<` for a key; `./name` is skein's spelling of `name`, one file."""
+    (tmp_path / "train.py").write_text("def main(a, c): pass\n")
+    text = ("entry_point: train.py\nfiles: {./train.py: train.py}\n"
+            "roles:\n  chief: &role {memory: 1g}\n  worker: {<<: *role, instances: 2}\n")
+    (tmp_path / "job.yaml").write_text(text)
+    spec = load_spec(tmp_path / "job.yaml")
+    assert spec.roles["worker"].memory == 1024 and spec.roles["worker"].instances == 2
+    assert spec.files == {"train.py": str(tmp_path / "train.py")} and spec.entry_point == "train.py"

@@ -149,8 +149,9 @@ def _to_row(example: Any, schema: Any, binary: set[str], where: str) -> Any:
             raise ValueError(f"{where}: feature {name!r} is a {kind}, the schema (from the first record) has "
                              f"{field.dataType.simpleString()}")
         if not is_array and len(values) > 1:
-            raise ValueError(f"{where}: feature {name!r} has {len(values)} values, the schema (from the first "
-                             "record) has one; give the first record's feature as a list too")
+            raise ValueError(f"{where}: feature {name!r} has {len(values)} values where the schema has one (a "
+                             "first record's one value reads as a scalar); pass loadTFRecords a schema= with an "
+                             "array type for it")
         if kind == "bytes_list" and type(element).__name__ == "StringType" and name not in binary:
             try:
                 values = [v.decode("utf-8") for v in values]
@@ -173,8 +174,6 @@ def saveAsTFRecords(df: Any, output_dir: str) -> int:  # noqa: N802 - TFoS's nam
     if fs.exists(out):
         raise FileExistsError(f"{out}: already exists (saveAsTFRecords writes a new folder)")
     parent = out.rstrip("/").rsplit("/", 1)[0]
-    if fs.exists(parent) and not fs.isdir(parent):
-        raise NotADirectoryError(f"{out}: {parent} is a file")
     convert = toTFExample(df.dtypes)
     fs.makedirs(parent)
     with publish(out) as pending:  # a failed job leaves no folder of some parts (which would read as all of them)
@@ -232,23 +231,27 @@ def _records_at(uri: str) -> Iterator[tuple[int, bytes]]:
         raise error
 
 
-def loadTFRecords(sc: Any, input_dir: str, binary_features: list[str] | None = None) -> Any:  # noqa: N802 - TFoS
+def loadTFRecords(sc: Any, input_dir: str, binary_features: list[str] | None = None,  # noqa: N802 - TFoS
+                  schema: Any = None) -> Any:
     """A DataFrame of the tf.train.Examples under input_dir (one Spark partition per file), its schema inferred
-    from the first record; strings are bytes_list features not named in binary_features."""
+    from the first record (TFoS's rule) unless given; strings are bytes_list features not named in
+    binary_features. `schema` (a StructType; tfoy's addition) is for features of varying length whose first
+    record has one value."""
     from pyspark.sql import SparkSession
 
     files = tfrecord_files(input_dir)
     if not files:
         raise FileNotFoundError(f"{input_dir}: no TFRecord files")
-    first = next(((f, offset, r) for f in files for offset, r in _records_at(f)), None)
-    if first is None:
-        raise ValueError(f"{input_dir}: the TFRecord files hold no record to infer a schema from")
-    name, offset, data = first
-    schema = infer_schema(_parse_example(data, f"{name}: record at byte {offset}"), binary_features)
+    if schema is None:
+        first = next(((f, offset, r) for f in files for offset, r in _records_at(f)), None)
+        if first is None:
+            raise ValueError(f"{input_dir}: the TFRecord files hold no record to infer a schema from")
+        name, offset, data = first
+        schema = infer_schema(_parse_example(data, f"{name}: record at byte {offset}"), binary_features)
     features = list(binary_features or [])
     unknown = [f for f in features if f not in schema.names]
     if unknown:
-        raise ValueError(f"binary_features: {unknown[0]!r} is not a feature of the first record "
+        raise ValueError(f"binary_features: {unknown[0]!r} is not a feature of the schema "
                          f"({', '.join(schema.names)})")
     rows = sc.parallelize(files, len(files)).flatMap(lambda f: _file_rows(f, set(features), schema))
     df = SparkSession.builder.getOrCreate().createDataFrame(rows, schema)

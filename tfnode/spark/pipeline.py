@@ -261,9 +261,8 @@ class TFModel(Model, TFParams, HasInputMapping, HasOutputMapping, HasBatchSize, 
             feeds.append((column, spec))
         tensors = [(t.removesuffix(":0"), outputs[t]) for t in sorted(outputs)]
         plan_outputs = tuple((t, c, output_type(sig.outputs[t])) for t, c in tensors)
-        quoted = (c.replace("`", "``") for _, c, _ in plan_outputs)  # DDL's escape of a backtick in a name
-        schema = StructType.fromDDL(", ".join(f"`{q}` {kind}" for q, (_, _, kind) in zip(quoted, plan_outputs,
-                                                                                          strict=True)))
+        # a backtick in a column name is doubled (DDL's escape)
+        schema = StructType.fromDDL(", ".join(f"`{c.replace('`', '``')}` {kind}" for _, c, kind in plan_outputs))
         out_schema = StructType(dataset.schema.fields + schema.fields)
         return _Plan(sig.export_dir, sig.key, sig.tags, tuple(feeds), plan_outputs, self.getBatchSize()), out_schema
 

@@ -190,12 +190,13 @@ fn write_options(uri: &str) -> Result<WriteOptions, Failure> {
 fn mkdirs(name: &str, parents: bool) -> Result<i64, Failure> {
     let (c, uri, path) = target(name)?;
     if let Some(s) = status(&c, &uri, &path)? {
-        // TF's CreateDir says so when the directory is there; RecursivelyCreateDir only when a file is in the way
-        if !s.isdir {
-            return Err(Failure(FAILED_PRECONDITION, format!("{uri}: a file, not a directory")));
-        }
+        // as TF's local filesystem: CreateDir says it exists (a file or not), RecursivelyCreateDir that a file is
+        // in the way
         if !parents {
             return Err(Failure(crate::ALREADY_EXISTS, format!("{uri}: already exists")));
+        }
+        if !s.isdir {
+            return Err(Failure(FAILED_PRECONDITION, format!("{uri}: a file, not a directory")));
         }
         return Ok(0);
     }
