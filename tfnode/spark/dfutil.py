@@ -104,11 +104,12 @@ def fromTFExample(records: Iterable[Any], binary_features: list[str] | None = No
     """Serialized tf.train.Examples → Rows with the fields of `schema` (inferred from the first when None). A record
     is the bytes, or TFoS's `(bytes, None)` pair as `newAPIHadoopFile` with the tensorflow-hadoop jar gives it. A
     record that does not fit the schema raises, naming the record and the feature (nothing is dropped or cut)."""
+    layout = None if schema is None else _layout(schema, set(binary_features or []))
     for i, raw in enumerate(records):
         example = _parse_example(bytes(raw[0] if isinstance(raw, tuple) else raw), f"record {i}")
-        if schema is None:
-            schema = infer_schema(example, binary_features)
-        yield _to_row(example, schema, set(binary_features or []), f"record {i}")
+        if layout is None:
+            layout = _layout(infer_schema(example, binary_features), set(binary_features or []))
+        yield _to_row(example, layout, f"record {i}")
 
 
 def _parse_example(data: bytes, where: str) -> Any:
@@ -125,34 +126,51 @@ _KIND_OF = {"LongType": "int64_list", "DoubleType": "float_list", "StringType": 
             "BinaryType": "bytes_list"}
 
 
-def _to_row(example: Any, schema: Any, binary: set[str], where: str) -> Any:
-    """One Example as a Row of `schema`. The schema is the first record's (TFoS's rule), so a later record may
+Layout = list[tuple[str, bool, str, bool, str]]  # per field: name, is an array, its kind, decoded, its type
+
+
+def _layout(schema: Any, binary: set[str]) -> Layout:
+    """What _to_row checks each record against, worked out once per schema rather than once per record; a given
+    schema with a type an Example cannot hold is refused here, naming the field."""
+    from pyspark.sql.types import ArrayType
+
+    layout = []
+    for field in schema.fields:
+        is_array = isinstance(field.dataType, ArrayType)
+        element = type(field.dataType.elementType if is_array else field.dataType).__name__
+        if element not in _KIND_OF:
+            raise TypeError(f"schema: field {field.name!r} is {field.dataType.simpleString()}; a tf.train.Example "
+                            "holds long, double, string and binary values (and arrays of them)")
+        decoded = element == "StringType" and field.name not in binary
+        layout.append((field.name, is_array, _KIND_OF[element], decoded, field.dataType.simpleString()))
+    return layout
+
+
+def _to_row(example: Any, layout: Layout, where: str) -> Any:
+    """One Example as a Row of the schema. The schema is the first record's (TFoS's rule), so a later record may
     differ: a scalar that became a list, another value type, a feature the first lacked. Each raises naming the
     record: a list cut to its first value, or a feature left out, would be data lost without a word."""
     from pyspark.sql import Row
-    from pyspark.sql.types import ArrayType
 
-    fields = {f.name: f for f in schema.fields}
-    extra = sorted(set(example.features.feature) - set(fields))
+    features = example.features.feature
+    names = [name for name, *_ in layout]
+    extra = sorted(set(features) - set(names))
     if extra:
         raise ValueError(f"{where}: feature {extra[0]!r} is not in the schema inferred from the first record "
-                         f"({', '.join(fields)})")
+                         f"({', '.join(names)})")
     row = {}
-    for name, field in fields.items():
-        feature = example.features.feature[name] if name in example.features.feature else None
+    for name, is_array, expected, decoded, type_string in layout:
+        feature = features[name] if name in features else None
         kind = feature.WhichOneof("kind") if feature is not None else None
         values = list(getattr(feature, kind).value) if kind else []
-        is_array = isinstance(field.dataType, ArrayType)
-        element = field.dataType.elementType if is_array else field.dataType
-        expected = _KIND_OF[type(element).__name__]
         if kind is not None and values and kind != expected:
             raise ValueError(f"{where}: feature {name!r} is a {kind}, the schema (from the first record) has "
-                             f"{field.dataType.simpleString()}")
+                             f"{type_string}")
         if not is_array and len(values) > 1:
             raise ValueError(f"{where}: feature {name!r} has {len(values)} values where the schema has one (a "
                              "first record's one value reads as a scalar); pass loadTFRecords a schema= with an "
                              "array type for it")
-        if kind == "bytes_list" and type(element).__name__ == "StringType" and name not in binary:
+        if kind == "bytes_list" and decoded:
             try:
                 values = [v.decode("utf-8") for v in values]
             except UnicodeDecodeError:
@@ -253,16 +271,17 @@ def loadTFRecords(sc: Any, input_dir: str, binary_features: list[str] | None = N
     if unknown:
         raise ValueError(f"binary_features: {unknown[0]!r} is not a feature of the schema "
                          f"({', '.join(schema.names)})")
-    rows = sc.parallelize(files, len(files)).flatMap(lambda f: _file_rows(f, set(features), schema))
+    layout = _layout(schema, set(features))  # on the driver: a given schema's bad type is named before any job
+    rows = sc.parallelize(files, len(files)).flatMap(lambda f: _file_rows(f, layout))
     df = SparkSession.builder.getOrCreate().createDataFrame(rows, schema)
     setattr(df, LOADED_ATTR, input_dir)
     return df
 
 
-def _file_rows(uri: str, binary: set[str], schema: Any) -> Iterator[Any]:
+def _file_rows(uri: str, layout: Layout) -> Iterator[Any]:
     for offset, data in _records_at(uri):
         where = f"{uri}: record at byte {offset}"
-        yield _to_row(_parse_example(data, where), schema, binary, where)
+        yield _to_row(_parse_example(data, where), layout, where)
 
 
 def isLoadedDF(df: Any) -> bool:  # noqa: N802 - TFoS's name
